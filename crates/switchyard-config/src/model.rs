@@ -1,0 +1,224 @@
+//! The configuration types, one per section of `router.toml`. Defaults live in [`defaults`].
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::types::LogicalType;
+
+/// Every default value of the configuration, in one place.
+pub mod defaults {
+    /// `server.listen`.
+    pub const LISTEN: &str = "127.0.0.1:7878";
+    /// `server.max_body_bytes`: 1 MiB.
+    pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+    /// `server.query_timeout_ms`.
+    pub const QUERY_TIMEOUT_MS: u64 = 30_000;
+    /// `backends.*.pool_max_connections`.
+    pub const POOL_MAX_CONNECTIONS: u32 = 10;
+    /// `backends.*.connect_timeout_ms`.
+    pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+    pub(crate) fn listen() -> String {
+        LISTEN.to_owned()
+    }
+    pub(crate) fn max_body_bytes() -> u64 {
+        MAX_BODY_BYTES
+    }
+    pub(crate) fn query_timeout_ms() -> u64 {
+        QUERY_TIMEOUT_MS
+    }
+    pub(crate) fn pool_max_connections() -> u32 {
+        POOL_MAX_CONNECTIONS
+    }
+    pub(crate) fn connect_timeout_ms() -> u64 {
+        CONNECT_TIMEOUT_MS
+    }
+}
+
+/// The whole of `router.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP endpoint.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The stores the router talks to, by name.
+    #[serde(default)]
+    pub backends: IndexMap<String, BackendConfig>,
+    /// The logical tables applications query, by name.
+    #[serde(default)]
+    pub tables: IndexMap<String, TableConfig>,
+}
+
+/// `[server]`: the HTTP endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the query endpoint listens on (`host:port`). `serve --listen` overrides it.
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Largest request body accepted, in bytes; larger bodies get `PAYLOAD_TOO_LARGE`.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Time a whole query may take, in milliseconds; past it the client gets `TIMEOUT`.
+    #[serde(default = "defaults::query_timeout_ms")]
+    pub query_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            query_timeout_ms: defaults::QUERY_TIMEOUT_MS,
+        }
+    }
+}
+
+/// The kind of store behind a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// PostgreSQL (url `postgres://...`).
+    Postgres,
+    /// MySQL or MariaDB (url `mysql://...`).
+    Mysql,
+    /// SQLite file (url `sqlite://path/to/file.db` or `sqlite::memory:`).
+    Sqlite,
+    /// MongoDB (url `mongodb://...`).
+    Mongodb,
+    /// Redis (url `redis://...`).
+    Redis,
+}
+
+impl BackendKind {
+    /// The lowercase name used in the configuration and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+            Self::Sqlite => "sqlite",
+            Self::Mongodb => "mongodb",
+            Self::Redis => "redis",
+        }
+    }
+
+    /// Whether the store speaks SQL (PostgreSQL, MySQL, SQLite).
+    pub fn is_sql(self) -> bool {
+        matches!(self, Self::Postgres | Self::Mysql | Self::Sqlite)
+    }
+}
+
+/// `[backends.NAME]`: one store.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Which kind of store this is.
+    pub kind: BackendKind,
+    /// Connection URL; `${VAR}` and `${VAR:-default}` are taken from the environment.
+    pub url: String,
+    /// Largest number of pooled connections.
+    #[serde(default = "defaults::pool_max_connections")]
+    pub pool_max_connections: u32,
+    /// Time to establish a connection, in milliseconds; past it the backend is unavailable.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time one statement may run on this backend, in milliseconds; defaults to
+    /// `server.query_timeout_ms`.
+    #[serde(default)]
+    pub statement_timeout_ms: Option<u64>,
+    /// PostgreSQL only: the schema that holds this backend's tables (its `search_path`).
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+/// `[tables.NAME]`: one logical table.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Free text for people reading the catalog.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Columns in order, `name = "type"`.
+    pub columns: IndexMap<String, LogicalType>,
+    /// Primary key column names (one or more).
+    pub primary_key: Vec<String>,
+    /// Where the rows live: one `primary` (or several `shard`s), plus replicas and caches.
+    pub placements: Vec<PlacementConfig>,
+}
+
+/// The role a placement plays for its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The source of truth: receives writes, serves reads by default.
+    #[default]
+    Primary,
+    /// A read-only copy maintained outside the router.
+    Replica,
+    /// A cache in front of the primary (cache-aside).
+    Cache,
+    /// One shard of a table split across backends.
+    Shard,
+}
+
+impl Role {
+    /// The lowercase name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Replica => "replica",
+            Self::Cache => "cache",
+            Self::Shard => "shard",
+        }
+    }
+}
+
+/// How a Redis placement lays rows out in keys (used by the Redis backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisMode {
+    /// One hash per row; fields are columns.
+    Hash,
+    /// One hash per partition key; one field per clustering key.
+    HashPerPartition,
+    /// The row as one JSON string per key.
+    Json,
+    /// One integer counter per key.
+    Counter,
+}
+
+/// One placement of a table on a backend, with its physical mapping.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// Name of a `[backends.NAME]` entry.
+    pub backend: String,
+    /// What this placement is for.
+    #[serde(default)]
+    pub role: Role,
+    /// Physical table or collection name; defaults to the logical table name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Column renames, `logical = "physical"`; a MongoDB field may be a dotted path.
+    #[serde(default)]
+    pub columns: IndexMap<String, String>,
+    /// Redis only: key pattern over primary-key columns, e.g. `customer:{customer_id}`.
+    #[serde(default)]
+    pub key_pattern: Option<String>,
+    /// Redis only: how rows are laid out in keys.
+    #[serde(default)]
+    pub mode: Option<RedisMode>,
+    /// Time to live of entries written to this placement, in seconds (caches, sessions).
+    /// Not enforced by SQLite placements.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+impl PlacementConfig {
+    /// The physical table/collection name of `table` in this placement.
+    pub fn physical_name<'a>(&'a self, table: &'a str) -> &'a str {
+        self.name.as_deref().unwrap_or(table)
+    }
+}
