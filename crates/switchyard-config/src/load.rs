@@ -526,6 +526,15 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
     }
 
     #[test]
+    fn the_shipped_router_toml_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../router.toml");
+        let text = std::fs::read_to_string(path).expect("router.toml");
+        let c = parse_str(&text, "router.toml", &|_| None).expect("valid");
+        assert_eq!(c.tables.len(), 8);
+        assert!(c.backends.contains_key("pg"));
+    }
+
+    #[test]
     fn syntax_errors_point_at_the_line() {
         let out = problems("[server]\nlisten = \n");
         assert!(out.contains("router.toml:2:"), "{out}");

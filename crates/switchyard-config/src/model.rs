@@ -222,3 +222,23 @@ impl PlacementConfig {
         self.name.as_deref().unwrap_or(table)
     }
 }
+
+impl Config {
+    /// The same catalog with every backend swapped for an embedded SQLite file of the same name
+    /// under `data_dir` (`serve --embedded`). Redis-only placement settings are dropped; TTLs are
+    /// kept in the catalog but SQLite does not enforce them.
+    pub fn into_embedded(mut self, data_dir: &std::path::Path) -> Config {
+        for (name, backend) in &mut self.backends {
+            backend.kind = BackendKind::Sqlite;
+            backend.url = format!("sqlite://{}?mode=rwc", data_dir.join(format!("{name}.db")).display());
+            backend.schema = None;
+        }
+        for table in self.tables.values_mut() {
+            for p in &mut table.placements {
+                p.key_pattern = None;
+                p.mode = None;
+            }
+        }
+        self
+    }
+}

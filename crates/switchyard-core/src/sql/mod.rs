@@ -1,0 +1,61 @@
+//! The SQL front-end: PostgreSQL-dialect text -> sqlparser AST -> bound IR.
+//!
+//! Supported: SELECT with joins (inner, left), WHERE, GROUP BY, HAVING, ORDER BY, LIMIT/OFFSET;
+//! INSERT ... VALUES [ON CONFLICT]; UPDATE; DELETE; parameters `$1..$n`. Everything else is
+//! refused with [`CoreError::Unsupported`] naming the construct.
+
+mod bind;
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::{Parser, ParserError};
+
+use crate::catalog::Catalog;
+use crate::error::{CoreError, Position};
+use crate::ir::BoundQuery;
+
+/// Parses `sql` and binds it against `catalog` with the JSON parameter values `params`.
+pub fn bind(sql: &str, params: &[serde_json::Value], catalog: &Catalog) -> Result<BoundQuery, CoreError> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)?;
+    match statements.len() {
+        0 => Err(CoreError::Syntax {
+            message: "empty statement".to_owned(),
+            position: Some(Position { line: 1, column: 1 }),
+        }),
+        1 => {
+            let statement = statements.pop().ok_or_else(|| CoreError::Syntax {
+                message: "empty statement".to_owned(),
+                position: None,
+            })?;
+            bind::Binder::new(catalog, params).bind_statement(statement, sql)
+        }
+        _ => Err(CoreError::Unsupported {
+            construct: "more than one statement per request".to_owned(),
+            position: None,
+        }),
+    }
+}
+
+/// Turns a sqlparser error into [`CoreError::Syntax`], lifting `at Line: L, Column: C` into a
+/// position.
+fn syntax_error(err: ParserError) -> CoreError {
+    let text = match err {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => "statement nests too deeply".to_owned(),
+    };
+    let (message, position) = match text.rfind(" at Line: ") {
+        Some(at) => {
+            let tail = &text[at + " at Line: ".len()..];
+            let mut parts = tail.split(", Column: ");
+            let line = parts.next().and_then(|l| l.trim().parse().ok());
+            let column = parts.next().and_then(|c| c.trim().parse().ok());
+            let position = line.zip(column).map(|(line, column)| Position { line, column });
+            (text[..at].to_owned(), position)
+        }
+        None => (text, None),
+    };
+    let message = message.strip_prefix("sql parser error: ").unwrap_or(&message).to_owned();
+    CoreError::Syntax { message, position }
+}
+
+#[cfg(test)]
+mod tests;
