@@ -1,1 +1,411 @@
-//! placeholder
+//! SQL backends: PostgreSQL, MySQL/MariaDB and SQLite through sqlx.
+//!
+//! Invariant: this is the only crate that knows sqlx. Statements are rendered from the bound IR
+//! ([`render`]) with every value bound as a parameter; rows are decoded into the logical type the
+//! IR declares for each output column, whatever physical type the store reports.
+
+pub mod ddl;
+pub mod render;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
+use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement};
+use switchyard_config::BackendConfig;
+use switchyard_core::value::format_timestamp;
+use switchyard_core::{BackendKind, LogicalType, ResultColumn, ResultSet, Statement, Table, Value};
+
+pub use render::{Dialect, Rendered, render};
+
+/// The pool of one SQL backend.
+#[derive(Debug, Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Mysql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// A PostgreSQL, MySQL/MariaDB or SQLite backend.
+#[derive(Debug)]
+pub struct SqlBackend {
+    name: String,
+    kind: BackendKind,
+    dialect: Dialect,
+    pool: Pool,
+    timeout: Duration,
+    schema: Option<String>,
+}
+
+impl SqlBackend {
+    /// Creates the backend with a lazily connecting pool: nothing is dialled until the first
+    /// statement, so the router starts even when a store is down (`/readyz` reports it).
+    pub fn connect_lazy(name: &str, config: &BackendConfig, default_timeout_ms: u64) -> Result<Self, BackendError> {
+        let bad_url = |e: sqlx::Error| BackendError::Unavailable { backend: name.to_owned(), source: Box::new(e) };
+        let timeout_ms = config.statement_timeout_ms.unwrap_or(default_timeout_ms);
+        let acquire = Duration::from_millis(config.connect_timeout_ms);
+        let max = config.pool_max_connections;
+        let (dialect, pool) = match config.kind {
+            BackendKind::Postgres => {
+                let mut opts = PgConnectOptions::from_str(&config.url).map_err(bad_url)?;
+                let mut settings = vec![("statement_timeout".to_owned(), timeout_ms.to_string())];
+                if let Some(schema) = &config.schema {
+                    settings.push(("search_path".to_owned(), schema.clone()));
+                }
+                opts = opts.options(settings);
+                let pool = PgPoolOptions::new().max_connections(max).acquire_timeout(acquire).connect_lazy_with(opts);
+                (Dialect::Postgres, Pool::Postgres(pool))
+            }
+            BackendKind::Mysql => {
+                let url = config.url.replacen("mariadb://", "mysql://", 1);
+                let opts = MySqlConnectOptions::from_str(&url).map_err(bad_url)?.timezone(Some("+00:00".to_owned()));
+                let pool = MySqlPoolOptions::new().max_connections(max).acquire_timeout(acquire).connect_lazy_with(opts);
+                (Dialect::Mysql, Pool::Mysql(pool))
+            }
+            BackendKind::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(&config.url)
+                    .map_err(bad_url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_millis(timeout_ms))
+                    .pragma("case_sensitive_like", "ON");
+                let pool =
+                    SqlitePoolOptions::new().max_connections(max).acquire_timeout(acquire).connect_lazy_with(opts);
+                (Dialect::Sqlite, Pool::Sqlite(pool))
+            }
+            other => {
+                return Err(BackendError::Unsupported {
+                    backend: name.to_owned(),
+                    what: format!("{} is not a SQL store", other.as_str()),
+                });
+            }
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            kind: config.kind,
+            dialect,
+            pool,
+            timeout: Duration::from_millis(timeout_ms),
+            schema: config.schema.clone(),
+        })
+    }
+
+    /// The dialect this backend renders.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    fn rendered(&self, fragment: Fragment<'_>) -> Result<Rendered, BackendError> {
+        render(fragment.query, fragment.catalog, &self.name, self.dialect).map_err(|m| BackendError::Unsupported {
+            backend: self.name.clone(),
+            what: format!("table `{}` has no placement here", m.table),
+        })
+    }
+
+    fn map_err(&self, err: sqlx::Error) -> BackendError {
+        let backend = self.name.clone();
+        match err {
+            sqlx::Error::Database(db) => {
+                use sqlx::error::ErrorKind as K;
+                let message = db.message().to_owned();
+                match db.kind() {
+                    K::UniqueViolation | K::ForeignKeyViolation | K::NotNullViolation | K::CheckViolation => {
+                        BackendError::Constraint { backend, message }
+                    }
+                    _ if db.code().as_deref() == Some("57014") => {
+                        BackendError::Timeout { backend, after_ms: self.timeout_ms() }
+                    }
+                    _ => BackendError::Rejected { backend, message },
+                }
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Configuration(_) => BackendError::Unavailable { backend, source: Box::new(err) },
+            other => BackendError::Rejected { backend, message: other.to_string() },
+        }
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs a statement text without results (DDL), within the timeout.
+    async fn run_ddl(&self, sql: String) -> Result<(), BackendError> {
+        let fut = async {
+            match &self.pool {
+                Pool::Postgres(p) => sqlx::query(AssertSqlSafe(sql)).execute(p).await.map(|_| ()),
+                Pool::Mysql(p) => sqlx::query(AssertSqlSafe(sql)).execute(p).await.map(|_| ()),
+                Pool::Sqlite(p) => sqlx::query(AssertSqlSafe(sql)).execute(p).await.map(|_| ()),
+            }
+        };
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r.map_err(|e| self.map_err(e)),
+            Err(_) => Err(BackendError::Timeout { backend: self.name.clone(), after_ms: self.timeout_ms() }),
+        }
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+type MyQuery<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
+type LiteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds a value as PostgreSQL stores it (see `ddl`); NULLs carry the column's type.
+fn bind_pg(q: PgQuery<'_>, value: Value, ty: LogicalType) -> PgQuery<'_> {
+    match value {
+        Value::Null => match ty {
+            LogicalType::Int => q.bind(None::<i64>),
+            LogicalType::Float => q.bind(None::<f64>),
+            LogicalType::Decimal { .. } => q.bind(None::<Decimal>),
+            LogicalType::Bool => q.bind(None::<bool>),
+            LogicalType::Timestamp => q.bind(None::<DateTime<Utc>>),
+            LogicalType::Json => q.bind(None::<sqlx::types::Json<serde_json::Value>>),
+            LogicalType::Text => q.bind(None::<String>),
+        },
+        Value::Int(i) => q.bind(i),
+        Value::Float(f) => q.bind(f),
+        Value::Decimal(d) => q.bind(d),
+        Value::Text(s) => q.bind(s),
+        Value::Bool(b) => q.bind(b),
+        Value::Timestamp(t) => q.bind(t),
+        Value::Json(j) => q.bind(sqlx::types::Json(j)),
+    }
+}
+
+/// Binds a value as MySQL/MariaDB stores it (see `ddl`).
+fn bind_mysql(q: MyQuery<'_>, value: Value, ty: LogicalType) -> MyQuery<'_> {
+    match value {
+        Value::Null => match ty {
+            LogicalType::Int | LogicalType::Bool => q.bind(None::<i64>),
+            LogicalType::Float => q.bind(None::<f64>),
+            LogicalType::Decimal { .. } => q.bind(None::<Decimal>),
+            LogicalType::Timestamp => q.bind(None::<DateTime<Utc>>),
+            LogicalType::Text | LogicalType::Json => q.bind(None::<String>),
+        },
+        Value::Int(i) => q.bind(i),
+        Value::Float(f) => q.bind(f),
+        Value::Decimal(d) => q.bind(d),
+        Value::Text(s) => q.bind(s),
+        Value::Bool(b) => q.bind(b),
+        Value::Timestamp(t) => q.bind(t),
+        Value::Json(j) => q.bind(j.to_string()),
+    }
+}
+
+/// Binds a value as SQLite stores it: decimals as REAL, timestamps as fixed-width RFC 3339 text.
+fn bind_sqlite(q: LiteQuery<'_>, value: Value, ty: LogicalType) -> LiteQuery<'_> {
+    match value {
+        Value::Null => match ty {
+            LogicalType::Int | LogicalType::Bool => q.bind(None::<i64>),
+            LogicalType::Float | LogicalType::Decimal { .. } => q.bind(None::<f64>),
+            LogicalType::Text | LogicalType::Timestamp | LogicalType::Json => q.bind(None::<String>),
+        },
+        Value::Int(i) => q.bind(i),
+        Value::Float(f) => q.bind(f),
+        Value::Decimal(d) => q.bind(rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(f64::NAN)),
+        Value::Text(s) => q.bind(s),
+        Value::Bool(b) => q.bind(b),
+        Value::Timestamp(t) => q.bind(format_timestamp(&t)),
+        Value::Json(j) => q.bind(j.to_string()),
+    }
+}
+
+#[async_trait]
+impl Backend for SqlBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            full_sql: true,
+            joins: true,
+            aggregates: true,
+            sort_limit: true,
+            needs_key: false,
+            transactions: true,
+        }
+    }
+
+    fn explain(&self, fragment: Fragment<'_>) -> Result<NativeStatement, BackendError> {
+        let r = self.rendered(fragment)?;
+        Ok(NativeStatement { language: "sql", text: r.sql, params: r.binds.into_iter().map(|(v, _)| v).collect() })
+    }
+
+    async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
+        let r = self.rendered(fragment)?;
+        let columns: Vec<ResultColumn> = fragment
+            .query
+            .statement
+            .output()
+            .iter()
+            .map(|c| ResultColumn { name: c.name.clone(), ty: c.expr.ty })
+            .collect();
+        let is_select = matches!(fragment.query.statement, Statement::Select(_));
+        let sql = r.sql;
+        let binds = r.binds;
+        let fut = async {
+            match &self.pool {
+                Pool::Postgres(p) => {
+                    let q = binds.into_iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| bind_pg(q, v, t));
+                    if is_select {
+                        let rows = q.fetch_all(p).await?;
+                        Ok(Fetched::Pg(rows))
+                    } else {
+                        Ok(Fetched::Affected(q.execute(p).await?.rows_affected()))
+                    }
+                }
+                Pool::Mysql(p) => {
+                    let q = binds.into_iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| bind_mysql(q, v, t));
+                    if is_select {
+                        Ok(Fetched::My(q.fetch_all(p).await?))
+                    } else {
+                        Ok(Fetched::Affected(q.execute(p).await?.rows_affected()))
+                    }
+                }
+                Pool::Sqlite(p) => {
+                    let q = binds.into_iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| bind_sqlite(q, v, t));
+                    if is_select {
+                        Ok(Fetched::Lite(q.fetch_all(p).await?))
+                    } else {
+                        Ok(Fetched::Affected(q.execute(p).await?.rows_affected()))
+                    }
+                }
+            }
+        };
+        let fetched: Fetched = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r.map_err(|e| self.map_err(e))?,
+            Err(_) => return Err(BackendError::Timeout { backend: self.name.clone(), after_ms: self.timeout_ms() }),
+        };
+        let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
+            backend: self.name.clone(),
+            column: column.name.clone(),
+            message,
+        };
+        let mut out = ResultSet { columns, rows: Vec::new(), rows_affected: None };
+        macro_rules! decode_rows {
+            ($rows:expr, $decode:ident) => {
+                for row in $rows {
+                    let mut values = Vec::with_capacity(out.columns.len());
+                    for (i, c) in out.columns.iter().enumerate() {
+                        let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
+                        values.push(raw.coerce(c.ty).map_err(|e| decode_err(c, e))?);
+                    }
+                    out.rows.push(values);
+                }
+            };
+        }
+        match fetched {
+            Fetched::Affected(n) => out.rows_affected = Some(n),
+            Fetched::Pg(rows) => decode_rows!(rows, decode_pg),
+            Fetched::My(rows) => decode_rows!(rows, decode_mysql),
+            Fetched::Lite(rows) => decode_rows!(rows, decode_sqlite),
+        }
+        tracing::debug!(backend = %self.name, rows = out.rows.len(), "fragment executed");
+        Ok(out)
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        self.run_ddl("SELECT 1".to_owned()).await
+    }
+
+    async fn ensure_table(&self, table: &Table) -> Result<(), BackendError> {
+        let placement = table.placement_on(&self.name).ok_or_else(|| BackendError::Unsupported {
+            backend: self.name.clone(),
+            what: format!("table `{}` has no placement here", table.name),
+        })?;
+        if let (Dialect::Postgres, Some(schema)) = (self.dialect, &self.schema) {
+            self.run_ddl(format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(self.dialect, schema))).await?;
+        }
+        self.run_ddl(ddl::create_table(self.dialect, table, placement)).await
+    }
+}
+
+enum Fetched {
+    Affected(u64),
+    Pg(Vec<PgRow>),
+    My(Vec<MySqlRow>),
+    Lite(Vec<SqliteRow>),
+}
+
+fn err(e: sqlx::Error) -> String {
+    e.to_string()
+}
+
+fn decode_pg(row: &PgRow, i: usize) -> Result<Value, String> {
+    let raw = row.try_get_raw(i).map_err(err)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let type_name = raw.type_info().name().to_owned();
+    Ok(match type_name.as_str() {
+        "INT8" => Value::Int(row.try_get::<i64, _>(i).map_err(err)?),
+        "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i).map_err(err)?)),
+        "INT2" => Value::Int(i64::from(row.try_get::<i16, _>(i).map_err(err)?)),
+        "NUMERIC" => Value::Decimal(row.try_get::<Decimal, _>(i).map_err(err)?),
+        "FLOAT8" => Value::Float(row.try_get::<f64, _>(i).map_err(err)?),
+        "FLOAT4" => Value::Float(f64::from(row.try_get::<f32, _>(i).map_err(err)?)),
+        "BOOL" => Value::Bool(row.try_get::<bool, _>(i).map_err(err)?),
+        "TIMESTAMPTZ" => Value::Timestamp(row.try_get::<DateTime<Utc>, _>(i).map_err(err)?),
+        "TIMESTAMP" => Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(err)?.and_utc()),
+        "JSON" | "JSONB" => Value::Json(row.try_get::<serde_json::Value, _>(i).map_err(err)?),
+        _ => Value::Text(row.try_get::<String, _>(i).map_err(|e| format!("type {type_name}: {e}"))?),
+    })
+}
+
+fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, String> {
+    let raw = row.try_get_raw(i).map_err(err)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let type_name = raw.type_info().name().to_owned();
+    Ok(match type_name.as_str() {
+        "BIGINT" | "INT" | "MEDIUMINT" | "SMALLINT" | "TINYINT" | "BOOLEAN" => {
+            Value::Int(row.try_get::<i64, _>(i).map_err(err)?)
+        }
+        "BIGINT UNSIGNED" | "INT UNSIGNED" | "MEDIUMINT UNSIGNED" | "SMALLINT UNSIGNED" | "TINYINT UNSIGNED" => {
+            let u = row.try_get::<u64, _>(i).map_err(err)?;
+            Value::Int(i64::try_from(u).map_err(|_| format!("{u} does not fit a 64-bit integer"))?)
+        }
+        "DECIMAL" => Value::Decimal(row.try_get::<Decimal, _>(i).map_err(err)?),
+        "DOUBLE" => Value::Float(row.try_get::<f64, _>(i).map_err(err)?),
+        "FLOAT" => Value::Float(f64::from(row.try_get::<f32, _>(i).map_err(err)?)),
+        "DATETIME" => Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(err)?.and_utc()),
+        "TIMESTAMP" => Value::Timestamp(row.try_get::<DateTime<Utc>, _>(i).map_err(err)?),
+        "JSON" => Value::Json(row.try_get::<serde_json::Value, _>(i).map_err(err)?),
+        "BLOB" | "VARBINARY" | "BINARY" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+            let bytes = row.try_get::<Vec<u8>, _>(i).map_err(err)?;
+            Value::Text(String::from_utf8(bytes).map_err(|e| e.to_string())?)
+        }
+        _ => Value::Text(row.try_get::<String, _>(i).map_err(|e| format!("type {type_name}: {e}"))?),
+    })
+}
+
+fn decode_sqlite(row: &SqliteRow, i: usize) -> Result<Value, String> {
+    let raw = row.try_get_raw(i).map_err(err)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let type_name = raw.type_info().name().to_owned();
+    Ok(match type_name.as_str() {
+        "INTEGER" | "BOOLEAN" | "INT8" | "BIGINT" => Value::Int(row.try_get::<i64, _>(i).map_err(err)?),
+        "REAL" | "NUMERIC" => Value::Float(row.try_get::<f64, _>(i).map_err(err)?),
+        "BLOB" => {
+            let bytes = row.try_get::<Vec<u8>, _>(i).map_err(err)?;
+            Value::Text(String::from_utf8(bytes).map_err(|e| e.to_string())?)
+        }
+        _ => Value::Text(row.try_get::<String, _>(i).map_err(|e| format!("type {type_name}: {e}"))?),
+    })
+}

@@ -1,1 +1,135 @@
-//! placeholder
+//! The one trait every store adapter implements (SQLite, PostgreSQL, MySQL/MariaDB, MongoDB,
+//! Redis), with the fragment it executes, the capabilities it declares and its errors.
+//!
+//! Invariant: the planner talks to stores only through [`Backend`]; it asks [`Capabilities`] and
+//! never special-cases a backend by name or kind.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use switchyard_core::{BackendKind, BoundQuery, Catalog, ErrorCode, ResultSet, Table, Value};
+
+/// The part of a query one backend runs. In this slice a fragment is a whole bound statement.
+#[derive(Debug, Clone, Copy)]
+pub struct Fragment<'a> {
+    /// The bound statement and its parameter values.
+    pub query: &'a BoundQuery,
+    /// The catalog, for physical names of the tables on this backend.
+    pub catalog: &'a Catalog,
+}
+
+/// What a backend can run natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Runs whole SQL statements (joins, aggregates, sorts) of the supported subset.
+    pub full_sql: bool,
+    /// Can join tables it holds.
+    pub joins: bool,
+    /// Can compute GROUP BY and aggregates.
+    pub aggregates: bool,
+    /// Can sort and apply LIMIT/OFFSET.
+    pub sort_limit: bool,
+    /// Reads need a key (Redis without `scan = "allow"`).
+    pub needs_key: bool,
+    /// Runs several statements in one local ACID transaction.
+    pub transactions: bool,
+}
+
+/// The native statement a fragment becomes, for `explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeStatement {
+    /// The language of `text`: `sql`, `mongodb`, `redis`.
+    pub language: &'static str,
+    /// Statement text in the backend's dialect, with placeholders.
+    pub text: String,
+    /// Values bound to the placeholders, in order.
+    pub params: Vec<Value>,
+}
+
+/// Why a backend could not run a fragment.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The store could not be reached (connect failure, pool exhausted, connection lost).
+    #[error("backend `{backend}` is unavailable")]
+    Unavailable {
+        /// Backend name.
+        backend: String,
+        /// Driver error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The statement did not finish in time.
+    #[error("backend `{backend}` did not answer within {after_ms} ms")]
+    Timeout {
+        /// Backend name.
+        backend: String,
+        /// The timeout that expired.
+        after_ms: u64,
+    },
+    /// A primary key, unique, not-null or check constraint refused the write.
+    #[error("constraint violated on backend `{backend}`: {message}")]
+    Constraint {
+        /// Backend name.
+        backend: String,
+        /// The store's message.
+        message: String,
+    },
+    /// The store refused or failed the statement.
+    #[error("backend `{backend}` failed the statement: {message}")]
+    Rejected {
+        /// Backend name.
+        backend: String,
+        /// The store's message.
+        message: String,
+    },
+    /// A value the store returned does not fit the column's logical type.
+    #[error("backend `{backend}` returned a value that does not fit column `{column}`: {message}")]
+    Decode {
+        /// Backend name.
+        backend: String,
+        /// Output column.
+        column: String,
+        /// What did not fit.
+        message: String,
+    },
+    /// The backend cannot run this fragment (capability or not yet implemented).
+    #[error("backend `{backend}` cannot run this: {what}")]
+    Unsupported {
+        /// Backend name.
+        backend: String,
+        /// What it cannot do.
+        what: String,
+    },
+}
+
+impl BackendError {
+    /// The client-facing code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unavailable { .. } => ErrorCode::BackendUnavailable,
+            Self::Timeout { .. } => ErrorCode::Timeout,
+            Self::Constraint { .. } => ErrorCode::ConstraintViolation,
+            Self::Rejected { .. } | Self::Decode { .. } => ErrorCode::BackendError,
+            Self::Unsupported { .. } => ErrorCode::NoRoute,
+        }
+    }
+}
+
+/// A store behind the router.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Name from `[backends.NAME]`.
+    fn name(&self) -> &str;
+    /// Kind of store.
+    fn kind(&self) -> BackendKind;
+    /// What it can run natively.
+    fn capabilities(&self) -> Capabilities;
+    /// The native statement for a fragment, without running it.
+    fn explain(&self, fragment: Fragment<'_>) -> Result<NativeStatement, BackendError>;
+    /// Runs a fragment.
+    async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError>;
+    /// Checks that the store answers.
+    async fn health(&self) -> Result<(), BackendError>;
+    /// Creates the physical table (collection, ...) of `table` on this backend if it is missing.
+    async fn ensure_table(&self, table: &Table) -> Result<(), BackendError>;
+}

@@ -9,6 +9,7 @@ pub mod describe;
 pub mod error;
 pub mod ir;
 pub mod plan;
+pub mod result;
 pub mod sql;
 pub mod value;
 
@@ -16,5 +17,6 @@ pub use catalog::{BackendInfo, Catalog, Column, Placement, Table};
 pub use error::{CoreError, ErrorCode, Position};
 pub use ir::{BoundQuery, Statement, StatementKind};
 pub use plan::{Plan, Route, plan};
+pub use result::{ResultColumn, ResultSet};
 pub use switchyard_config::{BackendKind, LogicalType, Role};
 pub use value::Value;
