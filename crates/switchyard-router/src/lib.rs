@@ -1,1 +1,301 @@
-//! placeholder
+//! The query engine: a validated configuration becomes a catalog and a set of backends; a SQL
+//! request becomes a plan, fragments run on backends, and a result set comes back.
+//!
+//! Invariant: every failure leaves here as a [`RouterError`] with a stable [`ErrorCode`]; nothing
+//! on a request path panics. API boundary: [`Router::query`], [`Router::explain`],
+//! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
+
+mod pending;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use indexmap::IndexMap;
+use switchyard_backend::{Backend, BackendError, Fragment, NativeStatement};
+use switchyard_backend_sql::SqlBackend;
+use switchyard_config::Config;
+use switchyard_core::ir::{Expr, ExprKind, Insert, OnConflict, Statement};
+use switchyard_core::{BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultSet, Route, Value};
+use tracing::Instrument;
+
+pub use pending::PendingBackend;
+
+/// The request context (`"context"` of `/v1/query`), handed to placement plugins.
+pub type Context = HashMap<String, String>;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// Parsing, binding or planning failed.
+    #[error(transparent)]
+    Plan(#[from] CoreError),
+    /// A backend failed its fragment.
+    #[error("fragment failed")]
+    Backend(#[from] BackendError),
+    /// The whole query took longer than `server.query_timeout_ms`.
+    #[error("query did not finish within {after_ms} ms")]
+    Timeout {
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// A table the request needs is not in the catalog (seeding).
+    #[error("table `{table}` is not in the catalog")]
+    UnknownTable {
+        /// The table.
+        table: String,
+    },
+    /// A backend could not be created from its configuration.
+    #[error("backend `{backend}` cannot be created")]
+    BackendSetup {
+        /// The backend.
+        backend: String,
+        /// Why.
+        #[source]
+        source: BackendError,
+    },
+}
+
+impl RouterError {
+    /// The client-facing code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Plan(e) => e.code(),
+            Self::Backend(e) => e.code(),
+            Self::Timeout { .. } => ErrorCode::Timeout,
+            Self::UnknownTable { .. } => ErrorCode::UnknownTable,
+            Self::BackendSetup { .. } => ErrorCode::BackendUnavailable,
+        }
+    }
+
+    /// Where in the SQL text the problem is, when it applies.
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            Self::Plan(e) => e.position(),
+            _ => None,
+        }
+    }
+
+    /// The message for clients: the top-level description, plus the store's own message for
+    /// statement failures, never connection details.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Backend(e) => e.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// One backend's part of an `explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainedFragment {
+    /// Backend name.
+    pub backend: String,
+    /// Backend kind.
+    pub backend_kind: &'static str,
+    /// The native statement.
+    pub native: NativeStatement,
+}
+
+/// What `explain` answers: the route, the native statements, and the bound logical plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explain {
+    /// The route.
+    pub route: Route,
+    /// Who produced the route (`default` until placement plugins are configured).
+    pub planner: &'static str,
+    /// One entry per fragment.
+    pub fragments: Vec<ExplainedFragment>,
+    /// Text form of the bound statement.
+    pub logical: String,
+}
+
+/// The health of one backend, as `check` and `/readyz` report it.
+#[derive(Debug)]
+pub struct BackendHealth {
+    /// Backend name.
+    pub backend: String,
+    /// Kind.
+    pub kind: &'static str,
+    /// `Ok` when the backend answered.
+    pub result: Result<Duration, BackendError>,
+}
+
+/// The engine.
+#[derive(Debug)]
+pub struct Router {
+    config: Config,
+    catalog: Catalog,
+    backends: IndexMap<String, Arc<dyn Backend>>,
+    query_timeout: Duration,
+}
+
+impl Router {
+    /// Builds the catalog and one backend per `[backends.NAME]`, connecting lazily.
+    pub fn from_config(config: Config) -> Result<Router, RouterError> {
+        let mut backends: IndexMap<String, Arc<dyn Backend>> = IndexMap::new();
+        for (name, b) in &config.backends {
+            let backend: Arc<dyn Backend> = if b.kind.is_sql() {
+                let sql = SqlBackend::connect_lazy(name, b, config.server.query_timeout_ms)
+                    .map_err(|source| RouterError::BackendSetup { backend: name.clone(), source })?;
+                Arc::new(sql)
+            } else {
+                Arc::new(PendingBackend::new(name, b.kind))
+            };
+            backends.insert(name.clone(), backend);
+        }
+        Ok(Self::with_backends(config, backends))
+    }
+
+    /// Builds a router over given backends (tests swap in fakes here).
+    pub fn with_backends(config: Config, backends: IndexMap<String, Arc<dyn Backend>>) -> Router {
+        let catalog = Catalog::from_config(&config);
+        let query_timeout = Duration::from_millis(config.server.query_timeout_ms);
+        Router { config, catalog, backends, query_timeout }
+    }
+
+    /// The configuration this router was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>, RouterError> {
+        self.backends.get(name).ok_or_else(|| {
+            RouterError::Plan(CoreError::NoRoute { reason: format!("backend `{name}` is not configured") })
+        })
+    }
+
+    /// Plans `sql` without executing it.
+    pub fn plan(&self, sql: &str, params: &[serde_json::Value]) -> Result<Plan, RouterError> {
+        Ok(switchyard_core::plan(sql, params, &self.catalog)?)
+    }
+
+    /// Runs one statement and returns its result.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        _context: &Context,
+    ) -> Result<ResultSet, RouterError> {
+        let plan = self.plan(sql, params)?;
+        let kind = plan.query.statement.kind().as_str();
+        let Route::Single { backend } = &plan.route;
+        let span = tracing::info_span!("query", statement = kind, backend = %backend);
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.query_timeout, self.run(&plan.query, backend))
+            .instrument(span)
+            .await
+            .unwrap_or_else(|_| Err(RouterError::Timeout { after_ms: self.timeout_ms() }));
+        match &result {
+            Ok(rs) => tracing::debug!(
+                statement = kind,
+                backend = %backend,
+                rows = rs.rows.len(),
+                elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "query finished"
+            ),
+            Err(err) => tracing::info!(statement = kind, backend = %backend, code = %err.code(), "query failed"),
+        }
+        result
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.query_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run(&self, query: &BoundQuery, backend: &str) -> Result<ResultSet, RouterError> {
+        let backend = self.backend(backend)?;
+        Ok(backend.execute(Fragment { query, catalog: &self.catalog }).await?)
+    }
+
+    /// Which backend runs which part, with native statement text, without executing.
+    pub fn explain(&self, sql: &str, params: &[serde_json::Value]) -> Result<Explain, RouterError> {
+        let plan = self.plan(sql, params)?;
+        let Route::Single { backend } = &plan.route;
+        let b = self.backend(backend)?;
+        let native = b.explain(Fragment { query: &plan.query, catalog: &self.catalog })?;
+        Ok(Explain {
+            logical: plan.describe(&self.catalog),
+            route: plan.route.clone(),
+            planner: "default",
+            fragments: vec![ExplainedFragment {
+                backend: backend.clone(),
+                backend_kind: b.kind().as_str(),
+                native,
+            }],
+        })
+    }
+
+    /// Health of every backend, checked concurrently.
+    pub async fn check(&self) -> Vec<BackendHealth> {
+        join_all(self.backends.iter().map(|(name, b)| async move {
+            let started = Instant::now();
+            let result = b.health().await.map(|()| started.elapsed());
+            BackendHealth { backend: name.clone(), kind: b.kind().as_str(), result }
+        }))
+        .await
+    }
+
+    /// Loads rows into `table` on its primary backend, creating the physical table if missing.
+    /// Rows whose primary key exists are left alone, so seeding twice does not duplicate.
+    /// `columns` names the columns of `rows`; returns the rows inserted.
+    pub async fn seed_table(
+        &self,
+        table: &str,
+        columns: &[&str],
+        rows: Vec<Vec<Value>>,
+        batch: usize,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<u64, RouterError> {
+        let t = self.catalog.table(table).ok_or_else(|| RouterError::UnknownTable { table: table.to_owned() })?;
+        let primary = t.primary().ok_or_else(|| {
+            RouterError::Plan(CoreError::NoRoute { reason: format!("table `{table}` has no primary placement") })
+        })?;
+        let backend = self.backend(&primary.backend)?;
+        backend.ensure_table(t).await?;
+        let mut indices = Vec::new();
+        for c in columns {
+            indices.push(t.column_index(c).ok_or_else(|| {
+                RouterError::Plan(CoreError::UnknownColumn {
+                    name: (*c).to_owned(),
+                    candidates: t.columns.iter().map(|c| c.name.clone()).collect(),
+                    position: None,
+                })
+            })?);
+        }
+        let mut inserted = 0;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Expr>> = rows
+                .by_ref()
+                .take(batch.max(1))
+                .map(|row| {
+                    row.into_iter()
+                        .zip(&indices)
+                        .map(|(v, &i)| Expr { kind: ExprKind::Literal(v), ty: t.columns[i].ty })
+                        .collect()
+                })
+                .collect();
+            let n = chunk.len();
+            let query = BoundQuery {
+                statement: Statement::Insert(Insert {
+                    table: table.to_owned(),
+                    columns: indices.clone(),
+                    rows: chunk,
+                    on_conflict: Some(OnConflict::DoNothing),
+                }),
+                params: Vec::new(),
+            };
+            let rs = backend.execute(Fragment { query: &query, catalog: &self.catalog }).await?;
+            inserted += rs.rows_affected.unwrap_or(0);
+            progress(n);
+        }
+        Ok(inserted)
+    }
+}

@@ -1,1 +1,230 @@
-//! placeholder
+//! The HTTP API (hyper 1.x): `POST /v1/query`, `POST /v1/explain`, `GET /healthz`, `GET /readyz`.
+//!
+//! Invariant: this is the only crate that knows HTTP; every answer is JSON, every failure is
+//! `{"error": {"code", "message", "position"?}}` with a status from [`status_of`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_core::{ErrorCode, Position, Route};
+use switchyard_router::{Router, RouterError};
+use tokio::net::TcpListener;
+
+/// The HTTP status for each error code (the table in the README).
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::SqlSyntax
+        | ErrorCode::Unsupported
+        | ErrorCode::UnknownTable
+        | ErrorCode::UnknownColumn
+        | ErrorCode::AmbiguousColumn
+        | ErrorCode::TypeMismatch
+        | ErrorCode::BadGrouping
+        | ErrorCode::BadParams => StatusCode::BAD_REQUEST,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::NoRoute => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::ConstraintViolation => StatusCode::CONFLICT,
+        ErrorCode::BackendError => StatusCode::BAD_GATEWAY,
+        ErrorCode::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The body of `/v1/query` and `/v1/explain`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+    #[serde(default)]
+    params: Vec<serde_json::Value>,
+    #[serde(default)]
+    context: HashMap<String, String>,
+}
+
+/// A failure on its way to the client.
+struct ApiError {
+    code: ErrorCode,
+    message: String,
+    position: Option<Position>,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), position: None }
+    }
+}
+
+impl From<RouterError> for ApiError {
+    fn from(e: RouterError) -> Self {
+        Self { code: e.code(), message: e.client_message(), position: e.position() }
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut error = json!({ "code": e.code.as_str(), "message": e.message });
+    if let Some(p) = e.position {
+        error["position"] = json!({ "line": p.line, "column": p.column });
+    }
+    json_response(status_of(e.code), &json!({ "error": error }))
+}
+
+/// The state shared by all connections.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    router: Arc<Router>,
+    max_body_bytes: u64,
+}
+
+impl AppState {
+    /// State over a router; the body limit comes from its `[server]` section.
+    pub fn new(router: Arc<Router>) -> Self {
+        let max_body_bytes = router.config().server.max_body_bytes;
+        Self { router, max_body_bytes }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
+            });
+            if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(state: AppState, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let result = match (method.clone(), path.as_str()) {
+        (Method::POST, "/v1/query") => query(&state, req, false).await,
+        (Method::POST, "/v1/explain") => query(&state, req, true).await,
+        (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
+        (Method::GET, "/readyz") => Ok(ready(&state).await),
+        (_, "/v1/query" | "/v1/explain" | "/healthz" | "/readyz") => {
+            Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
+        }
+        _ => Err(ApiError::new(ErrorCode::NotFound, format!("no endpoint at {path}"))),
+    };
+    let response = result.unwrap_or_else(|e| error_response(&e));
+    tracing::debug!(method = %method, path = %path, status = response.status().as_u16(), "request served");
+    response
+}
+
+async fn read_json(state: &AppState, req: Request<Incoming>) -> Result<QueryRequest, ApiError> {
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("expected content-type application/json, got `{content_type}`"),
+        ));
+    }
+    let too_large =
+        || ApiError::new(ErrorCode::PayloadTooLarge, format!("request body exceeds {} bytes", state.max_body_bytes));
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
+        Err(err) => return Err(ApiError::new(ErrorCode::BadRequest, format!("cannot read request body: {err}"))),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid request body: {e}")))
+}
+
+async fn query(state: &AppState, req: Request<Incoming>, explain: bool) -> Result<Response<Body>, ApiError> {
+    let body = read_json(state, req).await?;
+    if explain {
+        let e = state.router.explain(&body.sql, &body.params)?;
+        let Route::Single { backend } = &e.route;
+        let fragments: Vec<serde_json::Value> = e
+            .fragments
+            .iter()
+            .map(|f| {
+                let params: Vec<serde_json::Value> =
+                    f.native.params.iter().map(|v| v.to_json(switchyard_core::LogicalType::Text)).collect();
+                json!({
+                    "backend": f.backend,
+                    "backend_kind": f.backend_kind,
+                    "language": f.native.language,
+                    "statement": f.native.text,
+                    "params": params,
+                })
+            })
+            .collect();
+        let answer = json!({
+            "route": { "kind": "single", "backend": backend },
+            "planner": e.planner,
+            "fragments": fragments,
+            "logical_plan": e.logical,
+        });
+        return Ok(json_response(StatusCode::OK, &answer));
+    }
+    let result = state.router.query(&body.sql, &body.params, &body.context).await?;
+    Ok(json_response(StatusCode::OK, &result.to_json()))
+}
+
+async fn ready(state: &AppState) -> Response<Body> {
+    let health = state.router.check().await;
+    let all_ok = health.iter().all(|h| h.result.is_ok());
+    let backends: Vec<serde_json::Value> = health
+        .iter()
+        .map(|h| match &h.result {
+            Ok(latency) => json!({
+                "backend": h.backend, "kind": h.kind, "status": "up",
+                "latency_ms": latency.as_secs_f64() * 1000.0,
+            }),
+            Err(e) => json!({ "backend": h.backend, "kind": h.kind, "status": "down", "error": e.to_string() }),
+        })
+        .collect();
+    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &json!({ "status": if all_ok { "ready" } else { "not_ready" }, "backends": backends }))
+}
