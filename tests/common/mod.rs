@@ -1,0 +1,245 @@
+//! Shared helpers for the integration tests: per-test databases on the real servers, the shop
+//! catalog placed on one backend, an in-process server on a loopback port, and an HTTP client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use switchyard_config::{BackendConfig, BackendKind, Config, PlacementConfig, Role};
+use switchyard_router::Router;
+
+/// Which store a test environment uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+pub const ALL_STORES: [Store; 3] = [Store::Postgres, Store::Mysql, Store::Sqlite];
+
+pub fn pg_url() -> String {
+    std::env::var("SWITCHYARD_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+pub fn mysql_url() -> String {
+    std::env::var("SWITCHYARD_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+/// A name unique to this process and call, for schemas, databases and files.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A store prepared for one test: a fresh schema, database or file, removed on drop.
+pub struct TestStore {
+    pub store: Store,
+    pub backend: BackendConfig,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+    _dir: Option<tempdir::Dir>,
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(f) = self.cleanup.take() {
+            f();
+        }
+    }
+}
+
+/// Runs an admin statement on a fresh single-use connection in its own thread (usable from Drop).
+fn admin(url: String, sql: String) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            use sqlx::Connection;
+            if url.starts_with("postgres") {
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("connect to PostgreSQL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("admin statement");
+            } else {
+                let mut c = sqlx::MySqlConnection::connect(&url).await.expect("connect to MariaDB");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("admin statement");
+            }
+        });
+    })
+    .join()
+    .expect("admin thread");
+}
+
+pub fn backend(kind: BackendKind, url: String) -> BackendConfig {
+    BackendConfig {
+        kind,
+        url,
+        pool_max_connections: 5,
+        connect_timeout_ms: 5_000,
+        statement_timeout_ms: None,
+        schema: None,
+    }
+}
+
+impl TestStore {
+    pub fn new(store: Store) -> TestStore {
+        match store {
+            Store::Sqlite => {
+                let dir = tempdir::Dir::new();
+                let url = format!("sqlite://{}?mode=rwc", dir.path.join("db.sqlite").display());
+                TestStore { store, backend: backend(BackendKind::Sqlite, url), cleanup: None, _dir: Some(dir) }
+            }
+            Store::Postgres => {
+                let schema = unique_name("sy");
+                admin(pg_url(), format!("CREATE SCHEMA \"{schema}\""));
+                let mut b = backend(BackendKind::Postgres, pg_url());
+                b.schema = Some(schema.clone());
+                TestStore {
+                    store,
+                    backend: b,
+                    cleanup: Some(Box::new(move || admin(pg_url(), format!("DROP SCHEMA \"{schema}\" CASCADE")))),
+                    _dir: None,
+                }
+            }
+            Store::Mysql => {
+                let db = unique_name("sy");
+                admin(mysql_url(), format!("CREATE DATABASE `{db}`"));
+                let base = mysql_url();
+                let url = match base.rfind('/') {
+                    Some(i) if i > "mysql://".len() => format!("{}/{db}", &base[..i]),
+                    _ => format!("{base}/{db}"),
+                };
+                TestStore {
+                    store,
+                    backend: backend(BackendKind::Mysql, url),
+                    cleanup: Some(Box::new(move || admin(mysql_url(), format!("DROP DATABASE `{db}`")))),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// Minimal temporary directory, removed on drop.
+pub mod tempdir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+    impl Dir {
+        pub fn new() -> Dir {
+            let path = std::env::temp_dir().join(super::unique_name("switchyard-test"));
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            Dir { path }
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// The shipped `router.toml` catalog.
+pub fn shop_config() -> Config {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/router.toml");
+    let text = std::fs::read_to_string(path).expect("router.toml");
+    switchyard_config::parse_str(&text, "router.toml", &|_| None).expect("router.toml is valid")
+}
+
+/// The shop catalog with every table on the single backend `db` (physical renames kept).
+pub fn shop_on(backend: BackendConfig) -> Config {
+    let mut config = shop_config();
+    config.backends.clear();
+    config.backends.insert("db".to_owned(), backend);
+    for table in config.tables.values_mut() {
+        let primary = table.placements.iter().find(|p| p.role == Role::Primary).cloned();
+        let renames = primary.map(|p| p.columns).unwrap_or_default();
+        table.placements = vec![PlacementConfig {
+            backend: "db".to_owned(),
+            role: Role::Primary,
+            name: None,
+            columns: renames,
+            key_pattern: None,
+            mode: None,
+            ttl_seconds: None,
+        }];
+    }
+    config
+}
+
+/// Seeds the demo data through the router (the same path as `switchyard seed`).
+pub async fn seed(router: &Router, scale: u32) {
+    for t in switchyard_seed::generate(scale) {
+        router.seed_table(t.table, &t.columns, t.rows, 500, &|_| {}).await.expect("seed");
+    }
+}
+
+/// A running in-process server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub router: Arc<Router>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub async fn start_server(config: Config) -> TestServer {
+    let router = Arc::new(Router::from_config(config).expect("router"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let state = switchyard_server::AppState::new(router.clone());
+    tokio::spawn(async move {
+        let _ = switchyard_server::serve(listener, state, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    TestServer { addr, router, stop: Some(tx) }
+}
+
+/// An HTTP answer: status and parsed JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// Sends one HTTP/1.1 request on a fresh connection.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let resp = sender.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Answer { status, body }
+}
+
+/// POSTs a JSON body.
+pub async fn post(addr: SocketAddr, path: &str, body: serde_json::Value) -> Answer {
+    http(addr, "POST", path, Some("application/json"), body.to_string().into_bytes()).await
+}
+
+/// Runs SQL through `/v1/query`.
+pub async fn query(addr: SocketAddr, sql: &str, params: serde_json::Value) -> Answer {
+    post(addr, "/v1/query", serde_json::json!({ "sql": sql, "params": params })).await
+}

@@ -1,0 +1,142 @@
+//! The HTTP contract: every error code with its status, and the server still answering after each.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Store, TestStore, http, post, query, shop_on, start_server};
+use serde_json::json;
+use switchyard_config::{BackendKind, PlacementConfig, Role};
+
+/// Sends `body` and checks status, code and (where given) position; then checks that the server
+/// still answers a good query.
+async fn expect_error(server: &common::TestServer, send: common::Answer, status: u16, code: &str, position: Option<(u64, u64)>) {
+    assert_eq!(send.status, status, "{code}: {}", send.body);
+    assert_eq!(send.body["error"]["code"], code, "{}", send.body);
+    assert!(send.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", send.body);
+    match position {
+        Some((line, column)) => assert_eq!(send.body["error"]["position"], json!({ "line": line, "column": column }), "{code}"),
+        None => assert!(send.body["error"].get("position").is_none() || code == "SQL_SYNTAX", "{}", send.body),
+    }
+    let next = query(server.addr, "SELECT COUNT(*) FROM customers", json!([])).await;
+    assert_eq!(next.status, 200, "server must answer after {code}: {}", next.body);
+}
+
+#[tokio::test]
+async fn every_client_error_code_has_its_status_and_the_server_keeps_serving() {
+    let store = TestStore::new(Store::Sqlite);
+    let mut config = shop_on(store.backend.clone());
+    config.server.max_body_bytes = 2048;
+    let server = start_server(config).await;
+    common::seed(&server.router, 1).await;
+    let a = server.addr;
+
+    let ok = query(a, "SELECT c.name, p.amount FROM customers c JOIN payments p ON p.customer_id = c.customer_id WHERE c.state = $1 ORDER BY p.amount DESC LIMIT 5", json!(["SP"])).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["columns"], json!([{ "name": "name", "type": "text" }, { "name": "amount", "type": "decimal" }]));
+    assert_eq!(ok.body["rows"].as_array().map(Vec::len), Some(5));
+    assert!(ok.body["rows"][0][1].as_str().is_some_and(|s| s.contains('.')), "decimals are strings: {}", ok.body);
+    assert_eq!(ok.body["rows_affected"], serde_json::Value::Null);
+
+    let cases: Vec<(common::Answer, u16, &str, Option<(u64, u64)>)> = vec![
+        (http(a, "POST", "/v1/query", Some("application/json"), b"{not json".to_vec()).await, 400, "BAD_REQUEST", None),
+        (post(a, "/v1/query", json!({ "sql": 5 })).await, 400, "BAD_REQUEST", None),
+        (post(a, "/v1/query", json!({ "sql": "SELECT 1", "parms": [] })).await, 400, "BAD_REQUEST", None),
+        (post(a, "/v1/query", json!({ "sql": "SELECT * FROM customers", "params": {} })).await, 400, "BAD_REQUEST", None),
+        (http(a, "POST", "/v1/query", Some("text/plain"), b"SELECT 1".to_vec()).await, 415, "UNSUPPORTED_MEDIA_TYPE", None),
+        (http(a, "POST", "/v1/query", None, b"{}".to_vec()).await, 415, "UNSUPPORTED_MEDIA_TYPE", None),
+        (post(a, "/v1/query", json!({ "sql": format!("SELECT * FROM customers WHERE name = '{}'", "x".repeat(4000)) })).await, 413, "PAYLOAD_TOO_LARGE", None),
+        (query(a, "SELECT * FROM customers WHER state = 'SP'", json!([])).await, 400, "SQL_SYNTAX", Some((1, 30))),
+        (query(a, "SELECT * FROM customers\nORDER BY name\nLIMIT 5 OFFSET", json!([])).await, 400, "SQL_SYNTAX", None),
+        (query(a, "SELECT * FROM customers c RIGHT JOIN payments p ON p.customer_id = c.customer_id", json!([])).await, 400, "UNSUPPORTED", Some((1, 38))),
+        (query(a, "DROP TABLE customers", json!([])).await, 400, "UNSUPPORTED", None),
+        (query(a, "SELECT * FROM\n  customerz", json!([])).await, 400, "UNKNOWN_TABLE", Some((2, 3))),
+        (query(a, "SELECT nmae FROM customers", json!([])).await, 400, "UNKNOWN_COLUMN", Some((1, 8))),
+        (query(a, "SELECT customer_id FROM customers c JOIN payments p ON p.customer_id = c.customer_id", json!([])).await, 400, "AMBIGUOUS_COLUMN", Some((1, 8))),
+        (query(a, "SELECT * FROM inventory WHERE stock > $1", json!(["lots"])).await, 400, "BAD_PARAMS", Some((1, 39))),
+        (query(a, "SELECT * FROM inventory WHERE stock > $2", json!([1])).await, 400, "BAD_PARAMS", Some((1, 39))),
+        (query(a, "SELECT * FROM inventory", json!([1])).await, 400, "BAD_PARAMS", None),
+        (query(a, "SELECT * FROM inventory WHERE warehouse > 3", json!([])).await, 400, "TYPE_MISMATCH", Some((1, 31))),
+        (query(a, "SELECT state, name FROM customers GROUP BY state", json!([])).await, 400, "BAD_GROUPING", None),
+        (query(a, "INSERT INTO customers (customer_id, name) VALUES ('c000001', 'Dup')", json!([])).await, 409, "CONSTRAINT_VIOLATION", None),
+        (http(a, "GET", "/v1/nothing", None, Vec::new()).await, 404, "NOT_FOUND", None),
+        (http(a, "GET", "/v1/query", None, Vec::new()).await, 405, "METHOD_NOT_ALLOWED", None),
+    ];
+    for (answer, status, code, position) in cases {
+        expect_error(&server, answer, status, code, position).await;
+    }
+
+    // The refused duplicate left the original row alone.
+    let row = query(a, "SELECT name FROM customers WHERE customer_id = 'c000001'", json!([])).await;
+    assert_ne!(row.body["rows"][0][0], "Dup");
+}
+
+#[tokio::test]
+async fn no_route_timeout_and_unavailable_backend() {
+    // Two SQLite backends: customers on one, orders on the other.
+    let a = TestStore::new(Store::Sqlite);
+    let b = TestStore::new(Store::Sqlite);
+    let mut config = shop_on(a.backend.clone());
+    config.backends.insert("other".to_owned(), b.backend.clone());
+    config.tables["orders"].placements[0].backend = "other".to_owned();
+    // A backend nobody listens on.
+    let mut dead = common::backend(BackendKind::Postgres, "postgres://nobody@127.0.0.1:1/none".to_owned());
+    dead.connect_timeout_ms = 100;
+    config.backends.insert("dead".to_owned(), dead);
+    let mut table = config.tables["sessions"].clone();
+    table.placements = vec![PlacementConfig {
+        backend: "dead".to_owned(),
+        role: Role::Primary,
+        name: None,
+        columns: Default::default(),
+        key_pattern: None,
+        mode: None,
+        ttl_seconds: None,
+    }];
+    config.tables.insert("sessions".to_owned(), table);
+    config.server.query_timeout_ms = 300;
+    let server = start_server(config).await;
+    for t in switchyard_seed::generate(1) {
+        if t.table != "sessions" {
+            server.router.seed_table(t.table, &t.columns, t.rows, 500, &|_| {}).await.expect("seed");
+        }
+    }
+    let addr = server.addr;
+
+    let no_route = query(addr, "SELECT c.name, o.total FROM customers c JOIN orders o ON o.customer_id = c.customer_id", json!([])).await;
+    expect_error(&server, no_route, 422, "NO_ROUTE", None).await;
+
+    let down = query(addr, "SELECT * FROM sessions", json!([])).await;
+    expect_error(&server, down, 503, "BACKEND_UNAVAILABLE", None).await;
+    assert!(!down_message_leaks(&server).await);
+
+    // A self-join of 5,000 x 5,000 payments runs far longer than 300 ms on SQLite.
+    let slow = query(addr, "SELECT COUNT(*) FROM payments p JOIN payments q ON q.amount > p.amount", json!([])).await;
+    expect_error(&server, slow, 504, "TIMEOUT", None).await;
+
+    let ready = http(addr, "GET", "/readyz", None, Vec::new()).await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(http(addr, "GET", "/healthz", None, Vec::new()).await.status, 200);
+}
+
+/// The unavailable-backend message names the backend but not its URL.
+async fn down_message_leaks(server: &common::TestServer) -> bool {
+    let down = query(server.addr, "SELECT * FROM sessions", json!([])).await;
+    let message = down.body["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("dead"), "{message}");
+    message.contains("127.0.0.1:1") || message.contains("nobody")
+}
+
+#[tokio::test]
+async fn explain_names_backend_and_native_statement() {
+    let store = TestStore::new(Store::Sqlite);
+    let server = start_server(shop_on(store.backend.clone())).await;
+    let e = post(server.addr, "/v1/explain", json!({ "sql": "SELECT name FROM products WHERE product_id = $1", "params": ["p1"] })).await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    assert_eq!(e.body["route"], json!({ "kind": "single", "backend": "db" }));
+    assert_eq!(e.body["fragments"][0]["backend_kind"], "sqlite");
+    assert_eq!(
+        e.body["fragments"][0]["statement"],
+        "SELECT \"products\".\"name\" FROM \"products\" AS \"products\" WHERE (\"products\".\"_id\" = ?)"
+    );
+    assert_eq!(e.body["fragments"][0]["params"], json!(["p1"]));
+}
