@@ -214,12 +214,14 @@ impl Renderer<'_> {
                 let dir = if o.desc { "DESC" } else { "ASC" };
                 let output = s.projection.iter().position(|c| c.expr == o.expr);
                 match (self.dialect, output) {
-                    (Dialect::Mysql, Some(ordinal)) => {
+                    // MySQL refuses an alias of an aggregate inside an expression: those are
+                    // repeated below instead.
+                    (Dialect::Mysql, Some(ordinal)) if !o.expr.contains_aggregate() => {
                         let alias = format!("`_c{}`", ordinal + 1);
                         let nulls = if o.nulls_first { "DESC" } else { "ASC" };
                         let _ = write!(self.sql, "({alias} IS NULL) {nulls}, {alias} {dir}");
                     }
-                    (Dialect::Mysql, None) => {
+                    (Dialect::Mysql, _) => {
                         self.sql.push('(');
                         self.expr(&o.expr);
                         let _ = write!(self.sql, " IS NULL) {}, ", if o.nulls_first { "DESC" } else { "ASC" });
