@@ -11,7 +11,11 @@ use switchyard_config::Config;
 use switchyard_router::Router;
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "One SQL endpoint in front of PostgreSQL, MySQL, SQLite, MongoDB and Redis")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "One SQL endpoint in front of PostgreSQL, MySQL, SQLite, MongoDB and Redis"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,7 +83,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -98,7 +105,9 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -120,7 +129,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config, listen } => serve(&config, listen).await,
         Command::Check { config } => check(&config).await,
-        Command::Explain { config, sql, params } => {
+        Command::Explain {
+            config,
+            sql,
+            params,
+        } => {
             let router = Router::from_config(load(&config)?)?;
             let params: Vec<serde_json::Value> =
                 serde_json::from_str(&params).context("--params must be a JSON array")?;
@@ -129,17 +142,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     println!("planner: {}", e.planner);
                     print!("{}", e.logical);
                     for f in &e.fragments {
-                        println!("fragment on `{}` ({}), {}:", f.backend, f.backend_kind, f.native.language);
+                        println!(
+                            "fragment on `{}` ({}), {}:",
+                            f.backend, f.backend_kind, f.native.language
+                        );
                         println!("  {}", f.native.text);
                         if !f.native.params.is_empty() {
-                            let p: Vec<String> = f.native.params.iter().map(|v| v.describe()).collect();
+                            let p: Vec<String> =
+                                f.native.params.iter().map(|v| v.describe()).collect();
                             println!("  params: {}", p.join(", "));
                         }
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    let at = e.position().map(|p| format!(" at line {}, column {}", p.line, p.column)).unwrap_or_default();
+                    let at = e
+                        .position()
+                        .map(|p| format!(" at line {}, column {}", p.line, p.column))
+                        .unwrap_or_default();
                     eprintln!("{}{at}: {}", e.code(), e.client_message());
                     Ok(ExitCode::FAILURE)
                 }
@@ -165,15 +185,27 @@ async fn check(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("{}: configuration is valid ({} backends, {} tables)", args.config.display(), config.backends.len(), config.tables.len());
+    println!(
+        "{}: configuration is valid ({} backends, {} tables)",
+        args.config.display(),
+        config.backends.len(),
+        config.tables.len()
+    );
     let router = Router::from_config(config)?;
     let mut failed = 0;
     for h in router.check().await {
         match h.result {
-            Ok(latency) => println!("  ok    {} ({}) answered in {:.1} ms", h.backend, h.kind, latency.as_secs_f64() * 1000.0),
+            Ok(latency) => println!(
+                "  ok    {} ({}) answered in {:.1} ms",
+                h.backend,
+                h.kind,
+                latency.as_secs_f64() * 1000.0
+            ),
             Err(err) => {
                 failed += 1;
-                let cause = std::error::Error::source(&err).map(|s| format!(": {s}")).unwrap_or_default();
+                let cause = std::error::Error::source(&err)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
                 println!("  FAIL  {} ({}): {err}{cause}", h.backend, h.kind);
             }
         }
@@ -215,7 +247,9 @@ async fn serve(args: &ConfigArgs, listen: Option<String>) -> anyhow::Result<Exit
         tracing::info!(data_dir = %args.data_dir.display(), "seeding demo data into the embedded stores");
         seed(&router, 1).await?;
     }
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, embedded = args.embedded, "switchyard listening");
     let state = switchyard_server::AppState::new(router);
@@ -226,8 +260,14 @@ async fn serve(args: &ConfigArgs, listen: Option<String>) -> anyhow::Result<Exit
 
 /// Whether the embedded stores are empty (no customers yet).
 async fn needs_demo_data(router: &Router) -> bool {
-    match router.query("SELECT COUNT(*) FROM customers", &[], &Default::default()).await {
-        Ok(rs) => matches!(rs.rows.first().and_then(|r| r.first()), Some(switchyard_core::Value::Int(0)) | None),
+    match router
+        .query("SELECT COUNT(*) FROM customers", &[], &Default::default())
+        .await
+    {
+        Ok(rs) => matches!(
+            rs.rows.first().and_then(|r| r.first()),
+            Some(switchyard_core::Value::Int(0)) | None
+        ),
         Err(_) => true,
     }
 }

@@ -13,7 +13,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const ROUTER_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/router.toml");
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).env("SWITCHYARD_LOG", "warn").output().expect("run switchyard");
+    let out = Command::new(BIN)
+        .args(args)
+        .env("SWITCHYARD_LOG", "warn")
+        .output()
+        .expect("run switchyard");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -34,15 +38,28 @@ fn check_reports_every_config_problem_at_once() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("has 3 problems"), "{stderr}");
     assert!(stderr.contains("bad.toml:2:10: server.listen"), "{stderr}");
-    assert!(stderr.contains("bad.toml:7:1: backends.pg.timeout: unknown field `timeout`"), "{stderr}");
-    assert!(stderr.contains("bad.toml:12:27: tables.t.placements[0].backend: unknown backend `nope`"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:7:1: backends.pg.timeout: unknown field `timeout`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.toml:12:27: tables.t.placements[0].backend: unknown backend `nope`"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn check_reaches_every_backend_and_reports_all_failures() {
     let dir = Dir::new();
     let data = dir.path.join("data");
-    let (code, stdout, stderr) = run(&["check", "--config", ROUTER_TOML, "--embedded", "--data-dir", data.to_str().unwrap()]);
+    let (code, stdout, stderr) = run(&[
+        "check",
+        "--config",
+        ROUTER_TOML,
+        "--embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout.matches("  ok    ").count(), 3, "{stdout}");
 
@@ -54,7 +71,10 @@ fn check_reaches_every_backend_and_reports_all_failures() {
     .unwrap();
     let (code, stdout, _) = run(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{stdout}");
-    assert!(stdout.contains("FAIL  a (postgres)") && stdout.contains("FAIL  b (mysql)"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  a (postgres)") && stdout.contains("FAIL  b (mysql)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("2 backend(s) unreachable"), "{stdout}");
 }
 
@@ -78,9 +98,20 @@ fn explain_prints_route_and_native_statement() {
     assert!(stdout.contains("SELECT \"customers\".\"name\" FROM \"customers\" AS \"customers\" WHERE (\"customers\".\"state\" = ?)"), "{stdout}");
     assert!(stdout.contains("params: text 'SP'"), "{stdout}");
 
-    let (code, _, stderr) = run(&["explain", "--config", ROUTER_TOML, "--embedded", "--data-dir", data.to_str().unwrap(), "SELECT * FROM nope"]);
+    let (code, _, stderr) = run(&[
+        "explain",
+        "--config",
+        ROUTER_TOML,
+        "--embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "SELECT * FROM nope",
+    ]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("UNKNOWN_TABLE at line 1, column 15"), "{stderr}");
+    assert!(
+        stderr.contains("UNKNOWN_TABLE at line 1, column 15"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -89,18 +120,41 @@ async fn seed_is_idempotent_and_serve_embedded_answers_the_readme_query() {
     let data = dir.path.join("data");
     let data_s = data.to_str().unwrap();
     for _ in 0..2 {
-        let (code, _, stderr) = run(&["seed", "--config", ROUTER_TOML, "--embedded", "--data-dir", data_s]);
+        let (code, _, stderr) = run(&[
+            "seed",
+            "--config",
+            ROUTER_TOML,
+            "--embedded",
+            "--data-dir",
+            data_s,
+        ]);
         assert_eq!(code, 0, "{stderr}");
     }
     let config = common::shop_config().into_embedded(&data);
     let router = switchyard_router::Router::from_config(config).unwrap();
-    let count = router.query("SELECT COUNT(*) FROM customers", &[], &Default::default()).await.unwrap();
+    let count = router
+        .query("SELECT COUNT(*) FROM customers", &[], &Default::default())
+        .await
+        .unwrap();
     assert_eq!(count.rows[0][0], switchyard_core::Value::Int(1000));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
-        .args(["serve", "--config", ROUTER_TOML, "--embedded", "--data-dir", data_s, "--listen", &listen])
+        .args([
+            "serve",
+            "--config",
+            ROUTER_TOML,
+            "--embedded",
+            "--data-dir",
+            data_s,
+            "--listen",
+            &listen,
+        ])
         .env("SWITCHYARD_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -112,7 +166,10 @@ async fn seed_is_idempotent_and_serve_embedded_answers_the_readme_query() {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "serve did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "serve did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let answer = common::query(

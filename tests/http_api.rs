@@ -9,16 +9,40 @@ use switchyard_config::{BackendKind, PlacementConfig, Role};
 
 /// Sends `body` and checks status, code and (where given) position; then checks that the server
 /// still answers a good query.
-async fn expect_error(server: &common::TestServer, send: common::Answer, status: u16, code: &str, position: Option<(u64, u64)>) {
+async fn expect_error(
+    server: &common::TestServer,
+    send: common::Answer,
+    status: u16,
+    code: &str,
+    position: Option<(u64, u64)>,
+) {
     assert_eq!(send.status, status, "{code}: {}", send.body);
     assert_eq!(send.body["error"]["code"], code, "{}", send.body);
-    assert!(send.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", send.body);
+    assert!(
+        send.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        send.body
+    );
     match position {
-        Some((line, column)) => assert_eq!(send.body["error"]["position"], json!({ "line": line, "column": column }), "{code}"),
-        None => assert!(send.body["error"].get("position").is_none() || code == "SQL_SYNTAX", "{}", send.body),
+        Some((line, column)) => assert_eq!(
+            send.body["error"]["position"],
+            json!({ "line": line, "column": column }),
+            "{code}"
+        ),
+        None => assert!(
+            send.body["error"].get("position").is_none() || code == "SQL_SYNTAX",
+            "{}",
+            send.body
+        ),
     }
     let next = query(server.addr, "SELECT COUNT(*) FROM customers", json!([])).await;
-    assert_eq!(next.status, 200, "server must answer after {code}: {}", next.body);
+    assert_eq!(
+        next.status, 200,
+        "server must answer after {code}: {}",
+        next.body
+    );
 }
 
 #[tokio::test]
@@ -32,12 +56,22 @@ async fn every_client_error_code_has_its_status_and_the_server_keeps_serving() {
 
     let ok = query(a, "SELECT c.name, p.amount FROM customers c JOIN payments p ON p.customer_id = c.customer_id WHERE c.state = $1 ORDER BY p.amount DESC LIMIT 5", json!(["SP"])).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    assert_eq!(ok.body["columns"], json!([{ "name": "name", "type": "text" }, { "name": "amount", "type": "decimal" }]));
+    assert_eq!(
+        ok.body["columns"],
+        json!([{ "name": "name", "type": "text" }, { "name": "amount", "type": "decimal" }])
+    );
     assert_eq!(ok.body["rows"].as_array().map(Vec::len), Some(5));
-    assert!(ok.body["rows"][0][1].as_str().is_some_and(|s| s.contains('.')), "decimals are strings: {}", ok.body);
+    assert!(
+        ok.body["rows"][0][1]
+            .as_str()
+            .is_some_and(|s| s.contains('.')),
+        "decimals are strings: {}",
+        ok.body
+    );
     assert_eq!(ok.body["rows_affected"], serde_json::Value::Null);
 
-    let cases: Vec<(common::Answer, u16, &str, Option<(u64, u64)>)> = vec![
+    type Case = (common::Answer, u16, &'static str, Option<(u64, u64)>);
+    let cases: Vec<Case> = vec![
         (http(a, "POST", "/v1/query", Some("application/json"), b"{not json".to_vec()).await, 400, "BAD_REQUEST", None),
         (post(a, "/v1/query", json!({ "sql": 5 })).await, 400, "BAD_REQUEST", None),
         (post(a, "/v1/query", json!({ "sql": "SELECT 1", "parms": [] })).await, 400, "BAD_REQUEST", None),
@@ -66,7 +100,12 @@ async fn every_client_error_code_has_its_status_and_the_server_keeps_serving() {
     }
 
     // The refused duplicate left the original row alone.
-    let row = query(a, "SELECT name FROM customers WHERE customer_id = 'c000001'", json!([])).await;
+    let row = query(
+        a,
+        "SELECT name FROM customers WHERE customer_id = 'c000001'",
+        json!([]),
+    )
+    .await;
     assert_ne!(row.body["rows"][0][0], "Dup");
 }
 
@@ -76,10 +115,15 @@ async fn no_route_timeout_and_unavailable_backend() {
     let a = TestStore::new(Store::Sqlite);
     let b = TestStore::new(Store::Sqlite);
     let mut config = shop_on(a.backend.clone());
-    config.backends.insert("other".to_owned(), b.backend.clone());
+    config
+        .backends
+        .insert("other".to_owned(), b.backend.clone());
     config.tables["orders"].placements[0].backend = "other".to_owned();
     // A backend nobody listens on.
-    let mut dead = common::backend(BackendKind::Postgres, "postgres://nobody@127.0.0.1:1/none".to_owned());
+    let mut dead = common::backend(
+        BackendKind::Postgres,
+        "postgres://nobody@127.0.0.1:1/none".to_owned(),
+    );
     dead.connect_timeout_ms = 100;
     config.backends.insert("dead".to_owned(), dead);
     let mut table = config.tables["sessions"].clone();
@@ -97,12 +141,21 @@ async fn no_route_timeout_and_unavailable_backend() {
     let server = start_server(config).await;
     for t in switchyard_seed::generate(1) {
         if t.table != "sessions" {
-            server.router.seed_table(t.table, &t.columns, t.rows, 500, &|_| {}).await.expect("seed");
+            server
+                .router
+                .seed_table(t.table, &t.columns, t.rows, 500, &|_| {})
+                .await
+                .expect("seed");
         }
     }
     let addr = server.addr;
 
-    let no_route = query(addr, "SELECT c.name, o.total FROM customers c JOIN orders o ON o.customer_id = c.customer_id", json!([])).await;
+    let no_route = query(
+        addr,
+        "SELECT c.name, o.total FROM customers c JOIN orders o ON o.customer_id = c.customer_id",
+        json!([]),
+    )
+    .await;
     expect_error(&server, no_route, 422, "NO_ROUTE", None).await;
 
     let down = query(addr, "SELECT * FROM sessions", json!([])).await;
@@ -110,18 +163,29 @@ async fn no_route_timeout_and_unavailable_backend() {
     assert!(!down_message_leaks(&server).await);
 
     // A self-join of 5,000 x 5,000 payments runs far longer than 300 ms on SQLite.
-    let slow = query(addr, "SELECT COUNT(*) FROM payments p JOIN payments q ON q.amount > p.amount", json!([])).await;
+    let slow = query(
+        addr,
+        "SELECT COUNT(*) FROM payments p JOIN payments q ON q.amount > p.amount",
+        json!([]),
+    )
+    .await;
     expect_error(&server, slow, 504, "TIMEOUT", None).await;
 
     let ready = http(addr, "GET", "/readyz", None, Vec::new()).await;
     assert_eq!(ready.status, 503, "{}", ready.body);
-    assert_eq!(http(addr, "GET", "/healthz", None, Vec::new()).await.status, 200);
+    assert_eq!(
+        http(addr, "GET", "/healthz", None, Vec::new()).await.status,
+        200
+    );
 }
 
 /// The unavailable-backend message names the backend but not its URL.
 async fn down_message_leaks(server: &common::TestServer) -> bool {
     let down = query(server.addr, "SELECT * FROM sessions", json!([])).await;
-    let message = down.body["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let message = down.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(message.contains("dead"), "{message}");
     message.contains("127.0.0.1:1") || message.contains("nobody")
 }
@@ -130,9 +194,17 @@ async fn down_message_leaks(server: &common::TestServer) -> bool {
 async fn explain_names_backend_and_native_statement() {
     let store = TestStore::new(Store::Sqlite);
     let server = start_server(shop_on(store.backend.clone())).await;
-    let e = post(server.addr, "/v1/explain", json!({ "sql": "SELECT name FROM products WHERE product_id = $1", "params": ["p1"] })).await;
+    let e = post(
+        server.addr,
+        "/v1/explain",
+        json!({ "sql": "SELECT name FROM products WHERE product_id = $1", "params": ["p1"] }),
+    )
+    .await;
     assert_eq!(e.status, 200, "{}", e.body);
-    assert_eq!(e.body["route"], json!({ "kind": "single", "backend": "db" }));
+    assert_eq!(
+        e.body["route"],
+        json!({ "kind": "single", "backend": "db" })
+    );
     assert_eq!(e.body["fragments"][0]["backend_kind"], "sqlite");
     assert_eq!(
         e.body["fragments"][0]["statement"],

@@ -11,7 +11,9 @@ use switchyard_router::Router;
 
 fn probe_config(store: &TestStore) -> Config {
     let mut config = Config::default();
-    config.backends.insert("db".to_owned(), store.backend.clone());
+    config
+        .backends
+        .insert("db".to_owned(), store.backend.clone());
     let columns = [
         ("id", "int"),
         ("b", "bool"),
@@ -26,13 +28,18 @@ fn probe_config(store: &TestStore) -> Config {
         "probe".to_owned(),
         TableConfig {
             description: None,
-            columns: columns.iter().map(|(n, t)| ((*n).to_owned(), t.parse().unwrap())).collect(),
+            columns: columns
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), t.parse().unwrap()))
+                .collect(),
             primary_key: vec!["id".to_owned()],
             placements: vec![PlacementConfig {
                 backend: "db".to_owned(),
                 role: Role::Primary,
                 name: Some("probe_physical".to_owned()),
-                columns: [("s".to_owned(), "s_text".to_owned())].into_iter().collect(),
+                columns: [("s".to_owned(), "s_text".to_owned())]
+                    .into_iter()
+                    .collect(),
                 key_pattern: None,
                 mode: None,
                 ttl_seconds: None,
@@ -47,12 +54,28 @@ async fn every_type_round_trips_on_every_sql_store() {
     for store in ALL_STORES {
         let env = TestStore::new(store);
         let router = Router::from_config(probe_config(&env)).unwrap();
-        router.seed_table("probe", &[], Vec::new(), 1, &|_| {}).await.unwrap();
+        router
+            .seed_table("probe", &[], Vec::new(), 1, &|_| {})
+            .await
+            .unwrap();
         // SQLite keeps decimals as REAL: exact to 15 significant digits.
-        let big = if store == Store::Sqlite { "123456789.123456" } else { "1234567890123456789012.123456" };
+        let big = if store == Store::Sqlite {
+            "123456789.123456"
+        } else {
+            "1234567890123456789012.123456"
+        };
         let rows = [
             json!([1, true, 1.5e-7, big, "0.10", "2024-02-29T23:59:59.999999+05:30", { "a": [1, { "b": null }], "ü": "✓" }, "héllo ✓ 'q' \"dq\" \\ % _"]),
-            json!([2, false, -12345.678, "-0.000001", "-99999.99", "1970-01-01T00:00:00Z", [1, "two", 3.5], ""]),
+            json!([
+                2,
+                false,
+                -12345.678,
+                "-0.000001",
+                "-99999.99",
+                "1970-01-01T00:00:00Z",
+                [1, "two", 3.5],
+                ""
+            ]),
             json!([3, null, null, null, null, null, null, null]),
         ];
         for row in &rows {
@@ -62,25 +85,74 @@ async fn every_type_round_trips_on_every_sql_store() {
                 .unwrap_or_else(|e| panic!("{store:?} insert: {} {}", e.code(), e.client_message()));
             assert_eq!(r.rows_affected, Some(1));
         }
-        let got = router.query("SELECT * FROM probe ORDER BY id", &[], &Default::default()).await.unwrap().to_json();
+        let got = router
+            .query("SELECT * FROM probe ORDER BY id", &[], &Default::default())
+            .await
+            .unwrap()
+            .to_json();
         let expected = json!([
             [1, true, 1.5e-7, if store == Store::Sqlite { "123456789.123456" } else { "1234567890123456789012.123456" }, "0.10", "2024-02-29T18:29:59.999999Z", { "a": [1, { "b": null }], "ü": "✓" }, "héllo ✓ 'q' \"dq\" \\ % _"],
             [2, false, -12345.678, "-0.000001", "-99999.99", "1970-01-01T00:00:00.000000Z", [1, "two", 3.5], ""],
             [3, null, null, null, null, null, null, null],
         ]);
         assert_eq!(got["rows"], expected, "{store:?}");
-        let types: Vec<J> = got["columns"].as_array().unwrap().iter().map(|c| c["type"].clone()).collect();
-        assert_eq!(types, ["int", "bool", "float", "decimal", "decimal", "timestamp", "json", "text"].map(J::from), "{store:?}");
+        let types: Vec<J> = got["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].clone())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "int",
+                "bool",
+                "float",
+                "decimal",
+                "decimal",
+                "timestamp",
+                "json",
+                "text"
+            ]
+            .map(J::from),
+            "{store:?}"
+        );
 
         // Typed comparisons work on the stored representation.
         let found = router
-            .query("SELECT id FROM probe WHERE t < $1 AND b = false AND s LIKE '' AND m < 0", &[json!("2000-01-01T00:00:00Z")], &Default::default())
+            .query(
+                "SELECT id FROM probe WHERE t < $1 AND b = false AND s LIKE '' AND m < 0",
+                &[json!("2000-01-01T00:00:00Z")],
+                &Default::default(),
+            )
             .await
             .unwrap();
         assert_eq!(found.to_json()["rows"], json!([[2]]), "{store:?}");
-        let like = router.query("SELECT id FROM probe WHERE s LIKE $1", &[json!("%\\%%")], &Default::default()).await.unwrap();
-        assert_eq!(like.to_json()["rows"], json!([[1]]), "{store:?}: LIKE escapes");
-        let case = router.query("SELECT id FROM probe WHERE s LIKE 'H%'", &[], &Default::default()).await.unwrap();
-        assert_eq!(case.to_json()["rows"], json!([]), "{store:?}: LIKE is case-sensitive");
+        let like = router
+            .query(
+                "SELECT id FROM probe WHERE s LIKE $1",
+                &[json!("%\\%%")],
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            like.to_json()["rows"],
+            json!([[1]]),
+            "{store:?}: LIKE escapes"
+        );
+        let case = router
+            .query(
+                "SELECT id FROM probe WHERE s LIKE 'H%'",
+                &[],
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            case.to_json()["rows"],
+            json!([]),
+            "{store:?}: LIKE is case-sensitive"
+        );
     }
 }

@@ -24,11 +24,13 @@ pub enum Store {
 pub const ALL_STORES: [Store; 3] = [Store::Postgres, Store::Mysql, Store::Sqlite];
 
 pub fn pg_url() -> String {
-    std::env::var("SWITCHYARD_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("SWITCHYARD_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 pub fn mysql_url() -> String {
-    std::env::var("SWITCHYARD_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+    std::env::var("SWITCHYARD_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
 }
 
 /// A name unique to this process and call, for schemas, databases and files.
@@ -38,7 +40,12 @@ pub fn unique_name(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A store prepared for one test: a fresh schema, database or file, removed on drop.
@@ -60,15 +67,28 @@ impl Drop for TestStore {
 /// Runs an admin statement on a fresh single-use connection in its own thread (usable from Drop).
 fn admin(url: String, sql: String) {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             use sqlx::Connection;
             if url.starts_with("postgres") {
-                let mut c = sqlx::PgConnection::connect(&url).await.expect("connect to PostgreSQL");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("admin statement");
+                let mut c = sqlx::PgConnection::connect(&url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .expect("admin statement");
             } else {
-                let mut c = sqlx::MySqlConnection::connect(&url).await.expect("connect to MariaDB");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("admin statement");
+                let mut c = sqlx::MySqlConnection::connect(&url)
+                    .await
+                    .expect("connect to MariaDB");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .expect("admin statement");
             }
         });
     })
@@ -93,7 +113,12 @@ impl TestStore {
             Store::Sqlite => {
                 let dir = tempdir::Dir::new();
                 let url = format!("sqlite://{}?mode=rwc", dir.path.join("db.sqlite").display());
-                TestStore { store, backend: backend(BackendKind::Sqlite, url), cleanup: None, _dir: Some(dir) }
+                TestStore {
+                    store,
+                    backend: backend(BackendKind::Sqlite, url),
+                    cleanup: None,
+                    _dir: Some(dir),
+                }
             }
             Store::Postgres => {
                 let schema = unique_name("sy");
@@ -103,7 +128,9 @@ impl TestStore {
                 TestStore {
                     store,
                     backend: b,
-                    cleanup: Some(Box::new(move || admin(pg_url(), format!("DROP SCHEMA \"{schema}\" CASCADE")))),
+                    cleanup: Some(Box::new(move || {
+                        admin(pg_url(), format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                    })),
                     _dir: None,
                 }
             }
@@ -118,7 +145,9 @@ impl TestStore {
                 TestStore {
                     store,
                     backend: backend(BackendKind::Mysql, url),
-                    cleanup: Some(Box::new(move || admin(mysql_url(), format!("DROP DATABASE `{db}`")))),
+                    cleanup: Some(Box::new(move || {
+                        admin(mysql_url(), format!("DROP DATABASE `{db}`"))
+                    })),
                     _dir: None,
                 }
             }
@@ -158,7 +187,11 @@ pub fn shop_on(backend: BackendConfig) -> Config {
     config.backends.clear();
     config.backends.insert("db".to_owned(), backend);
     for table in config.tables.values_mut() {
-        let primary = table.placements.iter().find(|p| p.role == Role::Primary).cloned();
+        let primary = table
+            .placements
+            .iter()
+            .find(|p| p.role == Role::Primary)
+            .cloned();
         let renames = primary.map(|p| p.columns).unwrap_or_default();
         table.placements = vec![PlacementConfig {
             backend: "db".to_owned(),
@@ -176,7 +209,10 @@ pub fn shop_on(backend: BackendConfig) -> Config {
 /// Seeds the demo data through the router (the same path as `switchyard seed`).
 pub async fn seed(router: &Router, scale: u32) {
     for t in switchyard_seed::generate(scale) {
-        router.seed_table(t.table, &t.columns, t.rows, 500, &|_| {}).await.expect("seed");
+        router
+            .seed_table(t.table, &t.columns, t.rows, 500, &|_| {})
+            .await
+            .expect("seed");
     }
 }
 
@@ -197,7 +233,9 @@ impl Drop for TestServer {
 
 pub async fn start_server(config: Config) -> TestServer {
     let router = Arc::new(Router::from_config(config).expect("router"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let state = switchyard_server::AppState::new(router.clone());
@@ -207,7 +245,11 @@ pub async fn start_server(config: Config) -> TestServer {
         })
         .await;
     });
-    TestServer { addr, router, stop: Some(tx) }
+    TestServer {
+        addr,
+        router,
+        stop: Some(tx),
+    }
 }
 
 /// An HTTP answer: status and parsed JSON body (Null when the body is not JSON).
@@ -218,11 +260,22 @@ pub struct Answer {
 }
 
 /// Sends one HTTP/1.1 request on a fresh connection.
-pub async fn http(addr: SocketAddr, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Answer {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
@@ -236,10 +289,22 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, content_type: Opti
 
 /// POSTs a JSON body.
 pub async fn post(addr: SocketAddr, path: &str, body: serde_json::Value) -> Answer {
-    http(addr, "POST", path, Some("application/json"), body.to_string().into_bytes()).await
+    http(
+        addr,
+        "POST",
+        path,
+        Some("application/json"),
+        body.to_string().into_bytes(),
+    )
+    .await
 }
 
 /// Runs SQL through `/v1/query`.
 pub async fn query(addr: SocketAddr, sql: &str, params: serde_json::Value) -> Answer {
-    post(addr, "/v1/query", serde_json::json!({ "sql": sql, "params": params })).await
+    post(
+        addr,
+        "/v1/query",
+        serde_json::json!({ "sql": sql, "params": params }),
+    )
+    .await
 }

@@ -28,15 +28,26 @@ pub fn create_table(dialect: Dialect, table: &Table, placement: &Placement) -> S
         let is_key = table.primary_key.contains(&i);
         let ty = column_type(dialect, c.ty, is_key);
         let not_null = if is_key { " NOT NULL" } else { "" };
-        cols.push(format!("{} {ty}{not_null}", q(&placement.physical_columns[i])));
+        cols.push(format!(
+            "{} {ty}{not_null}",
+            q(&placement.physical_columns[i])
+        ));
     }
-    let pk: Vec<String> = table.primary_key.iter().map(|i| q(&placement.physical_columns[*i])).collect();
+    let pk: Vec<String> = table
+        .primary_key
+        .iter()
+        .map(|i| q(&placement.physical_columns[*i]))
+        .collect();
     cols.push(format!("PRIMARY KEY ({})", pk.join(", ")));
     let suffix = match dialect {
         Dialect::Mysql => " DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
         _ => "",
     };
-    format!("CREATE TABLE IF NOT EXISTS {} ({}){suffix}", q(&placement.physical_name), cols.join(", "))
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}){suffix}",
+        q(&placement.physical_name),
+        cols.join(", ")
+    )
 }
 
 fn column_type(dialect: Dialect, ty: LogicalType, is_key: bool) -> String {
@@ -47,8 +58,12 @@ fn column_type(dialect: Dialect, ty: LogicalType, is_key: bool) -> String {
         (Dialect::Postgres, T::Float) => "DOUBLE PRECISION".to_owned(),
         (Dialect::Mysql, T::Float) => "DOUBLE".to_owned(),
         (Dialect::Sqlite, T::Float | T::Decimal { .. }) => "REAL".to_owned(),
-        (Dialect::Postgres, T::Decimal { precision, scale }) => format!("NUMERIC({precision},{scale})"),
-        (Dialect::Mysql, T::Decimal { precision, scale }) => format!("DECIMAL({precision},{scale})"),
+        (Dialect::Postgres, T::Decimal { precision, scale }) => {
+            format!("NUMERIC({precision},{scale})")
+        }
+        (Dialect::Mysql, T::Decimal { precision, scale }) => {
+            format!("DECIMAL({precision},{scale})")
+        }
         (Dialect::Postgres, T::Text) => "TEXT COLLATE \"C\"".to_owned(),
         (Dialect::Mysql, T::Text) => if is_key { "VARCHAR(255)" } else { "TEXT" }.to_owned(),
         (Dialect::Sqlite, T::Text | T::Timestamp | T::Json) => "TEXT".to_owned(),

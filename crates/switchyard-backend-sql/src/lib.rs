@@ -15,7 +15,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement};
 use switchyard_config::BackendConfig;
@@ -46,8 +48,15 @@ pub struct SqlBackend {
 impl SqlBackend {
     /// Creates the backend with a lazily connecting pool: nothing is dialled until the first
     /// statement, so the router starts even when a store is down (`/readyz` reports it).
-    pub fn connect_lazy(name: &str, config: &BackendConfig, default_timeout_ms: u64) -> Result<Self, BackendError> {
-        let bad_url = |e: sqlx::Error| BackendError::Unavailable { backend: name.to_owned(), source: Box::new(e) };
+    pub fn connect_lazy(
+        name: &str,
+        config: &BackendConfig,
+        default_timeout_ms: u64,
+    ) -> Result<Self, BackendError> {
+        let bad_url = |e: sqlx::Error| BackendError::Unavailable {
+            backend: name.to_owned(),
+            source: Box::new(e),
+        };
         let timeout_ms = config.statement_timeout_ms.unwrap_or(default_timeout_ms);
         let acquire = Duration::from_millis(config.connect_timeout_ms);
         let max = config.pool_max_connections;
@@ -59,13 +68,21 @@ impl SqlBackend {
                     settings.push(("search_path".to_owned(), schema.clone()));
                 }
                 opts = opts.options(settings);
-                let pool = PgPoolOptions::new().max_connections(max).acquire_timeout(acquire).connect_lazy_with(opts);
+                let pool = PgPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(acquire)
+                    .connect_lazy_with(opts);
                 (Dialect::Postgres, Pool::Postgres(pool))
             }
             BackendKind::Mysql => {
                 let url = config.url.replacen("mariadb://", "mysql://", 1);
-                let opts = MySqlConnectOptions::from_str(&url).map_err(bad_url)?.timezone(Some("+00:00".to_owned()));
-                let pool = MySqlPoolOptions::new().max_connections(max).acquire_timeout(acquire).connect_lazy_with(opts);
+                let opts = MySqlConnectOptions::from_str(&url)
+                    .map_err(bad_url)?
+                    .timezone(Some("+00:00".to_owned()));
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(acquire)
+                    .connect_lazy_with(opts);
                 (Dialect::Mysql, Pool::Mysql(pool))
             }
             BackendKind::Sqlite => {
@@ -75,8 +92,10 @@ impl SqlBackend {
                     .journal_mode(SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_millis(timeout_ms))
                     .pragma("case_sensitive_like", "ON");
-                let pool =
-                    SqlitePoolOptions::new().max_connections(max).acquire_timeout(acquire).connect_lazy_with(opts);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(acquire)
+                    .connect_lazy_with(opts);
                 (Dialect::Sqlite, Pool::Sqlite(pool))
             }
             other => {
@@ -102,9 +121,11 @@ impl SqlBackend {
     }
 
     fn rendered(&self, fragment: Fragment<'_>) -> Result<Rendered, BackendError> {
-        render(fragment.query, fragment.catalog, &self.name, self.dialect).map_err(|m| BackendError::Unsupported {
-            backend: self.name.clone(),
-            what: format!("table `{}` has no placement here", m.table),
+        render(fragment.query, fragment.catalog, &self.name, self.dialect).map_err(|m| {
+            BackendError::Unsupported {
+                backend: self.name.clone(),
+                what: format!("table `{}` has no placement here", m.table),
+            }
         })
     }
 
@@ -115,12 +136,14 @@ impl SqlBackend {
                 use sqlx::error::ErrorKind as K;
                 let message = db.message().to_owned();
                 match db.kind() {
-                    K::UniqueViolation | K::ForeignKeyViolation | K::NotNullViolation | K::CheckViolation => {
-                        BackendError::Constraint { backend, message }
-                    }
-                    _ if db.code().as_deref() == Some("57014") => {
-                        BackendError::Timeout { backend, after_ms: self.timeout_ms() }
-                    }
+                    K::UniqueViolation
+                    | K::ForeignKeyViolation
+                    | K::NotNullViolation
+                    | K::CheckViolation => BackendError::Constraint { backend, message },
+                    _ if db.code().as_deref() == Some("57014") => BackendError::Timeout {
+                        backend,
+                        after_ms: self.timeout_ms(),
+                    },
                     _ => BackendError::Rejected { backend, message },
                 }
             }
@@ -129,8 +152,14 @@ impl SqlBackend {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
-            | sqlx::Error::Configuration(_) => BackendError::Unavailable { backend, source: Box::new(err) },
-            other => BackendError::Rejected { backend, message: other.to_string() },
+            | sqlx::Error::Configuration(_) => BackendError::Unavailable {
+                backend,
+                source: Box::new(err),
+            },
+            other => BackendError::Rejected {
+                backend,
+                message: other.to_string(),
+            },
         }
     }
 
@@ -149,7 +178,10 @@ impl SqlBackend {
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r.map_err(|e| self.map_err(e)),
-            Err(_) => Err(BackendError::Timeout { backend: self.name.clone(), after_ms: self.timeout_ms() }),
+            Err(_) => Err(BackendError::Timeout {
+                backend: self.name.clone(),
+                after_ms: self.timeout_ms(),
+            }),
         }
     }
 }
@@ -206,11 +238,15 @@ fn bind_sqlite(q: LiteQuery<'_>, value: Value, ty: LogicalType) -> LiteQuery<'_>
         Value::Null => match ty {
             LogicalType::Int | LogicalType::Bool => q.bind(None::<i64>),
             LogicalType::Float | LogicalType::Decimal { .. } => q.bind(None::<f64>),
-            LogicalType::Text | LogicalType::Timestamp | LogicalType::Json => q.bind(None::<String>),
+            LogicalType::Text | LogicalType::Timestamp | LogicalType::Json => {
+                q.bind(None::<String>)
+            }
         },
         Value::Int(i) => q.bind(i),
         Value::Float(f) => q.bind(f),
-        Value::Decimal(d) => q.bind(rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(f64::NAN)),
+        Value::Decimal(d) => {
+            q.bind(rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(f64::NAN))
+        }
         Value::Text(s) => q.bind(s),
         Value::Bool(b) => q.bind(b),
         Value::Timestamp(t) => q.bind(format_timestamp(&t)),
@@ -241,7 +277,11 @@ impl Backend for SqlBackend {
 
     fn explain(&self, fragment: Fragment<'_>) -> Result<NativeStatement, BackendError> {
         let r = self.rendered(fragment)?;
-        Ok(NativeStatement { language: "sql", text: r.sql, params: r.binds.into_iter().map(|(v, _)| v).collect() })
+        Ok(NativeStatement {
+            language: "sql",
+            text: r.sql,
+            params: r.binds.into_iter().map(|(v, _)| v).collect(),
+        })
     }
 
     async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
@@ -251,7 +291,10 @@ impl Backend for SqlBackend {
             .statement
             .output()
             .iter()
-            .map(|c| ResultColumn { name: c.name.clone(), ty: c.expr.ty })
+            .map(|c| ResultColumn {
+                name: c.name.clone(),
+                ty: c.expr.ty,
+            })
             .collect();
         let is_select = matches!(fragment.query.statement, Statement::Select(_));
         let sql = r.sql;
@@ -259,7 +302,11 @@ impl Backend for SqlBackend {
         let fut = async {
             match &self.pool {
                 Pool::Postgres(p) => {
-                    let q = binds.into_iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| bind_pg(q, v, t));
+                    let q = binds
+                        .into_iter()
+                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| {
+                            bind_pg(q, v, t)
+                        });
                     if is_select {
                         let rows = q.fetch_all(p).await?;
                         Ok(Fetched::Pg(rows))
@@ -268,7 +315,11 @@ impl Backend for SqlBackend {
                     }
                 }
                 Pool::Mysql(p) => {
-                    let q = binds.into_iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| bind_mysql(q, v, t));
+                    let q = binds
+                        .into_iter()
+                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| {
+                            bind_mysql(q, v, t)
+                        });
                     if is_select {
                         Ok(Fetched::My(q.fetch_all(p).await?))
                     } else {
@@ -276,7 +327,11 @@ impl Backend for SqlBackend {
                     }
                 }
                 Pool::Sqlite(p) => {
-                    let q = binds.into_iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| bind_sqlite(q, v, t));
+                    let q = binds
+                        .into_iter()
+                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| {
+                            bind_sqlite(q, v, t)
+                        });
                     if is_select {
                         Ok(Fetched::Lite(q.fetch_all(p).await?))
                     } else {
@@ -287,14 +342,23 @@ impl Backend for SqlBackend {
         };
         let fetched: Fetched = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r.map_err(|e| self.map_err(e))?,
-            Err(_) => return Err(BackendError::Timeout { backend: self.name.clone(), after_ms: self.timeout_ms() }),
+            Err(_) => {
+                return Err(BackendError::Timeout {
+                    backend: self.name.clone(),
+                    after_ms: self.timeout_ms(),
+                });
+            }
         };
         let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
             backend: self.name.clone(),
             column: column.name.clone(),
             message,
         };
-        let mut out = ResultSet { columns, rows: Vec::new(), rows_affected: None };
+        let mut out = ResultSet {
+            columns,
+            rows: Vec::new(),
+            rows_affected: None,
+        };
         macro_rules! decode_rows {
             ($rows:expr, $decode:ident) => {
                 for row in $rows {
@@ -322,14 +386,22 @@ impl Backend for SqlBackend {
     }
 
     async fn ensure_table(&self, table: &Table) -> Result<(), BackendError> {
-        let placement = table.placement_on(&self.name).ok_or_else(|| BackendError::Unsupported {
-            backend: self.name.clone(),
-            what: format!("table `{}` has no placement here", table.name),
-        })?;
+        let placement =
+            table
+                .placement_on(&self.name)
+                .ok_or_else(|| BackendError::Unsupported {
+                    backend: self.name.clone(),
+                    what: format!("table `{}` has no placement here", table.name),
+                })?;
         if let (Dialect::Postgres, Some(schema)) = (self.dialect, &self.schema) {
-            self.run_ddl(format!("CREATE SCHEMA IF NOT EXISTS {}", render::quote_ident(self.dialect, schema))).await?;
+            self.run_ddl(format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                render::quote_ident(self.dialect, schema)
+            ))
+            .await?;
         }
-        self.run_ddl(ddl::create_table(self.dialect, table, placement)).await
+        self.run_ddl(ddl::create_table(self.dialect, table, placement))
+            .await
     }
 }
 
@@ -361,7 +433,10 @@ fn decode_pg(row: &PgRow, i: usize) -> Result<Value, String> {
         "TIMESTAMPTZ" => Value::Timestamp(row.try_get::<DateTime<Utc>, _>(i).map_err(err)?),
         "TIMESTAMP" => Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(err)?.and_utc()),
         "JSON" | "JSONB" => Value::Json(row.try_get::<serde_json::Value, _>(i).map_err(err)?),
-        _ => Value::Text(row.try_get::<String, _>(i).map_err(|e| format!("type {type_name}: {e}"))?),
+        _ => Value::Text(
+            row.try_get::<String, _>(i)
+                .map_err(|e| format!("type {type_name}: {e}"))?,
+        ),
     })
 }
 
@@ -375,7 +450,8 @@ fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, String> {
         "BIGINT" | "INT" | "MEDIUMINT" | "SMALLINT" | "TINYINT" | "BOOLEAN" => {
             Value::Int(row.try_get::<i64, _>(i).map_err(err)?)
         }
-        "BIGINT UNSIGNED" | "INT UNSIGNED" | "MEDIUMINT UNSIGNED" | "SMALLINT UNSIGNED" | "TINYINT UNSIGNED" => {
+        "BIGINT UNSIGNED" | "INT UNSIGNED" | "MEDIUMINT UNSIGNED" | "SMALLINT UNSIGNED"
+        | "TINYINT UNSIGNED" => {
             let u = row.try_get::<u64, _>(i).map_err(err)?;
             Value::Int(i64::try_from(u).map_err(|_| format!("{u} does not fit a 64-bit integer"))?)
         }
@@ -389,7 +465,10 @@ fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, String> {
             let bytes = row.try_get::<Vec<u8>, _>(i).map_err(err)?;
             Value::Text(String::from_utf8(bytes).map_err(|e| e.to_string())?)
         }
-        _ => Value::Text(row.try_get::<String, _>(i).map_err(|e| format!("type {type_name}: {e}"))?),
+        _ => Value::Text(
+            row.try_get::<String, _>(i)
+                .map_err(|e| format!("type {type_name}: {e}"))?,
+        ),
     })
 }
 
@@ -400,12 +479,17 @@ fn decode_sqlite(row: &SqliteRow, i: usize) -> Result<Value, String> {
     }
     let type_name = raw.type_info().name().to_owned();
     Ok(match type_name.as_str() {
-        "INTEGER" | "BOOLEAN" | "INT8" | "BIGINT" => Value::Int(row.try_get::<i64, _>(i).map_err(err)?),
+        "INTEGER" | "BOOLEAN" | "INT8" | "BIGINT" => {
+            Value::Int(row.try_get::<i64, _>(i).map_err(err)?)
+        }
         "REAL" | "NUMERIC" => Value::Float(row.try_get::<f64, _>(i).map_err(err)?),
         "BLOB" => {
             let bytes = row.try_get::<Vec<u8>, _>(i).map_err(err)?;
             Value::Text(String::from_utf8(bytes).map_err(|e| e.to_string())?)
         }
-        _ => Value::Text(row.try_get::<String, _>(i).map_err(|e| format!("type {type_name}: {e}"))?),
+        _ => Value::Text(
+            row.try_get::<String, _>(i)
+                .map_err(|e| format!("type {type_name}: {e}"))?,
+        ),
     })
 }

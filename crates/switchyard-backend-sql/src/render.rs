@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 use switchyard_core::describe::binary_symbol;
 use switchyard_core::ir::{
-    AggFunc, BinaryOp, Expr, ExprKind, Insert, JoinKind, OnConflict, ScalarFunc, Select, Statement, UnaryOp,
+    AggFunc, BinaryOp, Expr, ExprKind, Insert, JoinKind, OnConflict, ScalarFunc, Select, Statement,
+    UnaryOp,
 };
 use switchyard_core::{BoundQuery, Catalog, LogicalType, Placement, Table, Value};
 
@@ -51,7 +52,9 @@ pub fn render(
     dialect: Dialect,
 ) -> Result<Rendered, MissingPlacement> {
     let resolve = |name: &str, alias: &'_ str| -> Result<(&Table, &Placement), MissingPlacement> {
-        let missing = || MissingPlacement { table: name.to_owned() };
+        let missing = || MissingPlacement {
+            table: name.to_owned(),
+        };
         let _ = alias;
         let table = catalog.table(name).ok_or_else(missing)?;
         let placement = table.placement_on(backend).ok_or_else(missing)?;
@@ -62,20 +65,36 @@ pub fn render(
         Statement::Select(s) => {
             for t in &s.from {
                 let (table, placement) = resolve(&t.table, &t.alias)?;
-                tables.push(PhysicalTable { alias: &t.alias, table, placement });
+                tables.push(PhysicalTable {
+                    alias: &t.alias,
+                    table,
+                    placement,
+                });
             }
         }
         Statement::Insert(Insert { table, .. }) => {
             let (t, placement) = resolve(table, table)?;
-            tables.push(PhysicalTable { alias: table, table: t, placement });
+            tables.push(PhysicalTable {
+                alias: table,
+                table: t,
+                placement,
+            });
         }
         Statement::Update(u) => {
             let (t, placement) = resolve(&u.table, &u.table)?;
-            tables.push(PhysicalTable { alias: &u.table, table: t, placement });
+            tables.push(PhysicalTable {
+                alias: &u.table,
+                table: t,
+                placement,
+            });
         }
         Statement::Delete(d) => {
             let (t, placement) = resolve(&d.table, &d.table)?;
-            tables.push(PhysicalTable { alias: &d.table, table: t, placement });
+            tables.push(PhysicalTable {
+                alias: &d.table,
+                table: t,
+                placement,
+            });
         }
     }
     let mut r = Renderer {
@@ -117,7 +136,10 @@ pub fn render(
             }
         }
     }
-    Ok(Rendered { sql: r.sql, binds: r.binds })
+    Ok(Rendered {
+        sql: r.sql,
+        binds: r.binds,
+    })
 }
 
 /// Quotes an identifier for `dialect`.
@@ -224,7 +246,11 @@ impl Renderer<'_> {
                     (Dialect::Mysql, _) => {
                         self.sql.push('(');
                         self.expr(&o.expr);
-                        let _ = write!(self.sql, " IS NULL) {}, ", if o.nulls_first { "DESC" } else { "ASC" });
+                        let _ = write!(
+                            self.sql,
+                            " IS NULL) {}, ",
+                            if o.nulls_first { "DESC" } else { "ASC" }
+                        );
                         self.expr(&o.expr);
                         let _ = write!(self.sql, " {dir}");
                     }
@@ -260,7 +286,11 @@ impl Renderer<'_> {
 
     fn table_ref(&mut self, i: usize) {
         let t = &self.tables[i];
-        let text = format!("{} AS {}", self.quote(&t.placement.physical_name), self.quote(t.alias));
+        let text = format!(
+            "{} AS {}",
+            self.quote(&t.placement.physical_name),
+            self.quote(t.alias)
+        );
         self.sql.push_str(&text);
     }
 
@@ -268,7 +298,11 @@ impl Renderer<'_> {
         self.in_insert = true;
         let t = &self.tables[0];
         let name = self.quote(&t.placement.physical_name);
-        let cols: Vec<String> = ins.columns.iter().map(|c| self.quote(&t.placement.physical_columns[*c])).collect();
+        let cols: Vec<String> = ins
+            .columns
+            .iter()
+            .map(|c| self.quote(&t.placement.physical_columns[*c]))
+            .collect();
         let _ = write!(self.sql, "INSERT INTO {name} ({}) VALUES ", cols.join(", "));
         for (r, row) in ins.rows.iter().enumerate() {
             if r > 0 {
@@ -285,7 +319,11 @@ impl Renderer<'_> {
         }
         let pk: Vec<String> = {
             let t = &self.tables[0];
-            t.table.primary_key.iter().map(|c| self.quote(&t.placement.physical_columns[*c])).collect()
+            t.table
+                .primary_key
+                .iter()
+                .map(|c| self.quote(&t.placement.physical_columns[*c]))
+                .collect()
         };
         match (&ins.on_conflict, self.dialect) {
             (None, _) => {}
@@ -321,7 +359,11 @@ impl Renderer<'_> {
         let col = self.quote(&t.placement.physical_columns[column]);
         let text = if self.qualify {
             // In ON CONFLICT the existing row is named by the table, not an alias.
-            let qualifier = if self.in_insert { t.placement.physical_name.as_str() } else { t.alias };
+            let qualifier = if self.in_insert {
+                t.placement.physical_name.as_str()
+            } else {
+                t.alias
+            };
             format!("{}.{col}", self.quote(qualifier))
         } else {
             col
@@ -368,28 +410,51 @@ impl Renderer<'_> {
             ExprKind::IsNull { expr, negated } => {
                 self.sql.push('(');
                 self.expr(expr);
-                self.sql.push_str(if *negated { " IS NOT NULL)" } else { " IS NULL)" });
+                self.sql.push_str(if *negated {
+                    " IS NOT NULL)"
+                } else {
+                    " IS NULL)"
+                });
             }
-            ExprKind::InList { expr, list, negated } => {
+            ExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 self.sql.push('(');
                 self.expr(expr);
-                self.sql.push_str(if *negated { " NOT IN (" } else { " IN (" });
+                self.sql
+                    .push_str(if *negated { " NOT IN (" } else { " IN (" });
                 self.list(list);
                 self.sql.push_str("))");
             }
-            ExprKind::Between { expr, low, high, negated } => {
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
                 self.sql.push('(');
                 self.expr(expr);
-                self.sql.push_str(if *negated { " NOT BETWEEN " } else { " BETWEEN " });
+                self.sql.push_str(if *negated {
+                    " NOT BETWEEN "
+                } else {
+                    " BETWEEN "
+                });
                 self.expr(low);
                 self.sql.push_str(" AND ");
                 self.expr(high);
                 self.sql.push(')');
             }
-            ExprKind::Like { expr, pattern, negated } => {
+            ExprKind::Like {
+                expr,
+                pattern,
+                negated,
+            } => {
                 self.sql.push('(');
                 self.expr(expr);
-                self.sql.push_str(if *negated { " NOT LIKE " } else { " LIKE " });
+                self.sql
+                    .push_str(if *negated { " NOT LIKE " } else { " LIKE " });
                 self.expr(pattern);
                 self.sql.push_str(match self.dialect {
                     Dialect::Mysql => " ESCAPE '\\\\')",
@@ -409,7 +474,11 @@ impl Renderer<'_> {
                 self.list(args);
                 self.sql.push(')');
             }
-            ExprKind::Agg { func, arg, distinct } => self.aggregate(*func, arg.as_deref(), *distinct, e.ty),
+            ExprKind::Agg {
+                func,
+                arg,
+                distinct,
+            } => self.aggregate(*func, arg.as_deref(), *distinct, e.ty),
         }
     }
 
@@ -422,8 +491,13 @@ impl Renderer<'_> {
             self.sql.push(')');
             return;
         }
-        let int_division = op == BinaryOp::Divide && left.ty == LogicalType::Int && right.ty == LogicalType::Int;
-        let symbol = if int_division && self.dialect == Dialect::Mysql { "DIV" } else { binary_symbol(op) };
+        let int_division =
+            op == BinaryOp::Divide && left.ty == LogicalType::Int && right.ty == LogicalType::Int;
+        let symbol = if int_division && self.dialect == Dialect::Mysql {
+            "DIV"
+        } else {
+            binary_symbol(op)
+        };
         self.sql.push('(');
         self.expr(left);
         let _ = write!(self.sql, " {symbol} ");
@@ -449,7 +523,9 @@ impl Renderer<'_> {
                 self.expr(arg);
                 let _ = write!(self.sql, " AS {double}))");
             }
-            (AggFunc::Avg, LogicalType::Decimal { scale, .. }) if self.dialect != Dialect::Sqlite => {
+            (AggFunc::Avg, LogicalType::Decimal { scale, .. })
+                if self.dialect != Dialect::Sqlite =>
+            {
                 let _ = write!(self.sql, "ROUND(AVG({distinct}");
                 self.expr(arg);
                 let _ = write!(self.sql, "), {scale})");
@@ -498,12 +574,30 @@ mod tests {
                 "SELECT c.name, p.amount FROM customers c JOIN payments p ON p.customer_id = c.customer_id WHERE c.state = $1 ORDER BY p.amount DESC LIMIT 5",
                 serde_json::json!(["SP"]),
             ),
-            ("SELECT state || '/' || city, count(*), avg(installments), avg(amount) FROM customers c LEFT JOIN payments p ON p.customer_id = c.customer_id WHERE name LIKE 'A%' GROUP BY 1 ORDER BY 2 OFFSET 3", serde_json::json!([])),
-            ("SELECT stock / 2, length(warehouse) FROM inventory WHERE updated_at IS NULL OR stock NOT IN (1, 2)", serde_json::json!([])),
-            ("INSERT INTO inventory VALUES ('p1', 5, 'A', NULL) ON CONFLICT (product_id) DO UPDATE SET stock = inventory.stock + EXCLUDED.stock", serde_json::json!([])),
-            ("INSERT INTO customers (customer_id, name) VALUES ($1, 'x') ON CONFLICT DO NOTHING", serde_json::json!(["c9"])),
-            ("UPDATE inventory SET stock = stock - 1 WHERE product_id = $1", serde_json::json!(["p1"])),
-            ("DELETE FROM payments WHERE amount BETWEEN 1 AND 2", serde_json::json!([])),
+            (
+                "SELECT state || '/' || city, count(*), avg(installments), avg(amount) FROM customers c LEFT JOIN payments p ON p.customer_id = c.customer_id WHERE name LIKE 'A%' GROUP BY 1 ORDER BY 2 OFFSET 3",
+                serde_json::json!([])
+            ),
+            (
+                "SELECT stock / 2, length(warehouse) FROM inventory WHERE updated_at IS NULL OR stock NOT IN (1, 2)",
+                serde_json::json!([])
+            ),
+            (
+                "INSERT INTO inventory VALUES ('p1', 5, 'A', NULL) ON CONFLICT (product_id) DO UPDATE SET stock = inventory.stock + EXCLUDED.stock",
+                serde_json::json!([])
+            ),
+            (
+                "INSERT INTO customers (customer_id, name) VALUES ($1, 'x') ON CONFLICT DO NOTHING",
+                serde_json::json!(["c9"])
+            ),
+            (
+                "UPDATE inventory SET stock = stock - 1 WHERE product_id = $1",
+                serde_json::json!(["p1"])
+            ),
+            (
+                "DELETE FROM payments WHERE amount BETWEEN 1 AND 2",
+                serde_json::json!([])
+            ),
         ]));
     }
 }

@@ -31,7 +31,9 @@ pub(crate) fn interpolate(
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
-                return Err(format!("`${{{reference}}}` is not a valid variable reference"));
+                return Err(format!(
+                    "`${{{reference}}}` is not a valid variable reference"
+                ));
             }
             match (env(name).filter(|v| !v.is_empty()), default) {
                 (Some(value), _) => out.push_str(&value),
@@ -67,7 +69,10 @@ mod tests {
     #[test]
     fn replaces_set_variables_and_defaults() {
         let cases = [
-            ("postgres://${HOST}/x", Ok("postgres://db.local/x".to_owned())),
+            (
+                "postgres://${HOST}/x",
+                Ok("postgres://db.local/x".to_owned()),
+            ),
             ("${MISSING:-fallback}", Ok("fallback".to_owned())),
             ("${EMPTY:-used}", Ok("used".to_owned())),
             ("cost $5 and $${HOST}", Ok("cost $5 and ${HOST}".to_owned())),

@@ -5,7 +5,6 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -76,7 +75,9 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    parse_str(&text, &path.display().to_string(), &|name| std::env::var(name).ok())
+    parse_str(&text, &path.display().to_string(), &|name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// Parses and validates configuration `text`; `file` names it in messages, `env` resolves `${VAR}`.
@@ -93,10 +94,18 @@ pub fn parse_str(
         Ok(doc) => doc,
         Err(err) => {
             let span = err.span().unwrap_or(0..0);
-            return Err(invalid(vec![problem_at(text, span, String::new(), err.message())]));
+            return Err(invalid(vec![problem_at(
+                text,
+                span,
+                String::new(),
+                err.message(),
+            )]));
         }
     };
-    let mut loader = Loader { text, problems: Vec::new() };
+    let mut loader = Loader {
+        text,
+        problems: Vec::new(),
+    };
     loader.interpolate_table(doc.get_mut(), &mut Vec::new(), env);
 
     let mut config = Config::default();
@@ -133,7 +142,9 @@ pub fn parse_str(
     }
     for (path, message) in validate(&config) {
         let span = span_of(doc.get_ref(), &path);
-        loader.problems.push(problem_at(text, span, render_path(&path), &message));
+        loader
+            .problems
+            .push(problem_at(text, span, render_path(&path), &message));
     }
     if loader.problems.is_empty() {
         Ok(config)
@@ -226,7 +237,10 @@ impl Loader<'_> {
         name: &str,
     ) -> Vec<(String, &'v Spanned<DeValue<'i>>)> {
         match value.get_ref() {
-            DeValue::Table(t) => t.iter().map(|(k, v)| (k.get_ref().to_string(), v)).collect(),
+            DeValue::Table(t) => t
+                .iter()
+                .map(|(k, v)| (k.get_ref().to_string(), v))
+                .collect(),
             _ => {
                 let p = problem_at(self.text, value.span(), name.to_owned(), "expected a table");
                 self.problems.push(p);
@@ -252,7 +266,8 @@ impl Loader<'_> {
                     }
                     _ => render_path(path),
                 };
-                self.problems.push(problem_at(self.text, span, key, err.message()));
+                self.problems
+                    .push(problem_at(self.text, span, key, err.message()));
                 None
             }
         }
@@ -329,10 +344,18 @@ fn value_path_at(value: &Spanned<DeValue<'_>>, offset: usize) -> Vec<Seg> {
 fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
     let mut out = Vec::new();
     let k = Seg::key;
-    if config.server.listen.parse::<std::net::SocketAddr>().is_err() {
+    if config
+        .server
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_err()
+    {
         out.push((
             vec![k("server"), k("listen")],
-            format!("`{}` is not a socket address, expected host:port such as 127.0.0.1:7878", config.server.listen),
+            format!(
+                "`{}` is not a socket address, expected host:port such as 127.0.0.1:7878",
+                config.server.listen
+            ),
         ));
     }
     for (name, b) in &config.backends {
@@ -347,7 +370,11 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
         if !schemes.iter().any(|s| b.url.starts_with(s)) {
             out.push((
                 at("url"),
-                format!("a {} url must start with {}", b.kind.as_str(), schemes.join(" or ")),
+                format!(
+                    "a {} url must start with {}",
+                    b.kind.as_str(),
+                    schemes.join(" or ")
+                ),
             ));
         }
         if b.pool_max_connections == 0 {
@@ -364,24 +391,44 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
             p
         };
         if t.columns.is_empty() {
-            out.push((at(&[k("columns")]), "a table needs at least one column".to_owned()));
+            out.push((
+                at(&[k("columns")]),
+                "a table needs at least one column".to_owned(),
+            ));
         }
         if t.primary_key.is_empty() {
-            out.push((at(&[k("primary_key")]), "a table needs a primary key".to_owned()));
+            out.push((
+                at(&[k("primary_key")]),
+                "a table needs a primary key".to_owned(),
+            ));
         }
         for (i, col) in t.primary_key.iter().enumerate() {
             if !t.columns.contains_key(col) {
                 out.push((
                     at(&[k("primary_key"), Seg::Index(i)]),
-                    format!("unknown column `{col}`, expected one of: {}", join_keys(t.columns.keys())),
+                    format!(
+                        "unknown column `{col}`, expected one of: {}",
+                        join_keys(t.columns.keys())
+                    ),
                 ));
             }
         }
         if t.placements.is_empty() {
-            out.push((at(&[k("placements")]), "a table needs at least one placement".to_owned()));
+            out.push((
+                at(&[k("placements")]),
+                "a table needs at least one placement".to_owned(),
+            ));
         }
-        let primaries = t.placements.iter().filter(|p| p.role == Role::Primary).count();
-        let shards = t.placements.iter().filter(|p| p.role == Role::Shard).count();
+        let primaries = t
+            .placements
+            .iter()
+            .filter(|p| p.role == Role::Primary)
+            .count();
+        let shards = t
+            .placements
+            .iter()
+            .filter(|p| p.role == Role::Shard)
+            .count();
         if !t.placements.is_empty() && primaries + shards == 0 {
             out.push((
                 at(&[k("placements")]),
@@ -389,10 +436,16 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
             ));
         }
         if primaries > 1 {
-            out.push((at(&[k("placements")]), "at most one placement may be `primary`".to_owned()));
+            out.push((
+                at(&[k("placements")]),
+                "at most one placement may be `primary`".to_owned(),
+            ));
         }
         if primaries == 1 && shards > 0 {
-            out.push((at(&[k("placements")]), "a table has either a primary or shards, not both".to_owned()));
+            out.push((
+                at(&[k("placements")]),
+                "a table has either a primary or shards, not both".to_owned(),
+            ));
         }
         for (i, p) in t.placements.iter().enumerate() {
             let pat = |f: &str| at(&[k("placements"), Seg::Index(i), k(f)]);
@@ -400,12 +453,19 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
             match backend {
                 None => out.push((
                     pat("backend"),
-                    format!("unknown backend `{}`, expected one of: {}", p.backend, join_keys(config.backends.keys())),
+                    format!(
+                        "unknown backend `{}`, expected one of: {}",
+                        p.backend,
+                        join_keys(config.backends.keys())
+                    ),
                 )),
                 Some(b) => {
                     let redis = b.kind == BackendKind::Redis;
                     if !redis && p.key_pattern.is_some() {
-                        out.push((pat("key_pattern"), "applies only to redis backends".to_owned()));
+                        out.push((
+                            pat("key_pattern"),
+                            "applies only to redis backends".to_owned(),
+                        ));
                     }
                     if !redis && p.mode.is_some() {
                         out.push((pat("mode"), "applies only to redis backends".to_owned()));
@@ -416,14 +476,20 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
                 if !t.columns.contains_key(logical) {
                     out.push((
                         at(&[k("placements"), Seg::Index(i), k("columns"), k(logical)]),
-                        format!("unknown column `{logical}` in rename, expected one of: {}", join_keys(t.columns.keys())),
+                        format!(
+                            "unknown column `{logical}` in rename, expected one of: {}",
+                            join_keys(t.columns.keys())
+                        ),
                     ));
                 }
             }
             if let Some(pattern) = &p.key_pattern {
                 for var in pattern_vars(pattern) {
                     if !t.columns.contains_key(var) {
-                        out.push((pat("key_pattern"), format!("`{{{var}}}` names no column of the table")));
+                        out.push((
+                            pat("key_pattern"),
+                            format!("`{{{var}}}` names no column of the table"),
+                        ));
                     }
                 }
             }
@@ -434,7 +500,11 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
 
 fn join_keys<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     let names: Vec<&str> = keys.map(String::as_str).collect();
-    if names.is_empty() { "(none declared)".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "(none declared)".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn pattern_vars(pattern: &str) -> impl Iterator<Item = &str> {
@@ -480,7 +550,10 @@ placements = [{ backend = "pg", role = "primary", name = "clients" }]
         assert_eq!(c.backends["pg"].url, "postgres://u@h/db");
         let cols: Vec<&String> = c.tables["customers"].columns.keys().collect();
         assert_eq!(cols, ["customer_id", "name", "spend"]);
-        assert_eq!(c.tables["customers"].placements[0].physical_name("customers"), "clients");
+        assert_eq!(
+            c.tables["customers"].placements[0].physical_name("customers"),
+            "clients"
+        );
         assert_eq!(c.server.query_timeout_ms, crate::defaults::QUERY_TIMEOUT_MS);
     }
 
@@ -542,7 +615,11 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
 
     #[test]
     fn unknown_fields_are_refused() {
-        let out = problems("[backends.pg]\nkind = \"postgres\"\nurl = \"postgres://x\"\npool = 3\n");
-        assert!(out.contains("router.toml:4:1: backends.pg.pool: unknown field `pool`"), "{out}");
+        let out =
+            problems("[backends.pg]\nkind = \"postgres\"\nurl = \"postgres://x\"\npool = 3\n");
+        assert!(
+            out.contains("router.toml:4:1: backends.pg.pool: unknown field `pool`"),
+            "{out}"
+        );
     }
 }

@@ -230,7 +230,10 @@ impl Config {
     pub fn into_embedded(mut self, data_dir: &std::path::Path) -> Config {
         for (name, backend) in &mut self.backends {
             backend.kind = BackendKind::Sqlite;
-            backend.url = format!("sqlite://{}?mode=rwc", data_dir.join(format!("{name}.db")).display());
+            backend.url = format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join(format!("{name}.db")).display()
+            );
             backend.schema = None;
         }
         for table in self.tables.values_mut() {

@@ -71,7 +71,9 @@ impl fmt::Display for LogicalType {
 
 /// A column type string that is not one of the logical types.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown column type `{given}`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, json")]
+#[error(
+    "unknown column type `{given}`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, json"
+)]
 pub struct TypeParseError {
     /// The text that was given.
     pub given: String,
@@ -81,7 +83,9 @@ impl FromStr for LogicalType {
     type Err = TypeParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || TypeParseError { given: s.to_owned() };
+        let err = || TypeParseError {
+            given: s.to_owned(),
+        };
         let t = s.trim().to_ascii_lowercase();
         Ok(match t.as_str() {
             "int" | "integer" | "bigint" => Self::Int,
@@ -145,17 +149,48 @@ mod tests {
 
     #[test]
     fn parses_every_type_and_rejects_the_rest() {
-        let ok = ["int", "float", "decimal", "decimal(12, 4)", "TEXT", "bool", "timestamp", "json"];
+        let ok = [
+            "int",
+            "float",
+            "decimal",
+            "decimal(12, 4)",
+            "TEXT",
+            "bool",
+            "timestamp",
+            "json",
+        ];
         let got: Vec<String> = ok
             .iter()
-            .map(|s| s.parse::<LogicalType>().map(|t| t.to_string()).unwrap_or_default())
+            .map(|s| {
+                s.parse::<LogicalType>()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(
             got,
-            ["int", "float", "decimal(18,2)", "decimal(12,4)", "text", "bool", "timestamp", "json"]
+            [
+                "int",
+                "float",
+                "decimal(18,2)",
+                "decimal(12,4)",
+                "text",
+                "bool",
+                "timestamp",
+                "json"
+            ]
         );
-        for bad in ["varchar", "decimal(40,2)", "decimal(2,3)", "decimal(x,1)", ""] {
-            assert!(bad.parse::<LogicalType>().is_err(), "{bad} should be refused");
+        for bad in [
+            "varchar",
+            "decimal(40,2)",
+            "decimal(2,3)",
+            "decimal(x,1)",
+            "",
+        ] {
+            assert!(
+                bad.parse::<LogicalType>().is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 }

@@ -68,7 +68,15 @@ impl Catalog {
         let backends = config
             .backends
             .iter()
-            .map(|(name, b)| (name.clone(), BackendInfo { name: name.clone(), kind: b.kind }))
+            .map(|(name, b)| {
+                (
+                    name.clone(),
+                    BackendInfo {
+                        name: name.clone(),
+                        kind: b.kind,
+                    },
+                )
+            })
             .collect();
         let tables = config
             .tables
@@ -77,7 +85,10 @@ impl Catalog {
                 let columns: Vec<Column> = t
                     .columns
                     .iter()
-                    .map(|(n, ty)| Column { name: n.clone(), ty: *ty })
+                    .map(|(n, ty)| Column {
+                        name: n.clone(),
+                        ty: *ty,
+                    })
                     .collect();
                 let primary_key = t
                     .primary_key
@@ -93,14 +104,24 @@ impl Catalog {
                         physical_name: p.physical_name(name).to_owned(),
                         physical_columns: columns
                             .iter()
-                            .map(|c| p.columns.get(&c.name).cloned().unwrap_or_else(|| c.name.clone()))
+                            .map(|c| {
+                                p.columns
+                                    .get(&c.name)
+                                    .cloned()
+                                    .unwrap_or_else(|| c.name.clone())
+                            })
                             .collect(),
                         key_pattern: p.key_pattern.clone(),
                         mode: p.mode,
                         ttl_seconds: p.ttl_seconds,
                     })
                     .collect();
-                let table = Table { name: name.clone(), columns, primary_key, placements };
+                let table = Table {
+                    name: name.clone(),
+                    columns,
+                    primary_key,
+                    placements,
+                };
                 (name.clone(), table)
             })
             .collect();

@@ -26,37 +26,87 @@ impl Names<'_> {
     fn expr(&self, e: &Expr) -> String {
         match &e.kind {
             ExprKind::Column { table, column } => self.column(*table, *column),
-            ExprKind::Excluded { column } => format!("excluded.{}", self.column(0, *column).split('.').nth(1).unwrap_or("?")),
+            ExprKind::Excluded { column } => format!(
+                "excluded.{}",
+                self.column(0, *column).split('.').nth(1).unwrap_or("?")
+            ),
             ExprKind::Literal(v) => v.describe(),
             ExprKind::Param(i) => format!("${}:{}", i + 1, e.ty),
-            ExprKind::Unary { op: UnaryOp::Not, expr } => format!("NOT {}", self.expr(expr)),
-            ExprKind::Unary { op: UnaryOp::Neg, expr } => format!("-{}", self.expr(expr)),
+            ExprKind::Unary {
+                op: UnaryOp::Not,
+                expr,
+            } => format!("NOT {}", self.expr(expr)),
+            ExprKind::Unary {
+                op: UnaryOp::Neg,
+                expr,
+            } => format!("-{}", self.expr(expr)),
             ExprKind::Binary { op, left, right } => {
-                format!("({} {} {})", self.expr(left), binary_symbol(*op), self.expr(right))
+                format!(
+                    "({} {} {})",
+                    self.expr(left),
+                    binary_symbol(*op),
+                    self.expr(right)
+                )
             }
             ExprKind::IsNull { expr, negated } => {
-                format!("{} IS {}NULL", self.expr(expr), if *negated { "NOT " } else { "" })
+                format!(
+                    "{} IS {}NULL",
+                    self.expr(expr),
+                    if *negated { "NOT " } else { "" }
+                )
             }
-            ExprKind::InList { expr, list, negated } => format!(
+            ExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => format!(
                 "{} {}IN ({})",
                 self.expr(expr),
                 if *negated { "NOT " } else { "" },
-                list.iter().map(|x| self.expr(x)).collect::<Vec<_>>().join(", ")
+                list.iter()
+                    .map(|x| self.expr(x))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            ExprKind::Between { expr, low, high, negated } => format!(
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => format!(
                 "{} {}BETWEEN {} AND {}",
                 self.expr(expr),
                 if *negated { "NOT " } else { "" },
                 self.expr(low),
                 self.expr(high)
             ),
-            ExprKind::Like { expr, pattern, negated } => {
-                format!("{} {}LIKE {}", self.expr(expr), if *negated { "NOT " } else { "" }, self.expr(pattern))
+            ExprKind::Like {
+                expr,
+                pattern,
+                negated,
+            } => {
+                format!(
+                    "{} {}LIKE {}",
+                    self.expr(expr),
+                    if *negated { "NOT " } else { "" },
+                    self.expr(pattern)
+                )
             }
             ExprKind::Func { func, args } => {
-                format!("{}({})", func.as_str(), args.iter().map(|x| self.expr(x)).collect::<Vec<_>>().join(", "))
+                format!(
+                    "{}({})",
+                    func.as_str(),
+                    args.iter()
+                        .map(|x| self.expr(x))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
-            ExprKind::Agg { func, arg, distinct } => format!(
+            ExprKind::Agg {
+                func,
+                arg,
+                distinct,
+            } => format!(
                 "{}({}{}):{}",
                 func.as_str(),
                 if *distinct { "DISTINCT " } else { "" },
@@ -112,21 +162,36 @@ pub fn describe_statement(statement: &Statement, catalog: &Catalog) -> String {
         Statement::Select(s) => {
             let names = Names {
                 catalog,
-                tables: s.from.iter().map(|t| (t.alias.as_str(), t.table.as_str())).collect(),
+                tables: s
+                    .from
+                    .iter()
+                    .map(|t| (t.alias.as_str(), t.table.as_str()))
+                    .collect(),
             };
             let cols: Vec<String> = s
                 .projection
                 .iter()
                 .map(|c| format!("{} AS {}:{}", names.expr(&c.expr), c.name, c.expr.ty))
                 .collect();
-            let _ = writeln!(out, "select{} {}", if s.distinct { " distinct" } else { "" }, cols.join(", "));
+            let _ = writeln!(
+                out,
+                "select{} {}",
+                if s.distinct { " distinct" } else { "" },
+                cols.join(", ")
+            );
             let _ = writeln!(out, "  from {} {}", s.from[0].table, s.from[0].alias);
             for (j, t) in s.joins.iter().zip(s.from.iter().skip(1)) {
                 let kind = match j.kind {
                     crate::ir::JoinKind::Inner => "inner",
                     crate::ir::JoinKind::Left => "left",
                 };
-                let _ = writeln!(out, "  join {kind} {} {} on {}", t.table, t.alias, names.expr(&j.on));
+                let _ = writeln!(
+                    out,
+                    "  join {kind} {} {} on {}",
+                    t.table,
+                    t.alias,
+                    names.expr(&j.on)
+                );
             }
             if let Some(f) = &s.filter {
                 let _ = writeln!(out, "  where {}", names.expr(f));
@@ -161,7 +226,10 @@ pub fn describe_statement(statement: &Statement, catalog: &Catalog) -> String {
             }
         }
         Statement::Insert(i) => {
-            let names = Names { catalog, tables: vec![(i.table.as_str(), i.table.as_str())] };
+            let names = Names {
+                catalog,
+                tables: vec![(i.table.as_str(), i.table.as_str())],
+            };
             let cols: Vec<String> = i.columns.iter().map(|c| names.column(0, *c)).collect();
             let _ = writeln!(out, "insert into {} ({})", i.table, cols.join(", "));
             for row in &i.rows {
@@ -174,23 +242,36 @@ pub fn describe_statement(statement: &Statement, catalog: &Catalog) -> String {
                     let _ = writeln!(out, "  on conflict do nothing");
                 }
                 Some(OnConflict::DoUpdate(a)) => {
-                    let set: Vec<String> =
-                        a.iter().map(|a| format!("{} = {}", names.column(0, a.column), names.expr(&a.value))).collect();
+                    let set: Vec<String> = a
+                        .iter()
+                        .map(|a| {
+                            format!("{} = {}", names.column(0, a.column), names.expr(&a.value))
+                        })
+                        .collect();
                     let _ = writeln!(out, "  on conflict do update set {}", set.join(", "));
                 }
             }
         }
         Statement::Update(u) => {
-            let names = Names { catalog, tables: vec![(u.table.as_str(), u.table.as_str())] };
-            let set: Vec<String> =
-                u.assignments.iter().map(|a| format!("{} = {}", names.column(0, a.column), names.expr(&a.value))).collect();
+            let names = Names {
+                catalog,
+                tables: vec![(u.table.as_str(), u.table.as_str())],
+            };
+            let set: Vec<String> = u
+                .assignments
+                .iter()
+                .map(|a| format!("{} = {}", names.column(0, a.column), names.expr(&a.value)))
+                .collect();
             let _ = writeln!(out, "update {} set {}", u.table, set.join(", "));
             if let Some(f) = &u.filter {
                 let _ = writeln!(out, "  where {}", names.expr(f));
             }
         }
         Statement::Delete(d) => {
-            let names = Names { catalog, tables: vec![(d.table.as_str(), d.table.as_str())] };
+            let names = Names {
+                catalog,
+                tables: vec![(d.table.as_str(), d.table.as_str())],
+            };
             let _ = writeln!(out, "delete from {}", d.table);
             if let Some(f) = &d.filter {
                 let _ = writeln!(out, "  where {}", names.expr(f));

@@ -266,7 +266,10 @@ pub enum BinaryOp {
 impl BinaryOp {
     /// Whether the operator compares two values.
     pub fn is_comparison(self) -> bool {
-        matches!(self, Self::Eq | Self::NotEq | Self::Lt | Self::LtEq | Self::Gt | Self::GtEq)
+        matches!(
+            self,
+            Self::Eq | Self::NotEq | Self::Lt | Self::LtEq | Self::Gt | Self::GtEq
+        )
     }
 }
 
@@ -436,7 +439,10 @@ impl Expr {
     pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);
         match &self.kind {
-            ExprKind::Column { .. } | ExprKind::Excluded { .. } | ExprKind::Literal(_) | ExprKind::Param(_) => {}
+            ExprKind::Column { .. }
+            | ExprKind::Excluded { .. }
+            | ExprKind::Literal(_)
+            | ExprKind::Param(_) => {}
             ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => expr.walk(f),
             ExprKind::Binary { left, right, .. } => {
                 left.walk(f);
@@ -446,7 +452,9 @@ impl Expr {
                 expr.walk(f);
                 list.iter().for_each(|e| e.walk(f));
             }
-            ExprKind::Between { expr, low, high, .. } => {
+            ExprKind::Between {
+                expr, low, high, ..
+            } => {
                 expr.walk(f);
                 low.walk(f);
                 high.walk(f);

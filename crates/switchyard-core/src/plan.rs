@@ -39,7 +39,11 @@ pub fn plan(sql: &str, params: &[serde_json::Value], catalog: &Catalog) -> Resul
 /// backend shared by all tables, else to the first backend (in configuration order) that holds
 /// a primary or replica of every table.
 pub fn default_route(catalog: &Catalog, statement: &Statement) -> Result<Route, CoreError> {
-    let tables: Vec<&crate::Table> = statement.tables().iter().filter_map(|t| catalog.table(t)).collect();
+    let tables: Vec<&crate::Table> = statement
+        .tables()
+        .iter()
+        .filter_map(|t| catalog.table(t))
+        .collect();
     let write = statement.kind() != StatementKind::Select;
     let mut primaries = Vec::new();
     for t in &tables {
@@ -47,27 +51,39 @@ pub fn default_route(catalog: &Catalog, statement: &Statement) -> Result<Route, 
             Some(p) => primaries.push((t.name.as_str(), p.backend.as_str())),
             None => {
                 return Err(CoreError::NoRoute {
-                    reason: format!("table `{}` is sharded; scatter-gather is not available yet", t.name),
+                    reason: format!(
+                        "table `{}` is sharded; scatter-gather is not available yet",
+                        t.name
+                    ),
                 });
             }
         }
     }
-    if let Some((_, first)) = primaries.first() {
-        if primaries.iter().all(|(_, b)| b == first) {
-            return Ok(Route::Single { backend: (*first).to_owned() });
-        }
+    if let Some((_, first)) = primaries.first()
+        && primaries.iter().all(|(_, b)| b == first)
+    {
+        return Ok(Route::Single {
+            backend: (*first).to_owned(),
+        });
     }
     if !write {
         let readable = |backend: &str| {
             tables.iter().all(|t| {
-                t.placements.iter().any(|p| p.backend == backend && matches!(p.role, Role::Primary | Role::Replica))
+                t.placements.iter().any(|p| {
+                    p.backend == backend && matches!(p.role, Role::Primary | Role::Replica)
+                })
             })
         };
         if let Some(backend) = catalog.backends.keys().find(|b| readable(b)) {
-            return Ok(Route::Single { backend: backend.clone() });
+            return Ok(Route::Single {
+                backend: backend.clone(),
+            });
         }
     }
-    let placed: Vec<String> = primaries.iter().map(|(t, b)| format!("{t} on {b}")).collect();
+    let placed: Vec<String> = primaries
+        .iter()
+        .map(|(t, b)| format!("{t} on {b}"))
+        .collect();
     Err(CoreError::NoRoute {
         reason: format!(
             "the tables live on different backends ({}) and cross-store execution is not available yet",

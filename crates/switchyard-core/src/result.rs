@@ -35,7 +35,10 @@ impl ResultSet {
             .iter()
             .map(|row| {
                 serde_json::Value::Array(
-                    row.iter().zip(&self.columns).map(|(v, c)| v.to_json(c.ty)).collect(),
+                    row.iter()
+                        .zip(&self.columns)
+                        .map(|(v, c)| v.to_json(c.ty))
+                        .collect(),
                 )
             })
             .collect();

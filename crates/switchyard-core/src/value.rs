@@ -4,8 +4,8 @@ use std::cmp::Ordering;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
-use rust_decimal::{Decimal, RoundingStrategy};
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::LogicalType;
 
@@ -66,28 +66,41 @@ impl Value {
             (Self::Int(i), T::Bool) if i == 0 || i == 1 => Self::Bool(i == 1),
             (v @ Self::Float(_), T::Float) => v,
             (Self::Float(f), T::Decimal { scale, .. }) => Decimal::from_f64(f)
-                .map(|d| Self::Decimal(d.round_dp_with_strategy(u32::from(scale), RoundingStrategy::MidpointAwayFromZero)))
+                .map(|d| {
+                    Self::Decimal(d.round_dp_with_strategy(
+                        u32::from(scale),
+                        RoundingStrategy::MidpointAwayFromZero,
+                    ))
+                })
                 .ok_or_else(|| format!("{f} does not fit a decimal"))?,
             (Self::Float(f), T::Int) if f.fract() == 0.0 && f.abs() < 9.0e15 => Self::Int(f as i64),
-            (Self::Decimal(d), T::Decimal { scale, .. }) => Self::Decimal(d.round_dp_with_strategy(u32::from(scale), RoundingStrategy::MidpointAwayFromZero)),
-            (Self::Decimal(d), T::Float) => {
-                Self::Float(d.to_f64().ok_or_else(|| format!("{d} does not fit a float"))?)
-            }
-            (Self::Decimal(d), T::Int) if d.fract().is_zero() => {
-                Self::Int(d.to_i64().ok_or_else(|| format!("{d} does not fit an int"))?)
-            }
+            (Self::Decimal(d), T::Decimal { scale, .. }) => Self::Decimal(
+                d.round_dp_with_strategy(u32::from(scale), RoundingStrategy::MidpointAwayFromZero),
+            ),
+            (Self::Decimal(d), T::Float) => Self::Float(
+                d.to_f64()
+                    .ok_or_else(|| format!("{d} does not fit a float"))?,
+            ),
+            (Self::Decimal(d), T::Int) if d.fract().is_zero() => Self::Int(
+                d.to_i64()
+                    .ok_or_else(|| format!("{d} does not fit an int"))?,
+            ),
             (v @ Self::Text(_), T::Text) => v,
             (Self::Text(s), T::Timestamp) => Self::Timestamp(
-                parse_timestamp(&s).ok_or_else(|| format!("`{s}` is not a timestamp (RFC 3339 expected)"))?,
+                parse_timestamp(&s)
+                    .ok_or_else(|| format!("`{s}` is not a timestamp (RFC 3339 expected)"))?,
             ),
             (Self::Text(s), T::Decimal { scale, .. }) => Self::Decimal(
                 Decimal::from_str(s.trim())
                     .map_err(|_| format!("`{s}` is not a decimal number"))?
-                    .round_dp_with_strategy(u32::from(scale), RoundingStrategy::MidpointAwayFromZero),
+                    .round_dp_with_strategy(
+                        u32::from(scale),
+                        RoundingStrategy::MidpointAwayFromZero,
+                    ),
             ),
-            (Self::Text(s), T::Json) => Self::Json(
-                serde_json::from_str(&s).map_err(|e| format!("`{s}` is not JSON: {e}"))?,
-            ),
+            (Self::Text(s), T::Json) => {
+                Self::Json(serde_json::from_str(&s).map_err(|e| format!("`{s}` is not JSON: {e}"))?)
+            }
             (Self::Text(s), T::Bool) => match s.as_str() {
                 "true" | "t" | "1" => Self::Bool(true),
                 "false" | "f" | "0" => Self::Bool(false),
@@ -103,16 +116,19 @@ impl Value {
 
     /// Converts a JSON request parameter to a value of type `ty`.
     pub fn from_param(json: &serde_json::Value, ty: LogicalType) -> Result<Value, String> {
-        use serde_json::Value as J;
         use LogicalType as T;
+        use serde_json::Value as J;
         let v = match (json, ty) {
             (J::Null, _) => Self::Null,
             (j, T::Json) => Self::Json(j.clone()),
             (J::Bool(b), T::Bool) => Self::Bool(*b),
             (J::Number(n), T::Int) => Self::Int(
-                n.as_i64().ok_or_else(|| format!("{n} is not a 64-bit integer"))?,
+                n.as_i64()
+                    .ok_or_else(|| format!("{n} is not a 64-bit integer"))?,
             ),
-            (J::Number(n), T::Float) => Self::Float(n.as_f64().ok_or_else(|| format!("{n} is not a number"))?),
+            (J::Number(n), T::Float) => {
+                Self::Float(n.as_f64().ok_or_else(|| format!("{n} is not a number"))?)
+            }
             (J::Number(n), T::Decimal { .. }) => Self::Text(n.to_string()).coerce(ty)?,
             (J::String(s), T::Text) => Self::Text(s.clone()),
             (J::String(s), T::Decimal { .. } | T::Timestamp) => Self::Text(s.clone()).coerce(ty)?,
@@ -129,7 +145,10 @@ impl Value {
             J::Bool(b) => (Self::Bool(*b), LogicalType::Bool),
             J::Number(n) => match n.as_i64() {
                 Some(i) => (Self::Int(i), LogicalType::Int),
-                None => (Self::Float(n.as_f64().unwrap_or(f64::NAN)), LogicalType::Float),
+                None => (
+                    Self::Float(n.as_f64().unwrap_or(f64::NAN)),
+                    LogicalType::Float,
+                ),
             },
             J::String(s) => (Self::Text(s.clone()), LogicalType::Text),
             other => (Self::Json(other.clone()), LogicalType::Json),
@@ -195,7 +214,8 @@ fn json_kind(j: &serde_json::Value) -> &'static str {
 pub fn format_decimal(d: Decimal, ty: LogicalType) -> String {
     match ty {
         LogicalType::Decimal { scale, .. } => {
-            let mut d = d.round_dp_with_strategy(u32::from(scale), RoundingStrategy::MidpointAwayFromZero);
+            let mut d =
+                d.round_dp_with_strategy(u32::from(scale), RoundingStrategy::MidpointAwayFromZero);
             d.rescale(u32::from(scale));
             d.to_string()
         }
@@ -215,7 +235,11 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc());
         }
@@ -235,7 +259,10 @@ mod tests {
 
     #[test]
     fn decimals_render_with_exact_scale() {
-        let ty = LogicalType::Decimal { precision: 18, scale: 2 };
+        let ty = LogicalType::Decimal {
+            precision: 18,
+            scale: 2,
+        };
         let d = Decimal::from_str("12.5").unwrap();
         assert_eq!(Value::Decimal(d).to_json(ty), serde_json::json!("12.50"));
         let v = Value::from_param(&serde_json::json!(0.1), ty).unwrap();
@@ -248,8 +275,13 @@ mod tests {
     fn params_are_type_checked() {
         assert!(Value::from_param(&serde_json::json!("x"), LogicalType::Int).is_err());
         assert!(Value::from_param(&serde_json::json!(1.5), LogicalType::Int).is_err());
-        assert!(Value::from_param(&serde_json::json!("2024-13-01"), LogicalType::Timestamp).is_err());
-        let t = Value::from_param(&serde_json::json!("2024-01-02T03:04:05+02:00"), LogicalType::Timestamp);
+        assert!(
+            Value::from_param(&serde_json::json!("2024-13-01"), LogicalType::Timestamp).is_err()
+        );
+        let t = Value::from_param(
+            &serde_json::json!("2024-01-02T03:04:05+02:00"),
+            LogicalType::Timestamp,
+        );
         assert_eq!(
             t.map(|v| v.to_json(LogicalType::Timestamp)),
             Ok(serde_json::json!("2024-01-02T01:04:05.000000Z"))
@@ -260,6 +292,9 @@ mod tests {
     fn nulls_sort_last_and_numbers_compare_across_types() {
         let mut v = [Value::Null, Value::Float(1.5), Value::Int(1), Value::Int(2)];
         v.sort_by(Value::total_cmp);
-        assert_eq!(v, [Value::Int(1), Value::Float(1.5), Value::Int(2), Value::Null]);
+        assert_eq!(
+            v,
+            [Value::Int(1), Value::Float(1.5), Value::Int(2), Value::Null]
+        );
     }
 }

@@ -17,7 +17,9 @@ use switchyard_backend::{Backend, BackendError, Fragment, NativeStatement};
 use switchyard_backend_sql::SqlBackend;
 use switchyard_config::Config;
 use switchyard_core::ir::{Expr, ExprKind, Insert, OnConflict, Statement};
-use switchyard_core::{BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultSet, Route, Value};
+use switchyard_core::{
+    BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultSet, Route, Value,
+};
 use tracing::Instrument;
 
 pub use pending::PendingBackend;
@@ -138,7 +140,10 @@ impl Router {
         for (name, b) in &config.backends {
             let backend: Arc<dyn Backend> = if b.kind.is_sql() {
                 let sql = SqlBackend::connect_lazy(name, b, config.server.query_timeout_ms)
-                    .map_err(|source| RouterError::BackendSetup { backend: name.clone(), source })?;
+                    .map_err(|source| RouterError::BackendSetup {
+                        backend: name.clone(),
+                        source,
+                    })?;
                 Arc::new(sql)
             } else {
                 Arc::new(PendingBackend::new(name, b.kind))
@@ -152,7 +157,12 @@ impl Router {
     pub fn with_backends(config: Config, backends: IndexMap<String, Arc<dyn Backend>>) -> Router {
         let catalog = Catalog::from_config(&config);
         let query_timeout = Duration::from_millis(config.server.query_timeout_ms);
-        Router { config, catalog, backends, query_timeout }
+        Router {
+            config,
+            catalog,
+            backends,
+            query_timeout,
+        }
     }
 
     /// The configuration this router was built from.
@@ -167,7 +177,9 @@ impl Router {
 
     fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>, RouterError> {
         self.backends.get(name).ok_or_else(|| {
-            RouterError::Plan(CoreError::NoRoute { reason: format!("backend `{name}` is not configured") })
+            RouterError::Plan(CoreError::NoRoute {
+                reason: format!("backend `{name}` is not configured"),
+            })
         })
     }
 
@@ -191,7 +203,11 @@ impl Router {
         let result = tokio::time::timeout(self.query_timeout, self.run(&plan.query, backend))
             .instrument(span)
             .await
-            .unwrap_or_else(|_| Err(RouterError::Timeout { after_ms: self.timeout_ms() }));
+            .unwrap_or_else(|_| {
+                Err(RouterError::Timeout {
+                    after_ms: self.timeout_ms(),
+                })
+            });
         match &result {
             Ok(rs) => tracing::debug!(
                 statement = kind,
@@ -200,7 +216,9 @@ impl Router {
                 elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 "query finished"
             ),
-            Err(err) => tracing::info!(statement = kind, backend = %backend, code = %err.code(), "query failed"),
+            Err(err) => {
+                tracing::info!(statement = kind, backend = %backend, code = %err.code(), "query failed")
+            }
         }
         result
     }
@@ -211,7 +229,12 @@ impl Router {
 
     async fn run(&self, query: &BoundQuery, backend: &str) -> Result<ResultSet, RouterError> {
         let backend = self.backend(backend)?;
-        Ok(backend.execute(Fragment { query, catalog: &self.catalog }).await?)
+        Ok(backend
+            .execute(Fragment {
+                query,
+                catalog: &self.catalog,
+            })
+            .await?)
     }
 
     /// Which backend runs which part, with native statement text, without executing.
@@ -219,7 +242,10 @@ impl Router {
         let plan = self.plan(sql, params)?;
         let Route::Single { backend } = &plan.route;
         let b = self.backend(backend)?;
-        let native = b.explain(Fragment { query: &plan.query, catalog: &self.catalog })?;
+        let native = b.explain(Fragment {
+            query: &plan.query,
+            catalog: &self.catalog,
+        })?;
         Ok(Explain {
             logical: plan.describe(&self.catalog),
             route: plan.route.clone(),
@@ -237,7 +263,11 @@ impl Router {
         join_all(self.backends.iter().map(|(name, b)| async move {
             let started = Instant::now();
             let result = b.health().await.map(|()| started.elapsed());
-            BackendHealth { backend: name.clone(), kind: b.kind().as_str(), result }
+            BackendHealth {
+                backend: name.clone(),
+                kind: b.kind().as_str(),
+                result,
+            }
         }))
         .await
     }
@@ -253,9 +283,16 @@ impl Router {
         batch: usize,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<u64, RouterError> {
-        let t = self.catalog.table(table).ok_or_else(|| RouterError::UnknownTable { table: table.to_owned() })?;
+        let t = self
+            .catalog
+            .table(table)
+            .ok_or_else(|| RouterError::UnknownTable {
+                table: table.to_owned(),
+            })?;
         let primary = t.primary().ok_or_else(|| {
-            RouterError::Plan(CoreError::NoRoute { reason: format!("table `{table}` has no primary placement") })
+            RouterError::Plan(CoreError::NoRoute {
+                reason: format!("table `{table}` has no primary placement"),
+            })
         })?;
         let backend = self.backend(&primary.backend)?;
         backend.ensure_table(t).await?;
@@ -278,7 +315,10 @@ impl Router {
                 .map(|row| {
                     row.into_iter()
                         .zip(&indices)
-                        .map(|(v, &i)| Expr { kind: ExprKind::Literal(v), ty: t.columns[i].ty })
+                        .map(|(v, &i)| Expr {
+                            kind: ExprKind::Literal(v),
+                            ty: t.columns[i].ty,
+                        })
                         .collect()
                 })
                 .collect();
@@ -292,7 +332,12 @@ impl Router {
                 }),
                 params: Vec::new(),
             };
-            let rs = backend.execute(Fragment { query: &query, catalog: &self.catalog }).await?;
+            let rs = backend
+                .execute(Fragment {
+                    query: &query,
+                    catalog: &self.catalog,
+                })
+                .await?;
             inserted += rs.rows_affected.unwrap_or(0);
             progress(n);
         }

@@ -15,7 +15,10 @@ pub struct PendingBackend {
 impl PendingBackend {
     /// A stand-in for backend `name` of `kind`.
     pub fn new(name: &str, kind: BackendKind) -> Self {
-        Self { name: name.to_owned(), kind }
+        Self {
+            name: name.to_owned(),
+            kind,
+        }
     }
 
     fn error(&self) -> BackendError {

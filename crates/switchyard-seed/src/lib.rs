@@ -31,10 +31,25 @@ const STATES: [(&str, &[&str]); 6] = [
     ("PR", &["Curitiba", "Londrina"]),
     ("BA", &["Salvador", "Feira de Santana"]),
 ];
-const FIRST: [&str; 12] = ["Ana", "Bruno", "Carla", "Diego", "Elisa", "Felipe", "Gabi", "Heitor", "Iris", "Joao", "Karen", "Lucas"];
-const LAST: [&str; 10] = ["Silva", "Souza", "Costa", "Santos", "Oliveira", "Pereira", "Lima", "Gomes", "Ribeiro", "Almeida"];
-const BRANDS: [&str; 8] = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay"];
-const CATEGORIES: [&str; 6] = ["electronics", "books", "toys", "kitchen", "garden", "sports"];
+const FIRST: [&str; 12] = [
+    "Ana", "Bruno", "Carla", "Diego", "Elisa", "Felipe", "Gabi", "Heitor", "Iris", "Joao", "Karen",
+    "Lucas",
+];
+const LAST: [&str; 10] = [
+    "Silva", "Souza", "Costa", "Santos", "Oliveira", "Pereira", "Lima", "Gomes", "Ribeiro",
+    "Almeida",
+];
+const BRANDS: [&str; 8] = [
+    "Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay",
+];
+const CATEGORIES: [&str; 6] = [
+    "electronics",
+    "books",
+    "toys",
+    "kitchen",
+    "garden",
+    "sports",
+];
 const COLORS: [&str; 5] = ["black", "white", "red", "blue", "green"];
 const STATUSES: [&str; 4] = ["delivered", "shipped", "processing", "canceled"];
 const PAYMENT_TYPES: [&str; 4] = ["credit_card", "boleto", "voucher", "debit_card"];
@@ -51,7 +66,9 @@ pub fn product_id(n: usize) -> String {
 }
 
 fn epoch() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn money(cents: i64) -> Decimal {
@@ -80,7 +97,11 @@ pub fn generate(scale: u32) -> Vec<TableData> {
         let email = if rng.random_ratio(1, 20) {
             Value::Null
         } else {
-            text(format!("{}.{}{n}@example.com", first.to_lowercase(), last.to_lowercase()))
+            text(format!(
+                "{}.{}{n}@example.com",
+                first.to_lowercase(),
+                last.to_lowercase()
+            ))
         };
         let created = epoch() + Duration::seconds(rng.random_range(0..365 * 86_400));
         customers.push(vec![
@@ -126,7 +147,10 @@ pub fn generate(scale: u32) -> Vec<TableData> {
             text(WAREHOUSES[rng.random_range(0..WAREHOUSES.len())]),
             Value::Timestamp(updated),
         ]);
-        hits.push(vec![text(product_id(n)), Value::Int(rng.random_range(0..5000))]);
+        hits.push(vec![
+            text(product_id(n)),
+            Value::Int(rng.random_range(0..5000)),
+        ]);
     }
 
     let mut orders = Vec::with_capacity(n_orders);
@@ -154,7 +178,11 @@ pub fn generate(scale: u32) -> Vec<TableData> {
             Value::Json(serde_json::Value::Array(items)),
         ]);
         let payment_type = PAYMENT_TYPES[rng.random_range(0..PAYMENT_TYPES.len())];
-        let installments = if payment_type == "credit_card" { rng.random_range(1..=10) } else { 1 };
+        let installments = if payment_type == "credit_card" {
+            rng.random_range(1..=10)
+        } else {
+            1
+        };
         payments.push(vec![
             text(format!("pay{n:07}")),
             text(order_id),
@@ -172,9 +200,17 @@ pub fn generate(scale: u32) -> Vec<TableData> {
         let mut chosen: Vec<usize> = Vec::new();
         for _ in 0..rng.random_range(1..=4) {
             let p = rng.random_range(1..=n_products.max(1));
-            if !chosen.contains(&p) && !carts.iter().any(|r: &Vec<Value>| r[0] == text(&customer) && r[1] == text(product_id(p))) {
+            if !chosen.contains(&p)
+                && !carts
+                    .iter()
+                    .any(|r: &Vec<Value>| r[0] == text(&customer) && r[1] == text(product_id(p)))
+            {
                 chosen.push(p);
-                carts.push(vec![text(&customer), text(product_id(p)), Value::Int(rng.random_range(1..=3))]);
+                carts.push(vec![
+                    text(&customer),
+                    text(product_id(p)),
+                    Value::Int(rng.random_range(1..=3)),
+                ]);
             }
         }
         sessions.push(vec![
@@ -185,22 +221,76 @@ pub fn generate(scale: u32) -> Vec<TableData> {
     }
 
     vec![
-        TableData { table: "customers", columns: vec!["customer_id", "name", "email", "city", "state", "created_at"], rows: customers },
+        TableData {
+            table: "customers",
+            columns: vec![
+                "customer_id",
+                "name",
+                "email",
+                "city",
+                "state",
+                "created_at",
+            ],
+            rows: customers,
+        },
         TableData {
             table: "products",
-            columns: vec!["product_id", "name", "brand", "category", "retail_price", "discounted_price", "rating", "specs"],
+            columns: vec![
+                "product_id",
+                "name",
+                "brand",
+                "category",
+                "retail_price",
+                "discounted_price",
+                "rating",
+                "specs",
+            ],
             rows: products,
         },
-        TableData { table: "inventory", columns: vec!["product_id", "stock", "warehouse", "updated_at"], rows: inventory },
-        TableData { table: "orders", columns: vec!["order_id", "customer_id", "status", "total", "created_at", "items"], rows: orders },
+        TableData {
+            table: "inventory",
+            columns: vec!["product_id", "stock", "warehouse", "updated_at"],
+            rows: inventory,
+        },
+        TableData {
+            table: "orders",
+            columns: vec![
+                "order_id",
+                "customer_id",
+                "status",
+                "total",
+                "created_at",
+                "items",
+            ],
+            rows: orders,
+        },
         TableData {
             table: "payments",
-            columns: vec!["payment_id", "order_id", "customer_id", "payment_type", "installments", "amount"],
+            columns: vec![
+                "payment_id",
+                "order_id",
+                "customer_id",
+                "payment_type",
+                "installments",
+                "amount",
+            ],
             rows: payments,
         },
-        TableData { table: "carts", columns: vec!["customer_id", "product_id", "quantity"], rows: carts },
-        TableData { table: "sessions", columns: vec!["session_id", "customer_id", "data"], rows: sessions },
-        TableData { table: "product_hits", columns: vec!["product_id", "hits"], rows: hits },
+        TableData {
+            table: "carts",
+            columns: vec!["customer_id", "product_id", "quantity"],
+            rows: carts,
+        },
+        TableData {
+            table: "sessions",
+            columns: vec!["session_id", "customer_id", "data"],
+            rows: sessions,
+        },
+        TableData {
+            table: "product_hits",
+            columns: vec!["product_id", "hits"],
+            rows: hits,
+        },
     ]
 }
 
@@ -212,12 +302,25 @@ mod tests {
     fn scale_one_has_the_documented_sizes_and_is_deterministic() {
         let a = generate(1);
         let sizes: Vec<(&str, usize)> = a.iter().map(|t| (t.table, t.rows.len())).collect();
-        assert_eq!(&sizes[..5], &[("customers", 1000), ("products", 2000), ("inventory", 2000), ("orders", 5000), ("payments", 5000)]);
+        assert_eq!(
+            &sizes[..5],
+            &[
+                ("customers", 1000),
+                ("products", 2000),
+                ("inventory", 2000),
+                ("orders", 5000),
+                ("payments", 5000)
+            ]
+        );
         assert_eq!(sizes[7], ("product_hits", 2000));
         assert!(sizes[5].1 >= 200, "carts: {}", sizes[5].1);
         assert_eq!(a, generate(1));
         for t in &a {
-            assert!(t.rows.iter().all(|r| r.len() == t.columns.len()), "{}", t.table);
+            assert!(
+                t.rows.iter().all(|r| r.len() == t.columns.len()),
+                "{}",
+                t.table
+            );
         }
     }
 }

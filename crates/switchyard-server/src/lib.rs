@@ -68,13 +68,21 @@ struct ApiError {
 
 impl ApiError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), position: None }
+        Self {
+            code,
+            message: message.into(),
+            position: None,
+        }
     }
 }
 
 impl From<RouterError> for ApiError {
     fn from(e: RouterError) -> Self {
-        Self { code: e.code(), message: e.client_message(), position: e.position() }
+        Self {
+            code: e.code(),
+            message: e.client_message(),
+            position: e.position(),
+        }
     }
 }
 
@@ -83,7 +91,8 @@ type Body = Full<Bytes>;
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -106,12 +115,19 @@ impl AppState {
     /// State over a router; the body limit comes from its `[server]` section.
     pub fn new(router: Arc<Router>) -> Self {
         let max_body_bytes = router.config().server.max_body_bytes;
-        Self { router, max_body_bytes }
+        Self {
+            router,
+            max_body_bytes,
+        }
     }
 }
 
 /// Accepts connections on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -130,7 +146,10 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
             });
-            if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
             }
         });
@@ -145,10 +164,14 @@ async fn handle(state: AppState, req: Request<Incoming>, _peer: SocketAddr) -> R
         (Method::POST, "/v1/explain") => query(&state, req, true).await,
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
         (Method::GET, "/readyz") => Ok(ready(&state).await),
-        (_, "/v1/query" | "/v1/explain" | "/healthz" | "/readyz") => {
-            Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
-        }
-        _ => Err(ApiError::new(ErrorCode::NotFound, format!("no endpoint at {path}"))),
+        (_, "/v1/query" | "/v1/explain" | "/healthz" | "/readyz") => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no endpoint at {path}"),
+        )),
     };
     let response = result.unwrap_or_else(|e| error_response(&e));
     tracing::debug!(method = %method, path = %path, status = response.status().as_u16(), "request served");
@@ -156,31 +179,62 @@ async fn handle(state: AppState, req: Request<Incoming>, _peer: SocketAddr) -> R
 }
 
 async fn read_json(state: &AppState, req: Request<Incoming>) -> Result<QueryRequest, ApiError> {
-    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime != "application/json" {
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
             format!("expected content-type application/json, got `{content_type}`"),
         ));
     }
-    let too_large =
-        || ApiError::new(ErrorCode::PayloadTooLarge, format!("request body exceeds {} bytes", state.max_body_bytes));
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds {} bytes", state.max_body_bytes),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes) {
         return Err(too_large());
     }
     let limit = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
-        Err(err) => return Err(ApiError::new(ErrorCode::BadRequest, format!("cannot read request body: {err}"))),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(too_large());
+        }
+        Err(err) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("cannot read request body: {err}"),
+            ));
+        }
     };
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid request body: {e}")))
 }
 
-async fn query(state: &AppState, req: Request<Incoming>, explain: bool) -> Result<Response<Body>, ApiError> {
+async fn query(
+    state: &AppState,
+    req: Request<Incoming>,
+    explain: bool,
+) -> Result<Response<Body>, ApiError> {
     let body = read_json(state, req).await?;
     if explain {
         let e = state.router.explain(&body.sql, &body.params)?;
@@ -189,8 +243,12 @@ async fn query(state: &AppState, req: Request<Incoming>, explain: bool) -> Resul
             .fragments
             .iter()
             .map(|f| {
-                let params: Vec<serde_json::Value> =
-                    f.native.params.iter().map(|v| v.to_json(switchyard_core::LogicalType::Text)).collect();
+                let params: Vec<serde_json::Value> = f
+                    .native
+                    .params
+                    .iter()
+                    .map(|v| v.to_json(switchyard_core::LogicalType::Text))
+                    .collect();
                 json!({
                     "backend": f.backend,
                     "backend_kind": f.backend_kind,
@@ -208,7 +266,10 @@ async fn query(state: &AppState, req: Request<Incoming>, explain: bool) -> Resul
         });
         return Ok(json_response(StatusCode::OK, &answer));
     }
-    let result = state.router.query(&body.sql, &body.params, &body.context).await?;
+    let result = state
+        .router
+        .query(&body.sql, &body.params, &body.context)
+        .await?;
     Ok(json_response(StatusCode::OK, &result.to_json()))
 }
 
@@ -225,6 +286,13 @@ async fn ready(state: &AppState) -> Response<Body> {
             Err(e) => json!({ "backend": h.backend, "kind": h.kind, "status": "down", "error": e.to_string() }),
         })
         .collect();
-    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(status, &json!({ "status": if all_ok { "ready" } else { "not_ready" }, "backends": backends }))
+    let status = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({ "status": if all_ok { "ready" } else { "not_ready" }, "backends": backends }),
+    )
 }

@@ -28,22 +28,35 @@ fn pos(span: sqlparser::tokenizer::Span) -> Option<Position> {
 }
 
 fn unsupported(construct: impl Into<String>, span: sqlparser::tokenizer::Span) -> CoreError {
-    CoreError::Unsupported { construct: construct.into(), position: pos(span) }
+    CoreError::Unsupported {
+        construct: construct.into(),
+        position: pos(span),
+    }
 }
 
 fn mismatch(message: String, span: sqlparser::tokenizer::Span) -> CoreError {
-    CoreError::TypeMismatch { message, position: pos(span) }
+    CoreError::TypeMismatch {
+        message,
+        position: pos(span),
+    }
 }
 
 /// Normalizes an identifier: unquoted names fold to lower case, quoted ones stay as written.
 fn ident_name(ident: &ast::Ident) -> String {
-    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
 }
 
 fn object_name(name: &ObjectName) -> Result<(String, sqlparser::tokenizer::Span)> {
     match name.0.as_slice() {
         [ObjectNamePart::Identifier(ident)] => Ok((ident_name(ident), ident.span)),
-        _ => Err(unsupported(format!("qualified name `{name}` (use the logical table name)"), name.span())),
+        _ => Err(unsupported(
+            format!("qualified name `{name}` (use the logical table name)"),
+            name.span(),
+        )),
     }
 }
 
@@ -85,16 +98,26 @@ impl<'c> Binder<'c> {
         }
     }
 
-    pub(crate) fn bind_statement(mut self, statement: ast::Statement, sql: &str) -> Result<BoundQuery> {
+    pub(crate) fn bind_statement(
+        mut self,
+        statement: ast::Statement,
+        sql: &str,
+    ) -> Result<BoundQuery> {
         let statement = match statement {
             ast::Statement::Query(q) => Statement::Select(self.bind_query(*q)?),
             ast::Statement::Insert(i) => Statement::Insert(self.bind_insert(i)?),
             ast::Statement::Update(u) => Statement::Update(self.bind_update(u)?),
             ast::Statement::Delete(d) => Statement::Delete(self.bind_delete(d)?),
             other => {
-                let words: Vec<String> =
-                    sql.split_whitespace().take(2).map(|w| w.to_uppercase()).collect();
-                return Err(unsupported(format!("{} statements", words.join(" ")), other.span()));
+                let words: Vec<String> = sql
+                    .split_whitespace()
+                    .take(2)
+                    .map(|w| w.to_uppercase())
+                    .collect();
+                return Err(unsupported(
+                    format!("{} statements", words.join(" ")),
+                    other.span(),
+                ));
             }
         };
         let params = self.finish_params()?;
@@ -116,7 +139,10 @@ impl<'c> Binder<'c> {
             }
         } else if !self.params.is_empty() {
             return Err(CoreError::BadParams {
-                message: format!("{} parameters were given but the statement uses none", self.params.len()),
+                message: format!(
+                    "{} parameters were given but the statement uses none",
+                    self.params.len()
+                ),
                 position: None,
             });
         }
@@ -125,7 +151,10 @@ impl<'c> Binder<'c> {
             .params
             .iter()
             .zip(self.params_json)
-            .map(|(v, json)| v.clone().unwrap_or_else(|| Value::from_untyped_param(json).0))
+            .map(|(v, json)| {
+                v.clone()
+                    .unwrap_or_else(|| Value::from_untyped_param(json).0)
+            })
             .collect())
     }
 
@@ -136,7 +165,10 @@ impl<'c> Binder<'c> {
             return Err(unsupported("WITH (common table expressions)", with.span()));
         }
         if let Some(fetch) = &q.fetch {
-            return Err(unsupported("FETCH", fetch.quantity.as_ref().map_or(q.span(), |e| e.span())));
+            return Err(unsupported(
+                "FETCH",
+                fetch.quantity.as_ref().map_or(q.span(), |e| e.span()),
+            ));
         }
         if !q.locks.is_empty() {
             return Err(unsupported("FOR UPDATE/SHARE locks", q.span()));
@@ -147,7 +179,9 @@ impl<'c> Binder<'c> {
             SetExpr::SetOperation { op, left, .. } => {
                 return Err(unsupported(format!("{op} of queries"), left.span()));
             }
-            SetExpr::Query(inner) => return Err(unsupported("parenthesized subquery", inner.span())),
+            SetExpr::Query(inner) => {
+                return Err(unsupported("parenthesized subquery", inner.span()));
+            }
             other => return Err(unsupported("this query form", other.span())),
         };
         let mut out = self.bind_select_core(select)?;
@@ -157,7 +191,11 @@ impl<'c> Binder<'c> {
                 OrderByKind::Expressions(e) => e,
                 OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL", query_span)),
             };
-            self.agg = if out.is_aggregate() { AggContext::Allowed } else { AggContext::Forbidden("ORDER BY") };
+            self.agg = if out.is_aggregate() {
+                AggContext::Allowed
+            } else {
+                AggContext::Forbidden("ORDER BY")
+            };
             for item in exprs {
                 if item.with_fill.is_some() {
                     return Err(unsupported("WITH FILL", item.expr.span()));
@@ -165,12 +203,20 @@ impl<'c> Binder<'c> {
                 let expr = self.bind_output_ref(&item.expr, &out.projection, true)?;
                 let desc = matches!(item.options.sort, Some(ast::OrderBySort::Desc));
                 let nulls_first = item.options.nulls_first.unwrap_or(desc);
-                out.order_by.push(OrderItem { expr, desc, nulls_first });
+                out.order_by.push(OrderItem {
+                    expr,
+                    desc,
+                    nulls_first,
+                });
             }
         }
         if let Some(limit) = q.limit_clause {
             match limit {
-                LimitClause::LimitOffset { limit, offset, limit_by } => {
+                LimitClause::LimitOffset {
+                    limit,
+                    offset,
+                    limit_by,
+                } => {
                     if let Some(e) = limit_by.first() {
                         return Err(unsupported("LIMIT BY", e.span()));
                     }
@@ -182,7 +228,10 @@ impl<'c> Binder<'c> {
                     }
                 }
                 LimitClause::OffsetCommaLimit { offset, .. } => {
-                    return Err(unsupported("LIMIT offset, count (use LIMIT ... OFFSET ...)", offset.span()));
+                    return Err(unsupported(
+                        "LIMIT offset, count (use LIMIT ... OFFSET ...)",
+                        offset.span(),
+                    ));
                 }
             }
         }
@@ -202,12 +251,23 @@ impl<'c> Binder<'c> {
         let value = match bound.kind {
             ExprKind::Literal(v) => v,
             ExprKind::Param(i) => self.params.get(i).cloned().flatten().unwrap_or(Value::Null),
-            _ => return Err(unsupported(format!("{what} with an expression (use a number or a parameter)"), e.span())),
+            _ => {
+                return Err(unsupported(
+                    format!("{what} with an expression (use a number or a parameter)"),
+                    e.span(),
+                ));
+            }
         };
         match value {
             Value::Null => Ok(None),
             Value::Int(n) if n >= 0 => Ok(Some(n as u64)),
-            other => Err(mismatch(format!("{what} must be a non-negative integer, got {}", other.describe()), e.span())),
+            other => Err(mismatch(
+                format!(
+                    "{what} must be a non-negative integer, got {}",
+                    other.describe()
+                ),
+                e.span(),
+            )),
         }
     }
 
@@ -235,7 +295,10 @@ impl<'c> Binder<'c> {
             None | Some(Distinct::All) => false,
             Some(Distinct::Distinct) => true,
             Some(Distinct::On(exprs)) => {
-                return Err(unsupported("DISTINCT ON", exprs.first().map_or(span, |e| e.span())));
+                return Err(unsupported(
+                    "DISTINCT ON",
+                    exprs.first().map_or(span, |e| e.span()),
+                ));
             }
         };
 
@@ -246,7 +309,10 @@ impl<'c> Binder<'c> {
             [] => return Err(unsupported("SELECT without FROM", span)),
             [_] => {}
             [_, second, ..] => {
-                return Err(unsupported("comma-separated FROM (write JOIN ... ON)", second.relation.span()));
+                return Err(unsupported(
+                    "comma-separated FROM (write JOIN ... ON)",
+                    second.relation.span(),
+                ));
             }
         }
         let Some(twj) = s.from.into_iter().next() else {
@@ -258,18 +324,34 @@ impl<'c> Binder<'c> {
                 JoinOperator::Join(c) | JoinOperator::Inner(c) => (JoinKind::Inner, c),
                 JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
                 JoinOperator::Right(_) | JoinOperator::RightOuter(_) => {
-                    return Err(unsupported("RIGHT JOIN (swap the tables and use LEFT JOIN)", join.relation.span()));
+                    return Err(unsupported(
+                        "RIGHT JOIN (swap the tables and use LEFT JOIN)",
+                        join.relation.span(),
+                    ));
                 }
-                JoinOperator::FullOuter(_) => return Err(unsupported("FULL OUTER JOIN", join.relation.span())),
-                JoinOperator::CrossJoin(_) => return Err(unsupported("CROSS JOIN", join.relation.span())),
+                JoinOperator::FullOuter(_) => {
+                    return Err(unsupported("FULL OUTER JOIN", join.relation.span()));
+                }
+                JoinOperator::CrossJoin(_) => {
+                    return Err(unsupported("CROSS JOIN", join.relation.span()));
+                }
                 _ => return Err(unsupported("this kind of join", join.relation.span())),
             };
             from.push(self.add_table(&join.relation)?);
             let on = match constraint {
                 JoinConstraint::On(e) => e,
-                JoinConstraint::Using(_) => return Err(unsupported("JOIN ... USING (write ON)", join.relation.span())),
-                JoinConstraint::Natural => return Err(unsupported("NATURAL JOIN", join.relation.span())),
-                JoinConstraint::None => return Err(unsupported("JOIN without ON", join.relation.span())),
+                JoinConstraint::Using(_) => {
+                    return Err(unsupported(
+                        "JOIN ... USING (write ON)",
+                        join.relation.span(),
+                    ));
+                }
+                JoinConstraint::Natural => {
+                    return Err(unsupported("NATURAL JOIN", join.relation.span()));
+                }
+                JoinConstraint::None => {
+                    return Err(unsupported("JOIN without ON", join.relation.span()));
+                }
             };
             self.agg = AggContext::Forbidden("JOIN ... ON");
             let on = self.bind_bool(&on, "JOIN ... ON")?;
@@ -277,7 +359,11 @@ impl<'c> Binder<'c> {
         }
 
         self.agg = AggContext::Forbidden("WHERE");
-        let filter = s.selection.as_ref().map(|e| self.bind_bool(e, "WHERE")).transpose()?;
+        let filter = s
+            .selection
+            .as_ref()
+            .map(|e| self.bind_bool(e, "WHERE"))
+            .transpose()?;
 
         // Output list.
         self.agg = AggContext::Allowed;
@@ -286,14 +372,23 @@ impl<'c> Binder<'c> {
             match item {
                 SelectItem::UnnamedExpr(e) => {
                     let expr = self.bind_expr(e, None)?;
-                    projection.push(OutputColumn { name: default_name(e, &expr), expr });
+                    projection.push(OutputColumn {
+                        name: default_name(e, &expr),
+                        expr,
+                    });
                 }
                 SelectItem::ExprWithAlias { expr, alias } => {
                     let bound = self.bind_expr(expr, None)?;
-                    projection.push(OutputColumn { name: ident_name(alias), expr: bound });
+                    projection.push(OutputColumn {
+                        name: ident_name(alias),
+                        expr: bound,
+                    });
                 }
                 SelectItem::ExprWithAliases { expr, .. } => {
-                    return Err(unsupported("multiple aliases for one expression", expr.span()));
+                    return Err(unsupported(
+                        "multiple aliases for one expression",
+                        expr.span(),
+                    ));
                 }
                 SelectItem::Wildcard(opts) => {
                     check_wildcard_options(opts)?;
@@ -318,7 +413,10 @@ impl<'c> Binder<'c> {
         match &s.group_by {
             GroupByExpr::Expressions(exprs, modifiers) => {
                 if !modifiers.is_empty() {
-                    return Err(unsupported("GROUP BY modifiers (ROLLUP, CUBE, TOTALS)", span));
+                    return Err(unsupported(
+                        "GROUP BY modifiers (ROLLUP, CUBE, TOTALS)",
+                        span,
+                    ));
                 }
                 self.agg = AggContext::Forbidden("GROUP BY");
                 for e in exprs {
@@ -328,7 +426,11 @@ impl<'c> Binder<'c> {
             GroupByExpr::All(_) => return Err(unsupported("GROUP BY ALL", span)),
         }
         self.agg = AggContext::Allowed;
-        let having = s.having.as_ref().map(|e| self.bind_bool(e, "HAVING")).transpose()?;
+        let having = s
+            .having
+            .as_ref()
+            .map(|e| self.bind_bool(e, "HAVING"))
+            .transpose()?;
 
         Ok(Select {
             distinct,
@@ -349,29 +451,43 @@ impl<'c> Binder<'c> {
         for (i, c) in table.columns.iter().enumerate() {
             projection.push(OutputColumn {
                 name: c.name.clone(),
-                expr: Expr { kind: ExprKind::Column { table: t, column: i }, ty: c.ty },
+                expr: Expr {
+                    kind: ExprKind::Column {
+                        table: t,
+                        column: i,
+                    },
+                    ty: c.ty,
+                },
             });
         }
     }
 
     /// Binds an ORDER BY / GROUP BY item: an ordinal, an output alias, or an expression.
-    fn bind_output_ref(&mut self, e: &ast::Expr, projection: &[OutputColumn], alias_first: bool) -> Result<Expr> {
-        if let ast::Expr::Value(v) = e {
-            if let ast::Value::Number(n, _) = &v.value {
-                let idx: usize = n.parse().unwrap_or(0);
-                return match idx.checked_sub(1).and_then(|i| projection.get(i)) {
-                    Some(col) => Ok(col.expr.clone()),
-                    None => Err(CoreError::UnknownColumn {
-                        name: format!("position {n}"),
-                        candidates: vec![format!("1..{}", projection.len())],
-                        position: pos(v.span),
-                    }),
-                };
-            }
+    fn bind_output_ref(
+        &mut self,
+        e: &ast::Expr,
+        projection: &[OutputColumn],
+        alias_first: bool,
+    ) -> Result<Expr> {
+        if let ast::Expr::Value(v) = e
+            && let ast::Value::Number(n, _) = &v.value
+        {
+            let idx: usize = n.parse().unwrap_or(0);
+            return match idx.checked_sub(1).and_then(|i| projection.get(i)) {
+                Some(col) => Ok(col.expr.clone()),
+                None => Err(CoreError::UnknownColumn {
+                    name: format!("position {n}"),
+                    candidates: vec![format!("1..{}", projection.len())],
+                    position: pos(v.span),
+                }),
+            };
         }
         if let ast::Expr::Identifier(ident) = e {
             let name = ident_name(ident);
-            let alias_match = projection.iter().find(|c| c.name == name).map(|c| c.expr.clone());
+            let alias_match = projection
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| c.expr.clone());
             if alias_first {
                 if let Some(expr) = alias_match {
                     return Ok(expr);
@@ -424,8 +540,18 @@ impl<'c> Binder<'c> {
     }
 
     fn add_table(&mut self, factor: &TableFactor) -> Result<TableRef> {
-        let TableFactor::Table { name, alias, args, with_hints, .. } = factor else {
-            return Err(unsupported("subqueries and table functions in FROM", factor.span()));
+        let TableFactor::Table {
+            name,
+            alias,
+            args,
+            with_hints,
+            ..
+        } = factor
+        else {
+            return Err(unsupported(
+                "subqueries and table functions in FROM",
+                factor.span(),
+            ));
         };
         if args.is_some() || !with_hints.is_empty() {
             return Err(unsupported("table functions and hints", factor.span()));
@@ -446,31 +572,45 @@ impl<'c> Binder<'c> {
                 position: pos(factor.span()),
             });
         }
-        self.scope.push(ScopeTable { alias: alias_name.clone(), table });
-        Ok(TableRef { table: table_name, alias: alias_name })
+        self.scope.push(ScopeTable {
+            alias: alias_name.clone(),
+            table,
+        });
+        Ok(TableRef {
+            table: table_name,
+            alias: alias_name,
+        })
     }
 
     fn lookup_table(&self, name: &str, span: sqlparser::tokenizer::Span) -> Result<&'c Table> {
-        self.catalog.table(name).ok_or_else(|| CoreError::UnknownTable {
-            name: name.to_owned(),
-            candidates: self.catalog.tables.keys().cloned().collect(),
-            position: pos(span),
-        })
+        self.catalog
+            .table(name)
+            .ok_or_else(|| CoreError::UnknownTable {
+                name: name.to_owned(),
+                candidates: self.catalog.tables.keys().cloned().collect(),
+                position: pos(span),
+            })
     }
 
     fn scope_index(&self, alias: &str, span: sqlparser::tokenizer::Span) -> Result<usize> {
-        self.scope.iter().position(|s| s.alias == alias).ok_or_else(|| CoreError::UnknownTable {
-            name: alias.to_owned(),
-            candidates: self.scope.iter().map(|s| s.alias.clone()).collect(),
-            position: pos(span),
-        })
+        self.scope
+            .iter()
+            .position(|s| s.alias == alias)
+            .ok_or_else(|| CoreError::UnknownTable {
+                name: alias.to_owned(),
+                candidates: self.scope.iter().map(|s| s.alias.clone()).collect(),
+                position: pos(span),
+            })
     }
 
     // ---------------------------------------------------------------- writes
 
     fn single_target(&mut self, twj: &ast::TableWithJoins, what: &str) -> Result<TableRef> {
         if !twj.joins.is_empty() {
-            return Err(unsupported(format!("{what} with joins"), twj.joins[0].relation.span()));
+            return Err(unsupported(
+                format!("{what} with joins"),
+                twj.joins[0].relation.span(),
+            ));
         }
         self.add_table(&twj.relation)
     }
@@ -480,7 +620,8 @@ impl<'c> Binder<'c> {
         if i.returning.is_some() {
             return Err(unsupported("RETURNING", span));
         }
-        if i.or.is_some() || i.ignore || i.replace_into || i.overwrite || !i.assignments.is_empty() {
+        if i.or.is_some() || i.ignore || i.replace_into || i.overwrite || !i.assignments.is_empty()
+        {
             return Err(unsupported("this INSERT variant", span));
         }
         let TableObject::TableName(name) = &i.table else {
@@ -488,7 +629,10 @@ impl<'c> Binder<'c> {
         };
         let (table_name, tspan) = object_name(name)?;
         let table = self.lookup_table(&table_name, tspan)?;
-        self.scope.push(ScopeTable { alias: table_name.clone(), table });
+        self.scope.push(ScopeTable {
+            alias: table_name.clone(),
+            table,
+        });
 
         let columns: Vec<usize> = if i.columns.is_empty() {
             (0..table.columns.len()).collect()
@@ -496,7 +640,9 @@ impl<'c> Binder<'c> {
             let mut cols = Vec::new();
             for c in &i.columns {
                 let (name, cspan) = object_name(c)?;
-                let idx = table.column_index(&name).ok_or_else(|| self.unknown_column(&name, cspan))?;
+                let idx = table
+                    .column_index(&name)
+                    .ok_or_else(|| self.unknown_column(&name, cspan))?;
                 if cols.contains(&idx) {
                     return Err(mismatch(format!("column `{name}` is given twice"), cspan));
                 }
@@ -515,7 +661,11 @@ impl<'c> Binder<'c> {
         for row in &values.rows {
             if row.content.len() != columns.len() {
                 return Err(mismatch(
-                    format!("VALUES row has {} values for {} columns", row.content.len(), columns.len()),
+                    format!(
+                        "VALUES row has {} values for {} columns",
+                        row.content.len(),
+                        columns.len()
+                    ),
                     row.opening_token.0.span,
                 ));
             }
@@ -531,7 +681,10 @@ impl<'c> Binder<'c> {
         let on_conflict = match i.on {
             None => None,
             Some(ast::OnInsert::DuplicateKeyUpdate(_)) => {
-                return Err(unsupported("ON DUPLICATE KEY UPDATE (use ON CONFLICT)", span));
+                return Err(unsupported(
+                    "ON DUPLICATE KEY UPDATE (use ON CONFLICT)",
+                    span,
+                ));
             }
             Some(ast::OnInsert::OnConflict(oc)) => {
                 match &oc.conflict_target {
@@ -540,7 +693,11 @@ impl<'c> Binder<'c> {
                         let mut given: Vec<usize> = Vec::new();
                         for c in cols {
                             let name = ident_name(c);
-                            given.push(table.column_index(&name).ok_or_else(|| self.unknown_column(&name, c.span))?);
+                            given.push(
+                                table
+                                    .column_index(&name)
+                                    .ok_or_else(|| self.unknown_column(&name, c.span))?,
+                            );
                         }
                         given.sort_unstable();
                         let mut pk = table.primary_key.clone();
@@ -563,7 +720,10 @@ impl<'c> Binder<'c> {
                             return Err(unsupported("WHERE in ON CONFLICT DO UPDATE", sel.span()));
                         }
                         if oc.conflict_target.is_none() {
-                            return Err(unsupported("ON CONFLICT DO UPDATE without a conflict target", span));
+                            return Err(unsupported(
+                                "ON CONFLICT DO UPDATE without a conflict target",
+                                span,
+                            ));
                         }
                         self.excluded = Some(table);
                         self.agg = AggContext::Forbidden("ON CONFLICT");
@@ -575,24 +735,42 @@ impl<'c> Binder<'c> {
             }
             Some(_) => return Err(unsupported("this ON clause", span)),
         };
-        Ok(Insert { table: table_name, columns, rows, on_conflict })
+        Ok(Insert {
+            table: table_name,
+            columns,
+            rows,
+            on_conflict,
+        })
     }
 
-    fn bind_assignments(&mut self, list: &[ast::Assignment], table: &Table) -> Result<Vec<Assignment>> {
+    fn bind_assignments(
+        &mut self,
+        list: &[ast::Assignment],
+        table: &Table,
+    ) -> Result<Vec<Assignment>> {
         let mut out: Vec<Assignment> = Vec::new();
         for a in list {
             let ast::AssignmentTarget::ColumnName(name) = &a.target else {
                 return Err(unsupported("tuple assignment", a.value.span()));
             };
             let (col_name, cspan) = match name.0.as_slice() {
-                [ObjectNamePart::Identifier(_), ObjectNamePart::Identifier(c)] | [ObjectNamePart::Identifier(c)] => {
-                    (ident_name(c), c.span)
+                [ObjectNamePart::Identifier(_), ObjectNamePart::Identifier(c)]
+                | [ObjectNamePart::Identifier(c)] => (ident_name(c), c.span),
+                _ => {
+                    return Err(unsupported(
+                        format!("assignment target `{name}`"),
+                        name.span(),
+                    ));
                 }
-                _ => return Err(unsupported(format!("assignment target `{name}`"), name.span())),
             };
-            let column = table.column_index(&col_name).ok_or_else(|| self.unknown_column(&col_name, cspan))?;
+            let column = table
+                .column_index(&col_name)
+                .ok_or_else(|| self.unknown_column(&col_name, cspan))?;
             if out.iter().any(|x| x.column == column) {
-                return Err(mismatch(format!("column `{col_name}` is assigned twice"), cspan));
+                return Err(mismatch(
+                    format!("column `{col_name}` is assigned twice"),
+                    cspan,
+                ));
             }
             let ty = table.columns[column].ty;
             let value = self.bind_expr(&a.value, Some(ty))?;
@@ -603,15 +781,35 @@ impl<'c> Binder<'c> {
     }
 
     /// Checks that `value` can be stored in a column of type `ty`.
-    fn assignable(&self, value: Expr, ty: LogicalType, column: &str, span: sqlparser::tokenizer::Span) -> Result<Expr> {
+    fn assignable(
+        &self,
+        value: Expr,
+        ty: LogicalType,
+        column: &str,
+        span: sqlparser::tokenizer::Span,
+    ) -> Result<Expr> {
         if value.ty == ty || matches!(value.kind, ExprKind::Literal(Value::Null)) {
             return Ok(Expr { ty, ..value });
         }
-        let numeric_ok = ty.is_numeric() && value.ty.is_numeric() && !(ty == LogicalType::Int && value.ty != LogicalType::Int);
-        if numeric_ok || matches!((value.ty, ty), (LogicalType::Decimal { .. }, LogicalType::Decimal { .. })) {
+        let numeric_ok = ty.is_numeric()
+            && value.ty.is_numeric()
+            && !(ty == LogicalType::Int && value.ty != LogicalType::Int);
+        if numeric_ok
+            || matches!(
+                (value.ty, ty),
+                (LogicalType::Decimal { .. }, LogicalType::Decimal { .. })
+            )
+        {
             return Ok(Expr { ty, ..value });
         }
-        Err(mismatch(format!("column `{column}` is {}, the value is {}", ty.name(), value.ty.name()), span))
+        Err(mismatch(
+            format!(
+                "column `{column}` is {}, the value is {}",
+                ty.name(),
+                value.ty.name()
+            ),
+            span,
+        ))
     }
 
     fn bind_update(&mut self, u: ast::Update) -> Result<Update> {
@@ -630,8 +828,16 @@ impl<'c> Binder<'c> {
         self.agg = AggContext::Forbidden("SET");
         let assignments = self.bind_assignments(&u.assignments, table)?;
         self.agg = AggContext::Forbidden("WHERE");
-        let filter = u.selection.as_ref().map(|e| self.bind_bool(e, "WHERE")).transpose()?;
-        Ok(Update { table: target.table, assignments, filter })
+        let filter = u
+            .selection
+            .as_ref()
+            .map(|e| self.bind_bool(e, "WHERE"))
+            .transpose()?;
+        Ok(Update {
+            table: target.table,
+            assignments,
+            filter,
+        })
     }
 
     fn bind_delete(&mut self, d: ast::Delete) -> Result<Delete> {
@@ -639,7 +845,8 @@ impl<'c> Binder<'c> {
         if d.returning.is_some() {
             return Err(unsupported("RETURNING", span));
         }
-        if d.using.is_some() || !d.tables.is_empty() || d.limit.is_some() || !d.order_by.is_empty() {
+        if d.using.is_some() || !d.tables.is_empty() || d.limit.is_some() || !d.order_by.is_empty()
+        {
             return Err(unsupported("this DELETE variant", span));
         }
         let tables = match &d.from {
@@ -650,8 +857,15 @@ impl<'c> Binder<'c> {
         };
         let target = self.single_target(twj, "DELETE")?;
         self.agg = AggContext::Forbidden("WHERE");
-        let filter = d.selection.as_ref().map(|e| self.bind_bool(e, "WHERE")).transpose()?;
-        Ok(Delete { table: target.table, filter })
+        let filter = d
+            .selection
+            .as_ref()
+            .map(|e| self.bind_bool(e, "WHERE"))
+            .transpose()?;
+        Ok(Delete {
+            table: target.table,
+            filter,
+        })
     }
 
     // ---------------------------------------------------------------- expressions
@@ -659,7 +873,13 @@ impl<'c> Binder<'c> {
     fn bind_bool(&mut self, e: &ast::Expr, clause: &str) -> Result<Expr> {
         let bound = self.bind_expr(e, Some(LogicalType::Bool))?;
         if bound.ty != LogicalType::Bool && !matches!(bound.kind, ExprKind::Literal(Value::Null)) {
-            return Err(mismatch(format!("{clause} needs a boolean condition, got {}", bound.ty.name()), e.span()));
+            return Err(mismatch(
+                format!(
+                    "{clause} needs a boolean condition, got {}",
+                    bound.ty.name()
+                ),
+                e.span(),
+            ));
         }
         Ok(bound)
     }
@@ -670,10 +890,20 @@ impl<'c> Binder<'c> {
             .scope
             .iter()
             .flat_map(|s| {
-                s.table.columns.iter().map(move |c| if multi { format!("{}.{}", s.alias, c.name) } else { c.name.clone() })
+                s.table.columns.iter().map(move |c| {
+                    if multi {
+                        format!("{}.{}", s.alias, c.name)
+                    } else {
+                        c.name.clone()
+                    }
+                })
             })
             .collect();
-        CoreError::UnknownColumn { name: name.to_owned(), candidates, position: pos(span) }
+        CoreError::UnknownColumn {
+            name: name.to_owned(),
+            candidates,
+            position: pos(span),
+        }
     }
 
     fn column(&self, table: usize, name: &str, span: sqlparser::tokenizer::Span) -> Result<Expr> {
@@ -685,12 +915,17 @@ impl<'c> Binder<'c> {
             }
             err
         })?;
-        Ok(Expr { kind: ExprKind::Column { table, column }, ty: t.columns[column].ty })
+        Ok(Expr {
+            kind: ExprKind::Column { table, column },
+            ty: t.columns[column].ty,
+        })
     }
 
     fn bind_identifier(&self, ident: &ast::Ident) -> Result<Expr> {
         let name = ident_name(ident);
-        let hits: Vec<usize> = (0..self.scope.len()).filter(|&t| self.scope[t].table.column_index(&name).is_some()).collect();
+        let hits: Vec<usize> = (0..self.scope.len())
+            .filter(|&t| self.scope[t].table.column_index(&name).is_some())
+            .collect();
         match hits.as_slice() {
             [t] => self.column(*t, &name, ident.span),
             [] => Err(self.unknown_column(&name, ident.span)),
@@ -702,23 +937,37 @@ impl<'c> Binder<'c> {
         }
     }
 
-    fn bind_compound(&self, parts: &[ast::Ident], span: sqlparser::tokenizer::Span) -> Result<Expr> {
+    fn bind_compound(
+        &self,
+        parts: &[ast::Ident],
+        span: sqlparser::tokenizer::Span,
+    ) -> Result<Expr> {
         let [qualifier, col] = parts else {
             return Err(unsupported("names with more than two parts", span));
         };
         let qual = ident_name(qualifier);
         let name = ident_name(col);
-        if let Some(table) = self.excluded {
-            if qual == "excluded" {
-                let column = table.column_index(&name).ok_or_else(|| self.unknown_column(&name, col.span))?;
-                return Ok(Expr { kind: ExprKind::Excluded { column }, ty: table.columns[column].ty });
-            }
+        if let Some(table) = self.excluded
+            && qual == "excluded"
+        {
+            let column = table
+                .column_index(&name)
+                .ok_or_else(|| self.unknown_column(&name, col.span))?;
+            return Ok(Expr {
+                kind: ExprKind::Excluded { column },
+                ty: table.columns[column].ty,
+            });
         }
         let t = self.scope_index(&qual, qualifier.span)?;
         self.column(t, &name, col.span)
     }
 
-    fn bind_param(&mut self, text: &str, expected: Option<LogicalType>, span: sqlparser::tokenizer::Span) -> Result<Expr> {
+    fn bind_param(
+        &mut self,
+        text: &str,
+        expected: Option<LogicalType>,
+        span: sqlparser::tokenizer::Span,
+    ) -> Result<Expr> {
         let index = text
             .strip_prefix('$')
             .and_then(|n| n.parse::<usize>().ok())
@@ -731,7 +980,11 @@ impl<'c> Binder<'c> {
                     "the statement uses ${} but {} parameter{} given",
                     index + 1,
                     self.params_json.len(),
-                    if self.params_json.len() == 1 { " was" } else { "s were" }
+                    if self.params_json.len() == 1 {
+                        " was"
+                    } else {
+                        "s were"
+                    }
                 ),
                 position: pos(span),
             });
@@ -752,7 +1005,10 @@ impl<'c> Binder<'c> {
         if self.params[index].is_none() {
             self.params[index] = Some(value);
         }
-        Ok(Expr { kind: ExprKind::Param(index), ty })
+        Ok(Expr {
+            kind: ExprKind::Param(index),
+            ty,
+        })
     }
 
     fn bind_literal(&self, v: &ast::ValueWithSpan, expected: Option<LogicalType>) -> Result<Expr> {
@@ -766,34 +1022,61 @@ impl<'c> Binder<'c> {
                     let d = Decimal::from_str(n)
                         .or_else(|_| Decimal::from_scientific(n))
                         .map_err(|_| mismatch(format!("number {n} is out of range"), span))?;
-                    let scale = u8::try_from(d.scale()).unwrap_or(LogicalType::MAX_DECIMAL_PRECISION);
-                    (Value::Decimal(d), LogicalType::Decimal { precision: COMPUTED_PRECISION, scale })
+                    let scale =
+                        u8::try_from(d.scale()).unwrap_or(LogicalType::MAX_DECIMAL_PRECISION);
+                    (
+                        Value::Decimal(d),
+                        LogicalType::Decimal {
+                            precision: COMPUTED_PRECISION,
+                            scale,
+                        },
+                    )
                 }
             },
-            ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => (Value::Text(s.clone()), LogicalType::Text),
-            ast::Value::Placeholder(p) => return Err(unsupported(format!("placeholder `{p}`"), span)),
+            ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => {
+                (Value::Text(s.clone()), LogicalType::Text)
+            }
+            ast::Value::Placeholder(p) => {
+                return Err(unsupported(format!("placeholder `{p}`"), span));
+            }
             other => return Err(unsupported(format!("literal {other}"), span)),
         };
         let Some(want) = expected else {
-            return Ok(Expr { kind: ExprKind::Literal(value), ty });
+            return Ok(Expr {
+                kind: ExprKind::Literal(value),
+                ty,
+            });
         };
         // Coerce literals to the type their context expects, as PostgreSQL does with
         // unknown-typed literals; numbers widen but never narrow.
         let coerced = match (&value, want) {
             (Value::Null, _) => Some((Value::Null, want)),
-            (Value::Text(s), LogicalType::Int) => s.trim().parse::<i64>().ok().map(|i| (Value::Int(i), want)),
-            (Value::Text(s), LogicalType::Float) => s.trim().parse::<f64>().ok().map(|f| (Value::Float(f), want)),
+            (Value::Text(s), LogicalType::Int) => {
+                s.trim().parse::<i64>().ok().map(|i| (Value::Int(i), want))
+            }
+            (Value::Text(s), LogicalType::Float) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .map(|f| (Value::Float(f), want)),
             (Value::Text(_), LogicalType::Text) => None,
             (Value::Text(_), _) => match value.clone().coerce(want) {
                 Ok(v) => Some((v, want)),
                 Err(message) => return Err(mismatch(message, span)),
             },
-            (Value::Int(_), LogicalType::Float | LogicalType::Decimal { .. }) => value.clone().coerce(want).ok().map(|v| (v, want)),
-            (Value::Decimal(_), LogicalType::Float) => value.clone().coerce(want).ok().map(|v| (v, want)),
+            (Value::Int(_), LogicalType::Float | LogicalType::Decimal { .. }) => {
+                value.clone().coerce(want).ok().map(|v| (v, want))
+            }
+            (Value::Decimal(_), LogicalType::Float) => {
+                value.clone().coerce(want).ok().map(|v| (v, want))
+            }
             _ => None,
         };
         let (value, ty) = coerced.unwrap_or((value, ty));
-        Ok(Expr { kind: ExprKind::Literal(value), ty })
+        Ok(Expr {
+            kind: ExprKind::Literal(value),
+            ty,
+        })
     }
 
     /// Binds `a op b` so that an untyped side (literal, parameter) takes the other side's type.
@@ -813,14 +1096,20 @@ impl<'c> Binder<'c> {
         if comparable(a, b) {
             Ok(())
         } else {
-            Err(mismatch(format!("cannot compare {} with {}", a.ty.name(), b.ty.name()), span))
+            Err(mismatch(
+                format!("cannot compare {} with {}", a.ty.name(), b.ty.name()),
+                span,
+            ))
         }
     }
 
     fn bind_expr(&mut self, e: &ast::Expr, expected: Option<LogicalType>) -> Result<Expr> {
         use ast::Expr as E;
         let span = e.span();
-        let boolean = |kind| Expr { kind, ty: LogicalType::Bool };
+        let boolean = |kind| Expr {
+            kind,
+            ty: LogicalType::Bool,
+        };
         match e {
             E::Identifier(ident) => self.bind_identifier(ident),
             E::CompoundIdentifier(parts) => self.bind_compound(parts, span),
@@ -831,13 +1120,24 @@ impl<'c> Binder<'c> {
             },
             E::IsNull(inner) | E::IsNotNull(inner) => {
                 let expr = self.bind_expr(inner, None)?;
-                Ok(boolean(ExprKind::IsNull { expr: Box::new(expr), negated: matches!(e, E::IsNotNull(_)) }))
+                Ok(boolean(ExprKind::IsNull {
+                    expr: Box::new(expr),
+                    negated: matches!(e, E::IsNotNull(_)),
+                }))
             }
-            E::InList { expr, list, negated } => {
+            E::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let subject = if list.iter().all(is_untyped) || !is_untyped(expr) {
                     self.bind_expr(expr, None)?
                 } else {
-                    let first = list.iter().find(|x| !is_untyped(x)).map(|x| self.bind_expr(x, None)).transpose()?;
+                    let first = list
+                        .iter()
+                        .find(|x| !is_untyped(x))
+                        .map(|x| self.bind_expr(x, None))
+                        .transpose()?;
                     self.bind_expr(expr, first.map(|f| f.ty))?
                 };
                 let mut items = Vec::new();
@@ -846,9 +1146,18 @@ impl<'c> Binder<'c> {
                     self.check_comparable(&subject, &b, item.span())?;
                     items.push(b);
                 }
-                Ok(boolean(ExprKind::InList { expr: Box::new(subject), list: items, negated: *negated }))
+                Ok(boolean(ExprKind::InList {
+                    expr: Box::new(subject),
+                    list: items,
+                    negated: *negated,
+                }))
             }
-            E::Between { expr, negated, low, high } => {
+            E::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
                 let (subject, lo) = self.bind_pair(expr, low)?;
                 let hi = self.bind_expr(high, Some(subject.ty))?;
                 self.check_comparable(&subject, &lo, low.span())?;
@@ -860,7 +1169,13 @@ impl<'c> Binder<'c> {
                     negated: *negated,
                 }))
             }
-            E::Like { negated, any, expr, pattern, escape_char } => {
+            E::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
                 if *any {
                     return Err(unsupported("LIKE ANY", span));
                 }
@@ -874,25 +1189,43 @@ impl<'c> Binder<'c> {
                 let pat = self.bind_expr(pattern, Some(LogicalType::Text))?;
                 for (x, s) in [(&subject, expr.span()), (&pat, pattern.span())] {
                     if x.ty != LogicalType::Text {
-                        return Err(mismatch(format!("LIKE needs text operands, got {}", x.ty.name()), s));
+                        return Err(mismatch(
+                            format!("LIKE needs text operands, got {}", x.ty.name()),
+                            s,
+                        ));
                     }
                 }
-                Ok(boolean(ExprKind::Like { expr: Box::new(subject), pattern: Box::new(pat), negated: *negated }))
+                Ok(boolean(ExprKind::Like {
+                    expr: Box::new(subject),
+                    pattern: Box::new(pat),
+                    negated: *negated,
+                }))
             }
             E::ILike { .. } => Err(unsupported("ILIKE (use LOWER(x) LIKE ...)", span)),
-            E::SimilarTo { .. } | E::RLike { .. } => Err(unsupported("regular expression matching", span)),
+            E::SimilarTo { .. } | E::RLike { .. } => {
+                Err(unsupported("regular expression matching", span))
+            }
             E::UnaryOp { op, expr } => {
                 let inner = self.bind_expr(expr, expected)?;
                 match op {
                     UnaryOperator::Not => {
                         if inner.ty != LogicalType::Bool {
-                            return Err(mismatch(format!("NOT needs a boolean, got {}", inner.ty.name()), span));
+                            return Err(mismatch(
+                                format!("NOT needs a boolean, got {}", inner.ty.name()),
+                                span,
+                            ));
                         }
-                        Ok(boolean(ExprKind::Unary { op: UnaryOp::Not, expr: Box::new(inner) }))
+                        Ok(boolean(ExprKind::Unary {
+                            op: UnaryOp::Not,
+                            expr: Box::new(inner),
+                        }))
                     }
                     UnaryOperator::Minus => {
                         if !inner.ty.is_numeric() {
-                            return Err(mismatch(format!("unary minus needs a number, got {}", inner.ty.name()), span));
+                            return Err(mismatch(
+                                format!("unary minus needs a number, got {}", inner.ty.name()),
+                                span,
+                            ));
                         }
                         if let ExprKind::Literal(v) = &inner.kind {
                             let negated = match v {
@@ -902,11 +1235,20 @@ impl<'c> Binder<'c> {
                                 _ => None,
                             };
                             if let Some(v) = negated {
-                                return Ok(Expr { kind: ExprKind::Literal(v), ty: inner.ty });
+                                return Ok(Expr {
+                                    kind: ExprKind::Literal(v),
+                                    ty: inner.ty,
+                                });
                             }
                         }
                         let ty = inner.ty;
-                        Ok(Expr { kind: ExprKind::Unary { op: UnaryOp::Neg, expr: Box::new(inner) }, ty })
+                        Ok(Expr {
+                            kind: ExprKind::Unary {
+                                op: UnaryOp::Neg,
+                                expr: Box::new(inner),
+                            },
+                            ty,
+                        })
                     }
                     UnaryOperator::Plus if inner.ty.is_numeric() => Ok(inner),
                     other => Err(unsupported(format!("unary operator {other}"), span)),
@@ -916,14 +1258,26 @@ impl<'c> Binder<'c> {
             E::Function(f) => self.bind_function(f, span),
             E::Cast { .. } => Err(unsupported("CAST", span)),
             E::Case { .. } => Err(unsupported("CASE", span)),
-            E::Subquery(_) | E::Exists { .. } | E::InSubquery { .. } => Err(unsupported("subqueries", span)),
-            E::IsTrue(_) | E::IsFalse(_) | E::IsNotTrue(_) | E::IsNotFalse(_) | E::IsUnknown(_) | E::IsNotUnknown(_) => {
-                Err(unsupported("IS TRUE/FALSE/UNKNOWN", span))
+            E::Subquery(_) | E::Exists { .. } | E::InSubquery { .. } => {
+                Err(unsupported("subqueries", span))
             }
-            E::IsDistinctFrom(..) | E::IsNotDistinctFrom(..) => Err(unsupported("IS DISTINCT FROM", span)),
-            E::TypedString(_) => Err(unsupported("typed literals (write a plain string next to a typed column)", span)),
+            E::IsTrue(_)
+            | E::IsFalse(_)
+            | E::IsNotTrue(_)
+            | E::IsNotFalse(_)
+            | E::IsUnknown(_)
+            | E::IsNotUnknown(_) => Err(unsupported("IS TRUE/FALSE/UNKNOWN", span)),
+            E::IsDistinctFrom(..) | E::IsNotDistinctFrom(..) => {
+                Err(unsupported("IS DISTINCT FROM", span))
+            }
+            E::TypedString(_) => Err(unsupported(
+                "typed literals (write a plain string next to a typed column)",
+                span,
+            )),
             E::Interval(_) => Err(unsupported("INTERVAL", span)),
-            E::Wildcard(_) | E::QualifiedWildcard(..) => Err(unsupported("wildcard in an expression", span)),
+            E::Wildcard(_) | E::QualifiedWildcard(..) => {
+                Err(unsupported("wildcard in an expression", span))
+            }
             _ => Err(unsupported(format!("expression `{e}`"), span)),
         }
     }
@@ -954,14 +1308,24 @@ impl<'c> Binder<'c> {
             B::StringConcat => BinaryOp::Concat,
             other => return Err(unsupported(format!("operator {other}"), span)),
         };
-        let mk = |l: Expr, r: Expr, ty| Expr { kind: ExprKind::Binary { op, left: Box::new(l), right: Box::new(r) }, ty };
+        let mk = |l: Expr, r: Expr, ty| Expr {
+            kind: ExprKind::Binary {
+                op,
+                left: Box::new(l),
+                right: Box::new(r),
+            },
+            ty,
+        };
         match op {
             BinaryOp::And | BinaryOp::Or => {
                 let l = self.bind_expr(left, Some(LogicalType::Bool))?;
                 let r = self.bind_expr(right, Some(LogicalType::Bool))?;
                 for (x, s) in [(&l, left.span()), (&r, right.span())] {
                     if x.ty != LogicalType::Bool {
-                        return Err(mismatch(format!("AND/OR need booleans, got {}", x.ty.name()), s));
+                        return Err(mismatch(
+                            format!("AND/OR need booleans, got {}", x.ty.name()),
+                            s,
+                        ));
                     }
                 }
                 Ok(mk(l, r, LogicalType::Bool))
@@ -976,7 +1340,10 @@ impl<'c> Binder<'c> {
                 let r = self.bind_expr(right, Some(LogicalType::Text))?;
                 for (x, s) in [(&l, left.span()), (&r, right.span())] {
                     if x.ty != LogicalType::Text {
-                        return Err(mismatch(format!("|| needs text operands, got {}", x.ty.name()), s));
+                        return Err(mismatch(
+                            format!("|| needs text operands, got {}", x.ty.name()),
+                            s,
+                        ));
                     }
                 }
                 Ok(mk(l, r, LogicalType::Text))
@@ -990,17 +1357,28 @@ impl<'c> Binder<'c> {
                 };
                 for (x, s) in [(&l, left.span()), (&r, right.span())] {
                     if !x.ty.is_numeric() {
-                        return Err(mismatch(format!("arithmetic needs numbers, got {}", x.ty.name()), s));
+                        return Err(mismatch(
+                            format!("arithmetic needs numbers, got {}", x.ty.name()),
+                            s,
+                        ));
                     }
                 }
-                let ty = arithmetic_type(op, l.ty, r.ty)
-                    .ok_or_else(|| mismatch(format!("% needs integers, got {} and {}", l.ty.name(), r.ty.name()), span))?;
+                let ty = arithmetic_type(op, l.ty, r.ty).ok_or_else(|| {
+                    mismatch(
+                        format!("% needs integers, got {} and {}", l.ty.name(), r.ty.name()),
+                        span,
+                    )
+                })?;
                 Ok(mk(l, r, ty))
             }
         }
     }
 
-    fn bind_function(&mut self, f: &ast::Function, span: sqlparser::tokenizer::Span) -> Result<Expr> {
+    fn bind_function(
+        &mut self,
+        f: &ast::Function,
+        span: sqlparser::tokenizer::Span,
+    ) -> Result<Expr> {
         let (name, _) = object_name(&f.name)?;
         if f.over.is_some() {
             return Err(unsupported("window functions (OVER)", span));
@@ -1009,7 +1387,10 @@ impl<'c> Binder<'c> {
             return Err(unsupported("FILTER / WITHIN GROUP / NULL treatment", span));
         }
         let FunctionArguments::List(list) = &f.args else {
-            return Err(unsupported(format!("function `{name}` without an argument list"), span));
+            return Err(unsupported(
+                format!("function `{name}` without an argument list"),
+                span,
+            ));
         };
         if !list.clauses.is_empty() {
             return Err(unsupported("ORDER BY / LIMIT inside a function call", span));
@@ -1027,33 +1408,56 @@ impl<'c> Binder<'c> {
             match self.agg {
                 AggContext::Allowed => {}
                 AggContext::Forbidden(clause) => {
-                    return Err(unsupported(format!("aggregate functions in {clause}"), span));
+                    return Err(unsupported(
+                        format!("aggregate functions in {clause}"),
+                        span,
+                    ));
                 }
                 AggContext::Nested => return Err(unsupported("nested aggregate functions", span)),
             }
             let arg = match list.args.as_slice() {
-                [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if func == AggFunc::Count && !distinct => None,
+                [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]
+                    if func == AggFunc::Count && !distinct =>
+                {
+                    None
+                }
                 [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => {
                     self.agg = AggContext::Nested;
                     let bound = self.bind_expr(e, None);
                     self.agg = AggContext::Allowed;
                     Some(bound?)
                 }
-                _ => return Err(unsupported(format!("{}() with these arguments", name.to_uppercase()), span)),
+                _ => {
+                    return Err(unsupported(
+                        format!("{}() with these arguments", name.to_uppercase()),
+                        span,
+                    ));
+                }
             };
             let ty = match (func, &arg) {
                 (AggFunc::Count, _) => LogicalType::Int,
                 (_, None) => LogicalType::Int,
                 (AggFunc::Min | AggFunc::Max, Some(a)) => {
                     if a.ty == LogicalType::Json {
-                        return Err(mismatch("MIN/MAX cannot order json values".to_owned(), span));
+                        return Err(mismatch(
+                            "MIN/MAX cannot order json values".to_owned(),
+                            span,
+                        ));
                     }
                     a.ty
                 }
                 (AggFunc::Sum, Some(a)) => match a.ty {
-                    LogicalType::Decimal { scale, .. } => LogicalType::Decimal { precision: COMPUTED_PRECISION, scale },
+                    LogicalType::Decimal { scale, .. } => LogicalType::Decimal {
+                        precision: COMPUTED_PRECISION,
+                        scale,
+                    },
                     t if t.is_numeric() => t,
-                    t => return Err(mismatch(format!("SUM needs a number, got {}", t.name()), span)),
+                    t => {
+                        return Err(mismatch(
+                            format!("SUM needs a number, got {}", t.name()),
+                            span,
+                        ));
+                    }
                 },
                 (AggFunc::Avg, Some(a)) => match a.ty {
                     LogicalType::Decimal { scale, .. } => LogicalType::Decimal {
@@ -1061,13 +1465,28 @@ impl<'c> Binder<'c> {
                         scale: (scale + 4).min(COMPUTED_PRECISION),
                     },
                     t if t.is_numeric() => LogicalType::Float,
-                    t => return Err(mismatch(format!("AVG needs a number, got {}", t.name()), span)),
+                    t => {
+                        return Err(mismatch(
+                            format!("AVG needs a number, got {}", t.name()),
+                            span,
+                        ));
+                    }
                 },
             };
-            return Ok(Expr { kind: ExprKind::Agg { func, arg: arg.map(Box::new), distinct }, ty });
+            return Ok(Expr {
+                kind: ExprKind::Agg {
+                    func,
+                    arg: arg.map(Box::new),
+                    distinct,
+                },
+                ty,
+            });
         }
         if distinct {
-            return Err(unsupported(format!("DISTINCT in {}()", name.to_uppercase()), span));
+            return Err(unsupported(
+                format!("DISTINCT in {}()", name.to_uppercase()),
+                span,
+            ));
         }
         let func = match name.as_str() {
             "lower" => ScalarFunc::Lower,
@@ -1083,7 +1502,9 @@ impl<'c> Binder<'c> {
                 return Err(unsupported("named or wildcard function arguments", span));
             };
             let hint = match func {
-                ScalarFunc::Lower | ScalarFunc::Upper | ScalarFunc::Length => Some(LogicalType::Text),
+                ScalarFunc::Lower | ScalarFunc::Upper | ScalarFunc::Length => {
+                    Some(LogicalType::Text)
+                }
                 ScalarFunc::Coalesce => args.first().map(|x: &Expr| x.ty),
                 ScalarFunc::Abs => None,
             };
@@ -1094,30 +1515,57 @@ impl<'c> Binder<'c> {
             _ => args.len() == 1,
         };
         if !arity_ok {
-            return Err(mismatch(format!("{}() got {} arguments", name.to_uppercase(), args.len()), span));
+            return Err(mismatch(
+                format!("{}() got {} arguments", name.to_uppercase(), args.len()),
+                span,
+            ));
         }
         let ty = match func {
             ScalarFunc::Lower | ScalarFunc::Upper | ScalarFunc::Length => {
                 if args[0].ty != LogicalType::Text {
-                    return Err(mismatch(format!("{}() needs text, got {}", name.to_uppercase(), args[0].ty.name()), span));
+                    return Err(mismatch(
+                        format!(
+                            "{}() needs text, got {}",
+                            name.to_uppercase(),
+                            args[0].ty.name()
+                        ),
+                        span,
+                    ));
                 }
-                if func == ScalarFunc::Length { LogicalType::Int } else { LogicalType::Text }
+                if func == ScalarFunc::Length {
+                    LogicalType::Int
+                } else {
+                    LogicalType::Text
+                }
             }
             ScalarFunc::Abs => {
                 if !args[0].ty.is_numeric() {
-                    return Err(mismatch(format!("ABS() needs a number, got {}", args[0].ty.name()), span));
+                    return Err(mismatch(
+                        format!("ABS() needs a number, got {}", args[0].ty.name()),
+                        span,
+                    ));
                 }
                 args[0].ty
             }
             ScalarFunc::Coalesce => {
                 let ty = args[0].ty;
                 if let Some(bad) = args.iter().find(|a| !comparable(&args[0], a)) {
-                    return Err(mismatch(format!("COALESCE arguments differ: {} and {}", ty.name(), bad.ty.name()), span));
+                    return Err(mismatch(
+                        format!(
+                            "COALESCE arguments differ: {} and {}",
+                            ty.name(),
+                            bad.ty.name()
+                        ),
+                        span,
+                    ));
                 }
                 ty
             }
         };
-        Ok(Expr { kind: ExprKind::Func { func, args }, ty })
+        Ok(Expr {
+            kind: ExprKind::Func { func, args },
+            ty,
+        })
     }
 }
 
@@ -1129,7 +1577,10 @@ fn check_wildcard_options(opts: &ast::WildcardAdditionalOptions) -> Result<()> {
         || opts.opt_rename.is_some()
         || opts.opt_alias.is_some();
     if extended {
-        return Err(unsupported("wildcard modifiers (EXCLUDE, EXCEPT, REPLACE, ...)", opts.wildcard_token.0.span));
+        return Err(unsupported(
+            "wildcard modifiers (EXCLUDE, EXCEPT, REPLACE, ...)",
+            opts.wildcard_token.0.span,
+        ));
     }
     Ok(())
 }
@@ -1155,7 +1606,10 @@ fn is_untyped(e: &ast::Expr) -> bool {
     match e {
         ast::Expr::Value(_) => true,
         ast::Expr::Nested(inner) => is_untyped(inner),
-        ast::Expr::UnaryOp { op: UnaryOperator::Minus, expr } => is_untyped(expr),
+        ast::Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => is_untyped(expr),
         _ => false,
     }
 }
@@ -1177,7 +1631,10 @@ fn arithmetic_type(op: BinaryOp, l: LogicalType, r: LogicalType) -> Option<Logic
         T::Decimal { scale, .. } => scale,
         _ => 0,
     };
-    let decimal = |scale: u8| T::Decimal { precision: COMPUTED_PRECISION, scale: scale.min(COMPUTED_PRECISION) };
+    let decimal = |scale: u8| T::Decimal {
+        precision: COMPUTED_PRECISION,
+        scale: scale.min(COMPUTED_PRECISION),
+    };
     Some(match (l, r) {
         (T::Int, T::Int) => T::Int,
         _ if op == BinaryOp::Modulo => return None,
@@ -1192,14 +1649,20 @@ fn arithmetic_type(op: BinaryOp, l: LogicalType, r: LogicalType) -> Option<Logic
 
 fn collect_children<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     match &e.kind {
-        ExprKind::Column { .. } | ExprKind::Excluded { .. } | ExprKind::Literal(_) | ExprKind::Param(_) | ExprKind::Agg { .. } => {}
+        ExprKind::Column { .. }
+        | ExprKind::Excluded { .. }
+        | ExprKind::Literal(_)
+        | ExprKind::Param(_)
+        | ExprKind::Agg { .. } => {}
         ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => out.push(expr),
         ExprKind::Binary { left, right, .. } => out.extend([&**left, &**right]),
         ExprKind::InList { expr, list, .. } => {
             out.push(expr);
             out.extend(list.iter());
         }
-        ExprKind::Between { expr, low, high, .. } => out.extend([&**expr, &**low, &**high]),
+        ExprKind::Between {
+            expr, low, high, ..
+        } => out.extend([&**expr, &**low, &**high]),
         ExprKind::Like { expr, pattern, .. } => out.extend([&**expr, &**pattern]),
         ExprKind::Func { args, .. } => out.extend(args.iter()),
     }

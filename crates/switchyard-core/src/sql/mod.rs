@@ -14,7 +14,11 @@ use crate::error::{CoreError, Position};
 use crate::ir::BoundQuery;
 
 /// Parses `sql` and binds it against `catalog` with the JSON parameter values `params`.
-pub fn bind(sql: &str, params: &[serde_json::Value], catalog: &Catalog) -> Result<BoundQuery, CoreError> {
+pub fn bind(
+    sql: &str,
+    params: &[serde_json::Value],
+    catalog: &Catalog,
+) -> Result<BoundQuery, CoreError> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)?;
     match statements.len() {
         0 => Err(CoreError::Syntax {
@@ -48,12 +52,17 @@ fn syntax_error(err: ParserError) -> CoreError {
             let mut parts = tail.split(", Column: ");
             let line = parts.next().and_then(|l| l.trim().parse().ok());
             let column = parts.next().and_then(|c| c.trim().parse().ok());
-            let position = line.zip(column).map(|(line, column)| Position { line, column });
+            let position = line
+                .zip(column)
+                .map(|(line, column)| Position { line, column });
             (text[..at].to_owned(), position)
         }
         None => (text, None),
     };
-    let message = message.strip_prefix("sql parser error: ").unwrap_or(&message).to_owned();
+    let message = message
+        .strip_prefix("sql parser error: ")
+        .unwrap_or(&message)
+        .to_owned();
     CoreError::Syntax { message, position }
 }
 
