@@ -6,9 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{ALL_STORES, TestStore, shop_on};
+use common::{ALL_STORES, TestServer, TestStore, shop_on, start_server};
 use serde_json::{Value as J, json};
-use switchyard_router::Router;
 
 /// A statement of the suite; `ordered` when its ORDER BY fixes the row order completely.
 struct Case {
@@ -370,11 +369,12 @@ fn approx_eq(a: &J, b: &J) -> bool {
     }
 }
 
-async fn answer(router: &Router, case: &Case) -> J {
-    let params = case.params.as_array().cloned().unwrap_or_default();
-    match router.query(case.sql, &params, &Default::default()).await {
-        Ok(rs) => {
-            let mut body = canonical(&rs.to_json());
+/// Runs a statement through the real HTTP endpoint.
+async fn answer(server: &TestServer, case: &Case) -> J {
+    let a = common::query(server.addr, case.sql, case.params.clone()).await;
+    match a.status {
+        200 => {
+            let mut body = canonical(&a.body);
             if !case.ordered
                 && let Some(rows) = body["rows"].as_array_mut()
             {
@@ -382,7 +382,7 @@ async fn answer(router: &Router, case: &Case) -> J {
             }
             body
         }
-        Err(e) => json!({ "error": e.code().as_str(), "message": e.client_message() }),
+        _ => a.body,
     }
 }
 
@@ -391,9 +391,9 @@ async fn same_rows_on_postgres_mariadb_and_sqlite() {
     let stores: Vec<TestStore> = ALL_STORES.iter().map(|s| TestStore::new(*s)).collect();
     let mut routers = Vec::new();
     for s in &stores {
-        let router = Router::from_config(shop_on(s.backend.clone())).expect("router");
-        common::seed(&router, 1).await;
-        routers.push((s.store, router));
+        let server = start_server(shop_on(s.backend.clone())).await;
+        common::seed(&server.router, 1).await;
+        routers.push((s.store, server));
     }
     let suite = suite();
     assert!(suite.len() >= 50, "suite has {} statements", suite.len());
@@ -418,26 +418,17 @@ async fn same_rows_on_postgres_mariadb_and_sqlite() {
     for (write, affected, read) in writes() {
         let mut reference: Option<(J, J)> = None;
         for (store, router) in &routers {
-            let params = write.params.as_array().cloned().unwrap_or_default();
-            let result = router.query(write.sql, &params, &Default::default()).await;
-            let rs = match result {
-                Ok(rs) => rs,
-                Err(e) => {
-                    failures.push(format!(
-                        "{store:?} failed {}: {} {}",
-                        write.sql,
-                        e.code(),
-                        e.client_message()
-                    ));
-                    continue;
-                }
-            };
+            let result = common::query(router.addr, write.sql, write.params.clone()).await;
+            if result.status != 200 {
+                failures.push(format!("{store:?} failed {}: {}", write.sql, result.body));
+                continue;
+            }
             if let Some(n) = affected
-                && rs.rows_affected != Some(n)
+                && result.body["rows_affected"] != json!(n)
             {
                 failures.push(format!(
                     "{store:?} {}: rows_affected {:?}, expected {n}",
-                    write.sql, rs.rows_affected
+                    write.sql, result.body["rows_affected"]
                 ));
             }
             let after = answer(router, &read).await;

@@ -212,3 +212,36 @@ async fn explain_names_backend_and_native_statement() {
     );
     assert_eq!(e.body["fragments"][0]["params"], json!(["p1"]));
 }
+
+#[tokio::test]
+async fn a_statement_the_store_refuses_is_backend_error() {
+    let store = TestStore::new(Store::Postgres);
+    let server = start_server(shop_on(store.backend.clone())).await;
+    let seeded = server
+        .router
+        .seed_table(
+            "inventory",
+            &["product_id", "stock"],
+            vec![vec![
+                switchyard_core::Value::Text("p1".into()),
+                switchyard_core::Value::Int(3),
+            ]],
+            10,
+            &|_| {},
+        )
+        .await;
+    assert_eq!(seeded.unwrap(), 1);
+    let refused = query(server.addr, "SELECT stock / 0 FROM inventory", json!([])).await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "BACKEND_ERROR");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("division by zero"),
+        "{}",
+        refused.body
+    );
+    let next = query(server.addr, "SELECT stock FROM inventory", json!([])).await;
+    assert_eq!(next.body["rows"], json!([[3]]));
+}
