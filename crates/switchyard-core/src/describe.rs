@@ -4,7 +4,8 @@ use std::fmt::Write;
 
 use crate::catalog::Catalog;
 use crate::ir::{BinaryOp, Expr, ExprKind, OnConflict, Statement, UnaryOp};
-use crate::plan::{Plan, Route};
+use crate::plan::Plan;
+use crate::routing::{Input, MergeOp, Route};
 
 /// Names of the tables in scope (aliases for SELECT, the target for writes).
 struct Names<'a> {
@@ -140,12 +141,7 @@ pub fn binary_symbol(op: BinaryOp) -> &'static str {
 impl Plan {
     /// A multi-line description of the route and the bound statement.
     pub fn describe(&self, catalog: &Catalog) -> String {
-        let mut out = String::new();
-        match &self.route {
-            Route::Single { backend } => {
-                let _ = writeln!(out, "route: single backend `{backend}`");
-            }
-        }
+        let mut out = describe_route(&self.route, &self.query.statement, catalog);
         out.push_str(&describe_statement(&self.query.statement, catalog));
         if !self.query.params.is_empty() {
             let params: Vec<String> = self.query.params.iter().map(|p| p.describe()).collect();
@@ -153,6 +149,91 @@ impl Plan {
         }
         out
     }
+}
+
+fn input_name(i: Input) -> String {
+    match i {
+        Input::Fragment(f) => format!("fragment {f}"),
+        Input::Node(n) => format!("node {n}"),
+    }
+}
+
+/// A multi-line description of a route, naming backends and the table references it covers.
+pub fn describe_route(route: &Route, statement: &Statement, catalog: &Catalog) -> String {
+    let mut out = String::new();
+    let backend = |id: usize| {
+        catalog
+            .backends
+            .get_index(id)
+            .map_or("?".to_owned(), |(n, _)| n.clone())
+    };
+    let aliases: Vec<String> = match statement {
+        Statement::Select(s) => s
+            .from
+            .iter()
+            .map(|t| {
+                if t.alias == t.table {
+                    t.table.clone()
+                } else {
+                    format!("{} {}", t.table, t.alias)
+                }
+            })
+            .collect(),
+        other => other
+            .access_tables()
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect(),
+    };
+    if let Some(b) = route.as_single() {
+        let _ = writeln!(out, "route: single backend `{}`", backend(b));
+    } else {
+        let _ = writeln!(out, "route:");
+        for (i, f) in route.fragments.iter().enumerate() {
+            let covered: Vec<&str> = f
+                .accesses
+                .iter()
+                .filter_map(|a| aliases.get(*a))
+                .map(String::as_str)
+                .collect();
+            let _ = writeln!(
+                out,
+                "  fragment {i}: backend `{}` <- {}",
+                backend(f.backend),
+                covered.join(", ")
+            );
+        }
+        for (i, n) in route.nodes.iter().enumerate() {
+            let inputs: Vec<String> = n.inputs.iter().map(|x| input_name(*x)).collect();
+            let detail = match &n.op {
+                MergeOp::HashJoin { edge } => format!(" on join edge {edge}"),
+                MergeOp::FirstHit { fill, ttl_seconds } => match (fill, ttl_seconds) {
+                    (true, Some(ttl)) => format!(" fill ttl {ttl}s"),
+                    (true, None) => " fill".to_owned(),
+                    (false, _) => String::new(),
+                },
+                MergeOp::TopK { limit } => format!(" limit {limit}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  node {i}: {}{detail} ({})",
+                n.op.as_str(),
+                inputs.join(", ")
+            );
+        }
+        let _ = writeln!(out, "  root: {}", input_name(route.root));
+    }
+    if let Some(w) = &route.write {
+        let targets: Vec<String> = w.targets.iter().map(|b| backend(*b)).collect();
+        let _ = write!(out, "write: {}", targets.join(", "));
+        if !w.invalidate.is_empty() {
+            let inv: Vec<String> = w.invalidate.iter().map(|b| backend(*b)).collect();
+            let _ = write!(out, "; invalidate cache on {}", inv.join(", "));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// A multi-line description of a bound statement.

@@ -78,6 +78,17 @@ impl Statement {
         out
     }
 
+    /// Logical table names per table reference (FROM order; the target of a write), with
+    /// repeats for self-joins.
+    pub fn access_tables(&self) -> Vec<&str> {
+        match self {
+            Self::Select(s) => s.from.iter().map(|t| t.table.as_str()).collect(),
+            Self::Insert(i) => vec![i.table.as_str()],
+            Self::Update(u) => vec![u.table.as_str()],
+            Self::Delete(d) => vec![d.table.as_str()],
+        }
+    }
+
     /// The output columns (empty for writes).
     pub fn output(&self) -> &[OutputColumn] {
         match self {

@@ -10,13 +10,15 @@ pub mod error;
 pub mod ir;
 pub mod plan;
 pub mod result;
+pub mod routing;
 pub mod sql;
 pub mod value;
 
 pub use catalog::{BackendInfo, Catalog, Column, Placement, Table};
 pub use error::{CoreError, ErrorCode, Position};
 pub use ir::{BoundQuery, Statement, StatementKind};
-pub use plan::{Plan, Route, plan};
+pub use plan::{Plan, plan};
 pub use result::{ResultColumn, ResultSet};
+pub use routing::{Route, RouteRequest};
 pub use switchyard_config::{BackendKind, LogicalType, Role};
 pub use value::Value;

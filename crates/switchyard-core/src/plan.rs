@@ -1,23 +1,16 @@
-//! The default planner: which backend runs a bound statement.
+//! The default planner: where a bound statement runs when no plugin decides otherwise.
 //!
-//! This slice pushes a statement down whole when one backend holds every table it touches;
-//! statements that need several backends get [`CoreError::NoRoute`] until cross-store merges land.
+//! A statement runs whole on the one backend that holds every table it touches (the shared primary
+//! for writes and for reads when there is one, else any backend with a primary or replica of each
+//! table). Writes go to the primary and invalidate the table's cache placements. Statements that
+//! need several backends get [`CoreError::NoRoute`] until cross-store merges land.
 
 use switchyard_config::Role;
 
 use crate::catalog::Catalog;
 use crate::error::CoreError;
 use crate::ir::{BoundQuery, Statement, StatementKind};
-
-/// Where a statement runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// The whole statement runs on one backend.
-    Single {
-        /// Backend name.
-        backend: String,
-    },
-}
+use crate::routing::{Route, WritePlan};
 
 /// A bound statement and its route.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,17 +21,16 @@ pub struct Plan {
     pub route: Route,
 }
 
-/// SQL text + parameters + catalog -> plan. Pure and synchronous.
+/// SQL text + parameters + catalog -> plan with the default route. Pure and synchronous.
 pub fn plan(sql: &str, params: &[serde_json::Value], catalog: &Catalog) -> Result<Plan, CoreError> {
     let query = crate::sql::bind(sql, params, catalog)?;
     let route = default_route(catalog, &query.statement)?;
     Ok(Plan { query, route })
 }
 
-/// Chooses the backend for a statement: writes go to the primary; reads go to the primary
-/// backend shared by all tables, else to the first backend (in configuration order) that holds
-/// a primary or replica of every table.
+/// The default route of a bound statement.
 pub fn default_route(catalog: &Catalog, statement: &Statement) -> Result<Route, CoreError> {
+    let accesses = statement.access_tables();
     let tables: Vec<&crate::Table> = statement
         .tables()
         .iter()
@@ -52,42 +44,52 @@ pub fn default_route(catalog: &Catalog, statement: &Statement) -> Result<Route, 
             None => {
                 return Err(CoreError::NoRoute {
                     reason: format!(
-                        "table `{}` is sharded; scatter-gather is not available yet",
+                        "table `{}` is sharded; a placement plugin must choose the shards (scatter-gather is not available yet)",
                         t.name
                     ),
                 });
             }
         }
     }
-    if let Some((_, first)) = primaries.first()
-        && primaries.iter().all(|(_, b)| b == first)
-    {
-        return Ok(Route::Single {
-            backend: (*first).to_owned(),
+    let backend_id = |name: &str| catalog.backends.get_index_of(name);
+    let shared = primaries
+        .first()
+        .map(|(_, b)| *b)
+        .filter(|first| primaries.iter().all(|(_, b)| b == first));
+    let chosen = match shared {
+        Some(b) => backend_id(b),
+        None if !write => catalog.backends.keys().position(|b| {
+            tables.iter().all(|t| {
+                t.placements
+                    .iter()
+                    .any(|p| &p.backend == b && matches!(p.role, Role::Primary | Role::Replica))
+            })
+        }),
+        None => None,
+    };
+    let Some(backend) = chosen else {
+        let placed: Vec<String> = primaries
+            .iter()
+            .map(|(t, b)| format!("{t} on {b}"))
+            .collect();
+        return Err(CoreError::NoRoute {
+            reason: format!(
+                "the tables live on different backends ({}) and cross-store execution is not available yet",
+                placed.join(", ")
+            ),
+        });
+    };
+    let mut route = Route::single(backend, accesses.len());
+    if write && let Some(table) = tables.first() {
+        route.write = Some(WritePlan {
+            targets: vec![backend],
+            invalidate: table
+                .placements
+                .iter()
+                .filter(|p| p.role == Role::Cache)
+                .filter_map(|p| backend_id(&p.backend))
+                .collect(),
         });
     }
-    if !write {
-        let readable = |backend: &str| {
-            tables.iter().all(|t| {
-                t.placements.iter().any(|p| {
-                    p.backend == backend && matches!(p.role, Role::Primary | Role::Replica)
-                })
-            })
-        };
-        if let Some(backend) = catalog.backends.keys().find(|b| readable(b)) {
-            return Ok(Route::Single {
-                backend: backend.clone(),
-            });
-        }
-    }
-    let placed: Vec<String> = primaries
-        .iter()
-        .map(|(t, b)| format!("{t} on {b}"))
-        .collect();
-    Err(CoreError::NoRoute {
-        reason: format!(
-            "the tables live on different backends ({}) and cross-store execution is not available yet",
-            placed.join(", ")
-        ),
-    })
+    Ok(route)
 }

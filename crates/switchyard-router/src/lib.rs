@@ -197,28 +197,25 @@ impl Router {
     ) -> Result<ResultSet, RouterError> {
         let plan = self.plan(sql, params)?;
         let kind = plan.query.statement.kind().as_str();
-        let Route::Single { backend } = &plan.route;
-        let span = tracing::info_span!("query", statement = kind, backend = %backend);
+        let span = tracing::info_span!("query", statement = kind);
         let started = Instant::now();
-        let result = tokio::time::timeout(self.query_timeout, self.run(&plan.query, backend))
-            .instrument(span)
-            .await
-            .unwrap_or_else(|_| {
-                Err(RouterError::Timeout {
-                    after_ms: self.timeout_ms(),
-                })
-            });
+        let result =
+            tokio::time::timeout(self.query_timeout, self.execute(&plan.query, &plan.route))
+                .instrument(span)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RouterError::Timeout {
+                        after_ms: self.timeout_ms(),
+                    })
+                });
         match &result {
             Ok(rs) => tracing::debug!(
                 statement = kind,
-                backend = %backend,
                 rows = rs.rows.len(),
                 elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 "query finished"
             ),
-            Err(err) => {
-                tracing::info!(statement = kind, backend = %backend, code = %err.code(), "query failed")
-            }
+            Err(err) => tracing::info!(statement = kind, code = %err.code(), "query failed"),
         }
         result
     }
@@ -227,34 +224,120 @@ impl Router {
         u64::try_from(self.query_timeout.as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn run(&self, query: &BoundQuery, backend: &str) -> Result<ResultSet, RouterError> {
-        let backend = self.backend(backend)?;
-        Ok(backend
+    fn backend_by_id(&self, id: usize) -> Result<&Arc<dyn Backend>, RouterError> {
+        self.backends.get_index(id).map(|(_, b)| b).ok_or_else(|| {
+            RouterError::Plan(CoreError::NoRoute {
+                reason: format!("backend {id} is not configured"),
+            })
+        })
+    }
+
+    /// Runs a routed statement: reads on their single backend, writes on every target, then
+    /// cache invalidation.
+    async fn execute(&self, query: &BoundQuery, route: &Route) -> Result<ResultSet, RouterError> {
+        let fragment = Fragment {
+            query,
+            catalog: &self.catalog,
+        };
+        if let Some(write) = &route.write {
+            let mut result = None;
+            for &target in &write.targets {
+                let rs = self.backend_by_id(target)?.execute(fragment).await?;
+                result.get_or_insert(rs);
+            }
+            for &cache in &write.invalidate {
+                self.invalidate(query, cache).await;
+            }
+            return result.ok_or_else(|| {
+                RouterError::Plan(CoreError::NoRoute {
+                    reason: "the write plan has no target".to_owned(),
+                })
+            });
+        }
+        match route.as_single() {
+            Some(backend) => Ok(self.backend_by_id(backend)?.execute(fragment).await?),
+            None => Err(RouterError::Plan(CoreError::NoRoute {
+                reason: format!(
+                    "the route merges {} fragments ({}); cross-store execution is not available yet",
+                    route.fragments.len(),
+                    route
+                        .nodes
+                        .iter()
+                        .map(|n| n.op.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })),
+        }
+    }
+
+    /// Drops the written rows from a cache placement: the keys when the statement pins them, the
+    /// whole cache table otherwise. A failure is logged, not returned: the write itself happened.
+    async fn invalidate(&self, query: &BoundQuery, cache: usize) {
+        let Some(table_name) = query
+            .statement
+            .access_tables()
+            .first()
+            .map(|t| (*t).to_owned())
+        else {
+            return;
+        };
+        let Ok(backend) = self.backend_by_id(cache) else {
+            return;
+        };
+        let Some(table) = self.catalog.table(&table_name) else {
+            return;
+        };
+        let request = switchyard_core::routing::build_request(
+            query,
+            &self.catalog,
+            Route::single(cache, 1),
+            Vec::new(),
+            Vec::new(),
+        );
+        let keys = request.accesses.first().and_then(|a| a.key_lookup.clone());
+        let delete = invalidation_statement(table, keys);
+        let q = BoundQuery {
+            statement: delete,
+            params: Vec::new(),
+        };
+        if let Err(err) = backend
             .execute(Fragment {
-                query,
+                query: &q,
                 catalog: &self.catalog,
             })
-            .await?)
+            .await
+        {
+            tracing::warn!(backend = backend.name(), table = %table_name, error = %err, "cache invalidation failed");
+        }
     }
 
     /// Which backend runs which part, with native statement text, without executing.
     pub fn explain(&self, sql: &str, params: &[serde_json::Value]) -> Result<Explain, RouterError> {
         let plan = self.plan(sql, params)?;
-        let Route::Single { backend } = &plan.route;
-        let b = self.backend(backend)?;
-        let native = b.explain(Fragment {
-            query: &plan.query,
-            catalog: &self.catalog,
-        })?;
+        let mut fragments = Vec::new();
+        let targets: Vec<usize> = match (&plan.route.write, plan.route.as_single()) {
+            (Some(w), _) => w.targets.clone(),
+            (None, Some(b)) => vec![b],
+            (None, None) => Vec::new(),
+        };
+        for id in targets {
+            let b = self.backend_by_id(id)?;
+            let native = b.explain(Fragment {
+                query: &plan.query,
+                catalog: &self.catalog,
+            })?;
+            fragments.push(ExplainedFragment {
+                backend: b.name().to_owned(),
+                backend_kind: b.kind().as_str(),
+                native,
+            });
+        }
         Ok(Explain {
             logical: plan.describe(&self.catalog),
             route: plan.route.clone(),
             planner: "default",
-            fragments: vec![ExplainedFragment {
-                backend: backend.clone(),
-                backend_kind: b.kind().as_str(),
-                native,
-            }],
+            fragments,
         })
     }
 
@@ -343,4 +426,64 @@ impl Router {
         }
         Ok(inserted)
     }
+}
+
+/// `DELETE FROM table WHERE pk IN (keys)` (or `pk1 = a AND pk2 = b OR ...`), or the whole table
+/// when the keys are unknown.
+fn invalidation_statement(
+    table: &switchyard_core::Table,
+    keys: Option<Vec<Vec<Value>>>,
+) -> Statement {
+    use switchyard_core::LogicalType;
+    use switchyard_core::ir::{BinaryOp, Delete};
+    let column = |i: usize| Expr {
+        kind: ExprKind::Column {
+            table: 0,
+            column: i,
+        },
+        ty: table.columns[i].ty,
+    };
+    let literal = |v: Value, i: usize| Expr {
+        kind: ExprKind::Literal(v),
+        ty: table.columns[i].ty,
+    };
+    let boolean = |kind| Expr {
+        kind,
+        ty: LogicalType::Bool,
+    };
+    let filter = keys.filter(|k| !k.is_empty()).map(|keys| {
+        let tuples = keys.into_iter().map(|tuple| {
+            tuple
+                .into_iter()
+                .zip(&table.primary_key)
+                .map(|(v, &c)| {
+                    boolean(ExprKind::Binary {
+                        op: BinaryOp::Eq,
+                        left: Box::new(column(c)),
+                        right: Box::new(literal(v, c)),
+                    })
+                })
+                .reduce(|a, b| {
+                    boolean(ExprKind::Binary {
+                        op: BinaryOp::And,
+                        left: Box::new(a),
+                        right: Box::new(b),
+                    })
+                })
+        });
+        tuples
+            .flatten()
+            .reduce(|a, b| {
+                boolean(ExprKind::Binary {
+                    op: BinaryOp::Or,
+                    left: Box::new(a),
+                    right: Box::new(b),
+                })
+            })
+            .unwrap_or_else(|| boolean(ExprKind::Literal(Value::Bool(false))))
+    });
+    Statement::Delete(Delete {
+        table: table.name.clone(),
+        filter,
+    })
 }

@@ -19,7 +19,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
-use switchyard_core::{ErrorCode, Position, Route};
+use switchyard_core::routing::{Input, MergeOp, Route};
+use switchyard_core::{Catalog, ErrorCode, Position};
 use switchyard_router::{Router, RouterError};
 use tokio::net::TcpListener;
 
@@ -238,7 +239,6 @@ async fn query(
     let body = read_json(state, req).await?;
     if explain {
         let e = state.router.explain(&body.sql, &body.params)?;
-        let Route::Single { backend } = &e.route;
         let fragments: Vec<serde_json::Value> = e
             .fragments
             .iter()
@@ -259,7 +259,7 @@ async fn query(
             })
             .collect();
         let answer = json!({
-            "route": { "kind": "single", "backend": backend },
+            "route": route_json(&e.route, state.router.catalog()),
             "planner": e.planner,
             "fragments": fragments,
             "logical_plan": e.logical,
@@ -295,4 +295,59 @@ async fn ready(state: &AppState) -> Response<Body> {
         status,
         &json!({ "status": if all_ok { "ready" } else { "not_ready" }, "backends": backends }),
     )
+}
+
+fn input_json(i: Input) -> serde_json::Value {
+    match i {
+        Input::Fragment(f) => json!({ "fragment": f }),
+        Input::Node(n) => json!({ "node": n }),
+    }
+}
+
+/// The route as `/v1/explain` shows it: backends by name, merge nodes with their inputs.
+fn route_json(route: &Route, catalog: &Catalog) -> serde_json::Value {
+    let name = |id: usize| {
+        catalog
+            .backends
+            .get_index(id)
+            .map_or("?", |(n, _)| n.as_str())
+    };
+    let fragments: Vec<serde_json::Value> = route
+        .fragments
+        .iter()
+        .map(|f| json!({ "backend": name(f.backend), "accesses": f.accesses }))
+        .collect();
+    let nodes: Vec<serde_json::Value> = route
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut node = json!({ "op": n.op.as_str(), "inputs": n.inputs.iter().map(|i| input_json(*i)).collect::<Vec<_>>() });
+            match &n.op {
+                MergeOp::HashJoin { edge } => node["join_edge"] = json!(edge),
+                MergeOp::FirstHit { fill, ttl_seconds } => {
+                    node["fill"] = json!(fill);
+                    node["ttl_seconds"] = json!(ttl_seconds);
+                }
+                MergeOp::TopK { limit } => node["limit"] = json!(limit),
+                _ => {}
+            }
+            node
+        })
+        .collect();
+    let mut out = json!({
+        "kind": if route.as_single().is_some() { "single" } else { "merge" },
+        "fragments": fragments,
+        "nodes": nodes,
+        "root": input_json(route.root),
+    });
+    if let Some(b) = route.as_single() {
+        out["backend"] = json!(name(b));
+    }
+    if let Some(w) = &route.write {
+        out["write"] = json!({
+            "targets": w.targets.iter().map(|b| name(*b)).collect::<Vec<_>>(),
+            "invalidate": w.invalidate.iter().map(|b| name(*b)).collect::<Vec<_>>(),
+        });
+    }
+    out
 }
