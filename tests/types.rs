@@ -44,6 +44,7 @@ fn probe_config(store: &TestStore) -> Config {
                 mode: None,
                 ttl_seconds: None,
             }],
+            shard_key: None,
         },
     );
     config

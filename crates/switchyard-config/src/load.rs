@@ -441,6 +441,15 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
                 "at most one placement may be `primary`".to_owned(),
             ));
         }
+        match (&t.shard_key, shards) {
+            (None, n) if n > 0 => out.push((at(&[k("shard_key")]), "a sharded table needs `shard_key`".to_owned())),
+            (Some(_), 0) => out.push((at(&[k("shard_key")]), "applies only to tables with `shard` placements".to_owned())),
+            (Some(key), _) if !t.columns.contains_key(key) => out.push((
+                at(&[k("shard_key")]),
+                format!("unknown column `{key}`, expected one of: {}", join_keys(t.columns.keys())),
+            )),
+            _ => {}
+        }
         if primaries == 1 && shards > 0 {
             out.push((
                 at(&[k("placements")]),

@@ -146,6 +146,10 @@ pub struct TableConfig {
     pub primary_key: Vec<String>,
     /// Where the rows live: one `primary` (or several `shard`s), plus replicas and caches.
     pub placements: Vec<PlacementConfig>,
+    /// For sharded tables: the column whose hash picks the shard (shard `i` is the `i`-th
+    /// placement with role `shard`).
+    #[serde(default)]
+    pub shard_key: Option<String>,
 }
 
 /// The role a placement plays for its table.

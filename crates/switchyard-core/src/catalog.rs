@@ -32,6 +32,8 @@ pub struct Table {
     pub primary_key: Vec<usize>,
     /// Where its rows live.
     pub placements: Vec<Placement>,
+    /// For sharded tables, the column whose hash picks the shard.
+    pub shard_key: Option<usize>,
 }
 
 /// One column of a logical table.
@@ -116,11 +118,13 @@ impl Catalog {
                         ttl_seconds: p.ttl_seconds,
                     })
                     .collect();
+                let shard_key = t.shard_key.as_ref().and_then(|k| columns.iter().position(|c| &c.name == k));
                 let table = Table {
                     name: name.clone(),
                     columns,
                     primary_key,
                     placements,
+                    shard_key,
                 };
                 (name.clone(), table)
             })
@@ -143,6 +147,11 @@ impl Table {
     /// The placement of this table on `backend`, if any.
     pub fn placement_on(&self, backend: &str) -> Option<&Placement> {
         self.placements.iter().find(|p| p.backend == backend)
+    }
+
+    /// The shard placements in shard order.
+    pub fn shards(&self) -> impl Iterator<Item = &Placement> {
+        self.placements.iter().filter(|p| p.role == Role::Shard)
     }
 
     /// The primary placement, if the table has one (sharded tables do not).

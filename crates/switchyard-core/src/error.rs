@@ -44,6 +44,14 @@ pub enum ErrorCode {
     Timeout,
     /// A constraint (primary key, not null) was violated.
     ConstraintViolation,
+    /// The placement plugin trapped.
+    PluginTrapped,
+    /// The placement plugin did not answer before its deadline.
+    PluginTimeout,
+    /// The placement plugin exceeded its memory cap.
+    PluginMemory,
+    /// The placement plugin returned a route that fails validation.
+    RouteInvalid,
     /// A bug in Switchyard.
     Internal,
 }
@@ -70,12 +78,16 @@ impl ErrorCode {
             Self::BackendError => "BACKEND_ERROR",
             Self::Timeout => "TIMEOUT",
             Self::ConstraintViolation => "CONSTRAINT_VIOLATION",
+            Self::PluginTrapped => "PLUGIN_TRAPPED",
+            Self::PluginTimeout => "PLUGIN_TIMEOUT",
+            Self::PluginMemory => "PLUGIN_MEMORY",
+            Self::RouteInvalid => "ROUTE_INVALID",
             Self::Internal => "INTERNAL",
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -94,6 +106,10 @@ impl ErrorCode {
         Self::BackendError,
         Self::Timeout,
         Self::ConstraintViolation,
+        Self::PluginTrapped,
+        Self::PluginTimeout,
+        Self::PluginMemory,
+        Self::RouteInvalid,
         Self::Internal,
     ];
 }

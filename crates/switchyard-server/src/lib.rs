@@ -45,7 +45,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::BackendError => StatusCode::BAD_GATEWAY,
         ErrorCode::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::PluginTrapped | ErrorCode::PluginMemory | ErrorCode::RouteInvalid | ErrorCode::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        ErrorCode::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 
