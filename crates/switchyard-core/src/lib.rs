@@ -13,11 +13,12 @@ pub mod result;
 pub mod routing;
 pub mod sql;
 pub mod value;
+mod wit_convert;
 
 pub use catalog::{BackendInfo, Catalog, Column, Placement, Table};
 pub use error::{CoreError, ErrorCode, Position};
 pub use ir::{BoundQuery, Statement, StatementKind};
-pub use plan::{Plan, plan};
+pub use plan::{Plan, plan, plan_with_request};
 pub use result::{ResultColumn, ResultSet};
 pub use routing::{Route, RouteRequest};
 pub use switchyard_config::{BackendKind, LogicalType, Role};

@@ -1,16 +1,23 @@
 //! The default planner: where a bound statement runs when no plugin decides otherwise.
 //!
-//! A statement runs whole on the one backend that holds every table it touches (the shared primary
-//! for writes and for reads when there is one, else any backend with a primary or replica of each
-//! table). Writes go to the primary and invalidate the table's cache placements. Statements that
-//! need several backends get [`CoreError::NoRoute`] until cross-store merges land.
+//! - A statement whose tables share one backend runs whole there (the shared primary; for reads
+//!   also any backend with a primary or replica of every table).
+//! - A SELECT over tables on several backends becomes one fragment per backend, hash-joined along
+//!   the statement's join edges (left-deep, in FROM order).
+//! - A SELECT of one sharded table scatters to every shard: union-all, top-k for ORDER BY ...
+//!   LIMIT, aggregate-combine for aggregates.
+//! - Writes go to the primary (an INSERT into a sharded table to the shard its key hashes to,
+//!   UPDATE/DELETE to every shard) and invalidate the table's cache placements.
 
 use switchyard_config::Role;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Table};
 use crate::error::CoreError;
 use crate::ir::{BoundQuery, Statement, StatementKind};
-use crate::routing::{Route, WritePlan};
+use crate::routing::{
+    BackendStatus, Input, MergeNode, MergeOp, Route, RouteFragment, RouteRequest, WritePlan, build_request,
+    shard_of,
+};
 
 /// A bound statement and its route.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,73 +30,149 @@ pub struct Plan {
 
 /// SQL text + parameters + catalog -> plan with the default route. Pure and synchronous.
 pub fn plan(sql: &str, params: &[serde_json::Value], catalog: &Catalog) -> Result<Plan, CoreError> {
-    let query = crate::sql::bind(sql, params, catalog)?;
-    let route = default_route(catalog, &query.statement)?;
-    Ok(Plan { query, route })
+    plan_with_request(sql, params, catalog, Vec::new(), Vec::new()).map(|(plan, _)| plan)
 }
 
-/// The default route of a bound statement.
-pub fn default_route(catalog: &Catalog, statement: &Statement) -> Result<Route, CoreError> {
-    let accesses = statement.access_tables();
-    let tables: Vec<&crate::Table> = statement
-        .tables()
-        .iter()
-        .filter_map(|t| catalog.table(t))
-        .collect();
-    let write = statement.kind() != StatementKind::Select;
-    let mut primaries = Vec::new();
-    for t in &tables {
-        match t.primary() {
-            Some(p) => primaries.push((t.name.as_str(), p.backend.as_str())),
-            None => {
-                return Err(CoreError::NoRoute {
-                    reason: format!(
-                        "table `{}` is sharded; a placement plugin must choose the shards (scatter-gather is not available yet)",
-                        t.name
-                    ),
-                });
-            }
+/// [`plan`], also returning the route request a placement plugin is asked (its default route
+/// is the plan's route).
+pub fn plan_with_request(
+    sql: &str,
+    params: &[serde_json::Value],
+    catalog: &Catalog,
+    context: Vec<(String, String)>,
+    status: Vec<BackendStatus>,
+) -> Result<(Plan, RouteRequest), CoreError> {
+    let query = crate::sql::bind(sql, params, catalog)?;
+    let placeholder = Route::single(0, 0);
+    let mut request = build_request(&query, catalog, placeholder, context, status);
+    let route = default_route(catalog, &query.statement, &request)?;
+    request.default_route = route.clone();
+    Ok((Plan { query, route }, request))
+}
+
+fn no_route(reason: String) -> CoreError {
+    CoreError::NoRoute { reason }
+}
+
+/// The default route of a bound statement (see the module documentation).
+pub fn default_route(catalog: &Catalog, statement: &Statement, request: &RouteRequest) -> Result<Route, CoreError> {
+    let access_tables: Vec<&Table> = statement.access_tables().iter().filter_map(|t| catalog.table(t)).collect();
+    let backend_id = |name: &str| catalog.backends.get_index_of(name);
+    let caches = |t: &Table| -> Vec<usize> {
+        t.placements.iter().filter(|p| p.role == Role::Cache).filter_map(|p| backend_id(&p.backend)).collect()
+    };
+    if statement.kind() != StatementKind::Select {
+        let Some(table) = access_tables.first() else {
+            return Err(no_route("the statement names no table".to_owned()));
+        };
+        let targets = write_targets(catalog, table, request)?;
+        let mut route = Route::single(targets[0], 1);
+        route.write = Some(WritePlan { targets, invalidate: caches(table) });
+        return Ok(route);
+    }
+    if let Some(sharded) = access_tables.iter().find(|t| t.primary().is_none()) {
+        if access_tables.len() > 1 {
+            return Err(no_route(format!(
+                "table `{}` is sharded; joining it needs a placement plugin that chooses the shards",
+                sharded.name
+            )));
+        }
+        return Ok(scatter(catalog, sharded, request));
+    }
+    // One backend for everything, if there is one.
+    let primaries: Vec<&str> =
+        access_tables.iter().filter_map(|t| t.primary().map(|p| p.backend.as_str())).collect();
+    let shared = primaries.first().copied().filter(|first| primaries.iter().all(|b| b == first));
+    let readable = |b: &String| {
+        access_tables.iter().all(|t| {
+            t.placements.iter().any(|p| &p.backend == b && matches!(p.role, Role::Primary | Role::Replica))
+        })
+    };
+    let single = shared.and_then(backend_id).or_else(|| catalog.backends.keys().position(readable));
+    if let Some(backend) = single {
+        return Ok(Route::single(backend, access_tables.len()));
+    }
+    // One fragment per primary backend, hash-joined along the join edges.
+    let mut fragments: Vec<RouteFragment> = Vec::new();
+    for (access, backend) in primaries.iter().enumerate() {
+        let id = backend_id(backend).ok_or_else(|| no_route(format!("backend `{backend}` is not configured")))?;
+        match fragments.iter_mut().find(|f| f.backend == id) {
+            Some(f) => f.accesses.push(access),
+            None => fragments.push(RouteFragment { backend: id, accesses: vec![access] }),
         }
     }
-    let backend_id = |name: &str| catalog.backends.get_index_of(name);
-    let shared = primaries
-        .first()
-        .map(|(_, b)| *b)
-        .filter(|first| primaries.iter().all(|(_, b)| b == first));
-    let chosen = match shared {
-        Some(b) => backend_id(b),
-        None if !write => catalog.backends.keys().position(|b| {
-            tables.iter().all(|t| {
-                t.placements
-                    .iter()
-                    .any(|p| &p.backend == b && matches!(p.role, Role::Primary | Role::Replica))
-            })
-        }),
-        None => None,
-    };
-    let Some(backend) = chosen else {
-        let placed: Vec<String> = primaries
-            .iter()
-            .map(|(t, b)| format!("{t} on {b}"))
-            .collect();
-        return Err(CoreError::NoRoute {
-            reason: format!(
-                "the tables live on different backends ({}) and cross-store execution is not available yet",
-                placed.join(", ")
-            ),
+    let mut nodes = Vec::new();
+    let mut joined: Vec<usize> = fragments[0].accesses.clone();
+    let mut current = Input::Fragment(0);
+    for (k, fragment) in fragments.iter().enumerate().skip(1) {
+        let edge = request.joins.iter().position(|e| {
+            (joined.contains(&e.left.access) && fragment.accesses.contains(&e.right.access))
+                || (joined.contains(&e.right.access) && fragment.accesses.contains(&e.left.access))
         });
-    };
-    let mut route = Route::single(backend, accesses.len());
-    if write && let Some(table) = tables.first() {
-        route.write = Some(WritePlan {
-            targets: vec![backend],
-            invalidate: table
-                .placements
-                .iter()
-                .filter(|p| p.role == Role::Cache)
-                .filter_map(|p| backend_id(&p.backend))
-                .collect(),
-        });
+        let Some(edge) = edge else {
+            let names: Vec<&str> = fragment.accesses.iter().map(|a| access_tables[*a].name.as_str()).collect();
+            return Err(no_route(format!(
+                "no equality join condition connects {} with the tables before it",
+                names.join(", ")
+            )));
+        };
+        nodes.push(MergeNode { op: MergeOp::HashJoin { edge }, inputs: vec![current, Input::Fragment(k)] });
+        current = Input::Node(nodes.len() - 1);
+        joined.extend(fragment.accesses.iter().copied());
     }
-    Ok(route)
+    Ok(Route { fragments, nodes, root: current, write: None })
+}
+
+/// Every shard of a sharded table, merged by the operator the statement needs.
+fn scatter(catalog: &Catalog, table: &Table, request: &RouteRequest) -> Route {
+    let fragments: Vec<RouteFragment> = table
+        .shards()
+        .filter_map(|p| catalog.backends.get_index_of(&p.backend))
+        .map(|backend| RouteFragment { backend, accesses: vec![0] })
+        .collect();
+    let inputs = (0..fragments.len()).map(Input::Fragment).collect();
+    let op = if !request.aggregates.is_empty() || !request.group_by.is_empty() {
+        MergeOp::AggregateCombine
+    } else if let (Some(limit), false) = (request.limit, request.order_by.is_empty()) {
+        MergeOp::TopK { limit: limit + request.offset.unwrap_or(0) }
+    } else {
+        MergeOp::UnionAll
+    };
+    Route { fragments, nodes: vec![MergeNode { op, inputs }], root: Input::Node(0), write: None }
+}
+
+/// Where a write to `table` goes: the primary; for a sharded table, the shard of the inserted
+/// keys (INSERT) or every shard (UPDATE, DELETE).
+fn write_targets(catalog: &Catalog, table: &Table, request: &RouteRequest) -> Result<Vec<usize>, CoreError> {
+    let backend_id = |name: &str| {
+        catalog.backends.get_index_of(name).ok_or_else(|| no_route(format!("backend `{name}` is not configured")))
+    };
+    if let Some(p) = table.primary() {
+        return Ok(vec![backend_id(&p.backend)?]);
+    }
+    let shards: Vec<usize> = table.shards().map(|p| backend_id(&p.backend)).collect::<Result<_, _>>()?;
+    if shards.is_empty() {
+        return Err(no_route(format!("table `{}` has no primary and no shards", table.name)));
+    }
+    if request.kind != StatementKind::Insert {
+        return Ok(shards);
+    }
+    let (Some(key_col), Some(access)) = (table.shard_key, request.accesses.first()) else {
+        return Err(no_route(format!("table `{}` has shards but no shard_key", table.name)));
+    };
+    let pk_pos = table.primary_key.iter().position(|c| *c == key_col);
+    let keys = access.key_lookup.as_ref().zip(pk_pos).map(|(keys, pos)| {
+        keys.iter().filter_map(|k| k.get(pos)).map(|v| shard_of(v, shards.len())).collect::<Vec<_>>()
+    });
+    match keys.as_deref() {
+        Some([first, rest @ ..]) if rest.iter().all(|s| s == first) => Ok(vec![shards[*first]]),
+        Some([_, ..]) => Err(no_route(format!(
+            "the rows of this INSERT belong to different shards of `{}`; insert them separately",
+            table.name
+        ))),
+        _ => Err(no_route(format!(
+            "an INSERT into sharded table `{}` must give its shard key as part of the primary key",
+            table.name
+        ))),
+    }
 }

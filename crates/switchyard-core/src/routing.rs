@@ -761,3 +761,35 @@ pub fn validate(
         }
     }
 }
+
+/// The shard (of `shards`) a key value belongs to: FNV-1a 64 over the value's canonical bytes
+/// (integers in decimal, text as UTF-8, other types as their text form), modulo `shards`. The
+/// plugin SDK's `shard_of` computes the same function.
+pub fn shard_of(value: &Value, shards: usize) -> usize {
+    let text;
+    let bytes: &[u8] = match value {
+        Value::Text(s) => s.as_bytes(),
+        Value::Int(i) => {
+            text = i.to_string();
+            text.as_bytes()
+        }
+        Value::Null => b"",
+        other => {
+            text = match other {
+                Value::Decimal(d) => d.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Timestamp(t) => t.timestamp_micros().to_string(),
+                Value::Json(j) => j.to_string(),
+                _ => String::new(),
+            };
+            text.as_bytes()
+        }
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}

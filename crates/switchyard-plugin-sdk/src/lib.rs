@@ -1,0 +1,417 @@
+//! # Writing Switchyard placement plugins
+//!
+//! A placement plugin decides, for every statement the router receives, which backend runs which
+//! part and how the parts merge. It is a WebAssembly component built from an ordinary Rust crate
+//! with `cargo build --target wasm32-wasip2`; the router loads it, calls it for every statement,
+//! and swaps in a new build while it serves traffic.
+//!
+//! ## The shape of a plugin
+//!
+//! Implement [`Policy`] and export it with [`plugin!`]:
+//!
+//! ```
+//! use switchyard_plugin_sdk::{Cx, PluginInfo, Policy, Request, Route, RouteError, plugin, policies};
+//!
+//! pub struct CachedProducts;
+//!
+//! impl Policy for CachedProducts {
+//!     fn info() -> PluginInfo {
+//!         PluginInfo::new("cached-products", "1.0.0")
+//!     }
+//!
+//!     fn route(request: &Request, cx: &Cx<'_>) -> Result<Route, RouteError> {
+//!         // Point lookups of products: try the Redis cache first, fill it on a miss.
+//!         if let Some(route) = policies::first_hit_for_point_lookups(request, cx, "products") {
+//!             return Ok(route);
+//!         }
+//!         // Everything else: what the router would do on its own.
+//!         Ok(request.default_route.clone())
+//!     }
+//! }
+//!
+//! plugin!(CachedProducts);
+//! # fn main() {}
+//! ```
+//!
+//! `Cargo.toml` of the plugin crate:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [dependencies]
+//! switchyard-plugin-sdk = { path = "../../crates/switchyard-plugin-sdk" }
+//!
+//! [dev-dependencies]
+//! switchyard-plugin-sdk = { path = "../../crates/switchyard-plugin-sdk", features = ["testing"] }
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2 -p my-plugin` and point
+//! `[plugins.modules.NAME] path` in `router.toml` at `target/wasm32-wasip2/release/my_plugin.wasm`.
+//! `switchyard plugin check FILE.wasm` loads it and runs it against sample statements.
+//!
+//! ## What a plugin sees
+//!
+//! - Once per instance, [`Catalog`]: every table (columns, primary key, placements with their
+//!   role, shard rule) and backend (name, kind). [`Cx`] looks names up in it.
+//! - Per statement, a [`Request`]: the statement kind; one [`TableAccess`] per table reference
+//!   with its pushed-down predicates, key lookups and used columns; join edges; grouping,
+//!   aggregates, order and limit; the request's `context` map; live [`BackendStatus`] per backend;
+//!   and the `default_route` the router computed. Returning `request.default_route.clone()` is
+//!   always valid.
+//!
+//! Tables, columns and backends travel as indices (strings cost time at the boundary); use
+//! [`Cx::table_id`], [`Cx::column_id`] and [`Cx::backend`] to work with names.
+//!
+//! ## What a plugin answers
+//!
+//! A [`Route`]: a flat list of fragments (a backend and the accesses pushed into it together),
+//! merge nodes over fragments and earlier nodes (`union-all`, `hash-join`, `first-hit`,
+//! `aggregate-combine`, `top-k`), a root, and for writes a [`WritePlan`] (targets, primary or
+//! shard first, and the caches to invalidate). [`RouteBuilder`] assembles them. The router checks
+//! every route: each access covered, each backend holds the placement it is asked for, merge
+//! inputs valid, caches read only through first-hit. An invalid route fails with `ROUTE_INVALID`
+//! (or falls back to the default route, as configured); returning `Err(RouteError)` refuses the
+//! statement with `NO_ROUTE`.
+//!
+//! ## The sandbox
+//!
+//! No network, no filesystem, no environment, and a clock that never moves: a plugin is a
+//! deterministic function of its input. Each call has a deadline (5 ms by default) and a memory
+//! cap (16 MiB by default); a plugin that traps, loops or allocates without bound fails that one
+//! call (`PLUGIN_TRAPPED`, `PLUGIN_TIMEOUT`, `PLUGIN_MEMORY`) and the router keeps serving.
+//! Log with [`log`]; lines land in the router's log tagged with the plugin's name.
+//!
+//! ## Testing natively
+//!
+//! Plugin logic is plain Rust: with the `testing` feature, [`testing::Fixture`] builds the exact
+//! request the router would send from a `router.toml` and a SQL statement, so a table of
+//! `request -> expected route` cases runs under `cargo test` without building WebAssembly:
+//!
+//! ```
+//! # #[cfg(feature = "testing")] {
+//! use switchyard_plugin_sdk::testing::Fixture;
+//! let shop = Fixture::from_toml(r#"
+//!     [backends.pg]
+//!     kind = "postgres"
+//!     url = "postgres://localhost/shop"
+//!     [tables.customers]
+//!     columns = { customer_id = "text", name = "text" }
+//!     primary_key = ["customer_id"]
+//!     placements = [{ backend = "pg" }]
+//! "#);
+//! let request = shop.request("SELECT name FROM customers WHERE customer_id = $1", &["c1".into()], &[]);
+//! assert_eq!(shop.describe(&request.default_route), "route: single backend `pg`\n");
+//! # }
+//! ```
+#![allow(unsafe_code)] // the export glue generated by wit-bindgen
+
+extern crate self as switchyard_plugin_sdk;
+
+pub mod policies;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+/// Generated bindings of `switchyard:router@0.1.0`.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../switchyard-plugin-host/wit/router@0.1.0",
+        world: "placement-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_placement",
+        default_bindings_module: "switchyard_plugin_sdk::bindings",
+        runtime_path: "switchyard_plugin_sdk::__wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+pub use bindings::exports::switchyard::router::placement::Guest;
+pub use bindings::switchyard::router::types::*;
+
+/// The contract version this SDK builds plugins for.
+pub const CONTRACT: &str = "0.1.0";
+
+/// A placement policy: the one trait a plugin implements.
+pub trait Policy {
+    /// Name and version; the contract version is filled in by [`PluginInfo::new`].
+    fn info() -> PluginInfo;
+    /// Decides where `request` runs. `cx` holds the catalog.
+    fn route(request: &Request, cx: &Cx<'_>) -> Result<Route, RouteError>;
+}
+
+impl PluginInfo {
+    /// Info for a plugin called `name` at `version`, built against [`CONTRACT`].
+    pub fn new(name: &str, version: &str) -> PluginInfo {
+        PluginInfo { name: name.to_owned(), version: version.to_owned(), contract: CONTRACT.to_owned() }
+    }
+}
+
+impl RouteError {
+    /// A refusal with a message for the client.
+    pub fn new(message: impl Into<String>) -> RouteError {
+        RouteError { message: message.into() }
+    }
+}
+
+/// Exports a [`Policy`] as the plugin's implementation of the contract.
+#[macro_export]
+macro_rules! plugin {
+    ($policy:ty) => {
+        #[doc(hidden)]
+        pub struct __SwitchyardPlugin;
+
+        impl $crate::Guest for __SwitchyardPlugin {
+            fn describe() -> $crate::PluginInfo {
+                <$policy as $crate::Policy>::info()
+            }
+
+            fn configure(catalog: $crate::Catalog) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__rt::configure(catalog)
+            }
+
+            fn route(request: $crate::Request) -> ::core::result::Result<$crate::Route, $crate::RouteError> {
+                $crate::__rt::route::<$policy>(request)
+            }
+        }
+
+        // Component exports exist only in WebAssembly builds; native builds (tests) call the
+        // policy directly.
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_placement!(__SwitchyardPlugin with_types_in $crate::bindings);
+    };
+}
+
+#[doc(hidden)]
+pub mod __rt {
+    use std::cell::RefCell;
+
+    use crate::{Catalog, Cx, Policy, Request, Route, RouteError};
+
+    thread_local! {
+        static CATALOG: RefCell<Option<Catalog>> = const { RefCell::new(None) };
+    }
+
+    pub fn configure(catalog: Catalog) -> Result<(), String> {
+        CATALOG.with(|c| *c.borrow_mut() = Some(catalog));
+        Ok(())
+    }
+
+    pub fn route<P: Policy>(request: Request) -> Result<Route, RouteError> {
+        CATALOG.with(|c| match &*c.borrow() {
+            Some(catalog) => P::route(&request, &Cx::new(catalog)),
+            None => Err(RouteError::new("the router did not configure this plugin")),
+        })
+    }
+}
+
+/// The catalog with name lookups.
+#[derive(Debug, Clone, Copy)]
+pub struct Cx<'a> {
+    /// Every table and backend.
+    pub catalog: &'a Catalog,
+}
+
+impl<'a> Cx<'a> {
+    /// Lookups over `catalog`.
+    pub fn new(catalog: &'a Catalog) -> Cx<'a> {
+        Cx { catalog }
+    }
+
+    /// The table with index `id`.
+    pub fn table(&self, id: u32) -> Option<&'a TableInfo> {
+        self.catalog.tables.get(id as usize)
+    }
+
+    /// The index of the table called `name`.
+    pub fn table_id(&self, name: &str) -> Option<u32> {
+        self.catalog.tables.iter().position(|t| t.name == name).map(|i| i as u32)
+    }
+
+    /// The name of table `id` (empty when unknown).
+    pub fn table_name(&self, id: u32) -> &'a str {
+        self.table(id).map_or("", |t| t.name.as_str())
+    }
+
+    /// The index of column `column` of table `table`.
+    pub fn column_id(&self, table: u32, column: &str) -> Option<u32> {
+        self.table(table)?.columns.iter().position(|c| c == column).map(|i| i as u32)
+    }
+
+    /// The backend with index `id`.
+    pub fn backend(&self, id: u32) -> Option<&'a BackendInfo> {
+        self.catalog.backends.get(id as usize)
+    }
+
+    /// The placements of `table` with `role`, in catalog order.
+    pub fn placements(&self, table: u32, role: Role) -> impl Iterator<Item = &'a Placement> + 'a {
+        self.table(table).into_iter().flat_map(move |t| t.placements.iter().filter(move |p| p.role == role))
+    }
+
+    /// The backend holding `table`'s primary placement.
+    pub fn primary(&self, table: u32) -> Option<u32> {
+        self.placements(table, Role::Primary).next().map(|p| p.backend)
+    }
+}
+
+impl Request {
+    /// The value of `key` in the request's context map.
+    pub fn context(&self, key: &str) -> Option<&str> {
+        self.context.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the statement is a SELECT.
+    pub fn is_read(&self) -> bool {
+        self.kind == StatementKind::Select
+    }
+
+    /// Whether backend `id` is reported healthy (unknown backends are not).
+    pub fn healthy(&self, id: u32) -> bool {
+        self.status.get(id as usize).is_some_and(|s| s.healthy)
+    }
+}
+
+impl Route {
+    /// The whole statement (`accesses` table references) on one backend.
+    pub fn single(backend: u32, accesses: u32) -> Route {
+        Route {
+            fragments: vec![Fragment { backend, accesses: (0..accesses).collect() }],
+            nodes: Vec::new(),
+            root: Input::Fragment(0),
+            write: None,
+        }
+    }
+}
+
+/// Builds a route: fragments, merge nodes, root, write plan.
+#[derive(Debug, Default)]
+pub struct RouteBuilder {
+    fragments: Vec<Fragment>,
+    nodes: Vec<MergeNode>,
+    write: Option<WritePlan>,
+}
+
+impl RouteBuilder {
+    /// An empty route.
+    pub fn new() -> RouteBuilder {
+        RouteBuilder::default()
+    }
+
+    /// Adds a fragment running `accesses` on `backend`.
+    pub fn fragment(&mut self, backend: u32, accesses: &[u32]) -> Input {
+        self.fragments.push(Fragment { backend, accesses: accesses.to_vec() });
+        Input::Fragment(self.fragments.len() as u32 - 1)
+    }
+
+    /// Adds a merge node over `inputs`.
+    pub fn node(&mut self, op: MergeOp, inputs: &[Input]) -> Input {
+        self.nodes.push(MergeNode { op, inputs: inputs.to_vec() });
+        Input::Node(self.nodes.len() as u32 - 1)
+    }
+
+    /// Sets the write plan.
+    pub fn write(&mut self, targets: &[u32], invalidate: &[u32]) -> &mut RouteBuilder {
+        self.write = Some(WritePlan { targets: targets.to_vec(), invalidate: invalidate.to_vec() });
+        self
+    }
+
+    /// The route answering with `root`.
+    pub fn build(self, root: Input) -> Route {
+        Route { fragments: self.fragments, nodes: self.nodes, root, write: self.write }
+    }
+}
+
+/// The shard (of `shards`) a key value belongs to; the router places rows with the same function.
+pub fn shard_of(value: &Scalar, shards: u32) -> u32 {
+    let text;
+    let bytes: &[u8] = match value {
+        Scalar::Text(s) => s.as_bytes(),
+        Scalar::Integer(i) => {
+            text = i.to_string();
+            text.as_bytes()
+        }
+        Scalar::Null => b"",
+        Scalar::Decimal(d) => d.as_bytes(),
+        Scalar::Boolean(b) => {
+            text = b.to_string();
+            text.as_bytes()
+        }
+        Scalar::Float(f) => {
+            text = f.to_string();
+            text.as_bytes()
+        }
+        Scalar::Timestamp(t) => {
+            text = t.to_string();
+            text.as_bytes()
+        }
+        Scalar::Json(j) => j.as_bytes(),
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(shards.max(1))) as u32
+}
+
+/// Logging into the router's log, tagged with the plugin's name.
+pub mod log {
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::switchyard::router::host::{Level, log};
+
+    #[cfg(target_arch = "wasm32")]
+    fn emit(level: Level, message: &str) {
+        log(level, message);
+    }
+
+    /// Informational line.
+    pub fn info(message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        emit(Level::Info, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!("[plugin info] {message}");
+    }
+
+    /// Warning line.
+    pub fn warn(message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        emit(Level::Warn, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!("[plugin warn] {message}");
+    }
+
+    /// Debug line.
+    pub fn debug(message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        emit(Level::Debug, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!("[plugin debug] {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SDK and the router must place keys on the same shards.
+    #[test]
+    fn shard_of_matches_the_router() {
+        for (scalar, value) in [
+            (Scalar::Text("c000001".into()), switchyard_core::Value::Text("c000001".into())),
+            (Scalar::Text("ünïcode".into()), switchyard_core::Value::Text("ünïcode".into())),
+            (Scalar::Integer(-42), switchyard_core::Value::Int(-42)),
+            (Scalar::Integer(7), switchyard_core::Value::Int(7)),
+        ] {
+            for shards in [1, 2, 3, 7] {
+                assert_eq!(
+                    shard_of(&scalar, shards) as usize,
+                    switchyard_core::routing::shard_of(&value, shards as usize),
+                    "{scalar:?} over {shards}"
+                );
+            }
+        }
+    }
+}
