@@ -67,6 +67,9 @@ enum Command {
         /// Parameters as a JSON array, e.g. '["SP", 5]'.
         #[arg(long, default_value = "[]")]
         params: String,
+        /// Request context as a JSON object, e.g. '{"tenant": "eu"}'.
+        #[arg(long, default_value = "{}")]
+        context: String,
     },
     /// Load deterministic demo data wherever the configuration places each table.
     Seed {
@@ -133,13 +136,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
             sql,
             params,
+            context,
         } => {
-            let router = Router::from_config(load(&config)?)?;
+            let router = Router::from_config(load(&config)?).await?;
             let params: Vec<serde_json::Value> =
                 serde_json::from_str(&params).context("--params must be a JSON array")?;
-            match router.explain(&sql, &params) {
+            let context = serde_json::from_str(&context)
+                .context("--context must be a JSON object of strings")?;
+            match router.explain(&sql, &params, &context).await {
                 Ok(e) => {
-                    println!("planner: {}", e.planner);
+                    println!("planner: {}", e.planner.describe());
                     print!("{}", e.logical);
                     for f in &e.fragments {
                         println!(
@@ -166,7 +172,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Seed { config, scale } => {
-            let router = Router::from_config(load(&config)?)?;
+            let router = Router::from_config(load(&config)?).await?;
             seed(&router, scale).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -191,7 +197,7 @@ async fn check(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         config.backends.len(),
         config.tables.len()
     );
-    let router = Router::from_config(config)?;
+    let router = Router::from_config(config).await?;
     let mut failed = 0;
     for h in router.check().await {
         match h.result {
@@ -242,7 +248,7 @@ async fn serve(args: &ConfigArgs, listen: Option<String>) -> anyhow::Result<Exit
         config.server.listen = addr;
     }
     let addr = config.server.listen.clone();
-    let router = Arc::new(Router::from_config(config)?);
+    let router = Arc::new(Router::from_config(config).await?);
     if args.embedded && needs_demo_data(&router).await {
         tracing::info!(data_dir = %args.data_dir.display(), "seeding demo data into the embedded stores");
         seed(&router, 1).await?;

@@ -131,7 +131,9 @@ async fn seed_is_idempotent_and_serve_embedded_answers_the_readme_query() {
         assert_eq!(code, 0, "{stderr}");
     }
     let config = common::shop_config().into_embedded(&data);
-    let router = switchyard_router::Router::from_config(config).unwrap();
+    let router = switchyard_router::Router::from_config(config)
+        .await
+        .unwrap();
     let count = router
         .query("SELECT COUNT(*) FROM customers", &[], &Default::default())
         .await

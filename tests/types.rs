@@ -54,7 +54,7 @@ fn probe_config(store: &TestStore) -> Config {
 async fn every_type_round_trips_on_every_sql_store() {
     for store in ALL_STORES {
         let env = TestStore::new(store);
-        let router = Router::from_config(probe_config(&env)).unwrap();
+        let router = Router::from_config(probe_config(&env)).await.unwrap();
         router
             .seed_table("probe", &[], Vec::new(), 1, &|_| {})
             .await

@@ -232,7 +232,7 @@ impl Drop for TestServer {
 }
 
 pub async fn start_server(config: Config) -> TestServer {
-    let router = Arc::new(Router::from_config(config).expect("router"));
+    let router = Arc::new(Router::from_config(config).await.expect("router"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -305,6 +305,88 @@ pub async fn query(addr: SocketAddr, sql: &str, params: serde_json::Value) -> An
         addr,
         "/v1/query",
         serde_json::json!({ "sql": sql, "params": params }),
+    )
+    .await
+}
+
+/// The `.wasm` component of a plugin crate (`placement_ecommerce`, `fixture_panic`, ...), built
+/// once per test process by `scripts/build-plugins.sh` (a no-op when up to date).
+pub fn plugin_wasm(crate_file: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = BUILT.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-plugins.sh"))
+            .current_dir(root)
+            .output()
+            .map_err(|e| format!("cannot run scripts/build-plugins.sh: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/build-plugins.sh failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
+    root.join("target/plugins/wasm32-wasip2/plugin")
+        .join(format!("{crate_file}.wasm"))
+}
+
+/// `[plugins]` with the given modules (name -> crate file), the active one, and tenants.
+pub fn with_plugins(
+    mut config: Config,
+    modules: &[(&str, std::path::PathBuf)],
+    active: Option<&str>,
+    tenants: &[(&str, &str)],
+) -> Config {
+    for (name, path) in modules {
+        config.plugins.modules.insert(
+            (*name).to_owned(),
+            switchyard_config::PluginModuleConfig {
+                path: path.display().to_string(),
+            },
+        );
+    }
+    config.plugins.active = active.map(str::to_owned);
+    for (tenant, module) in tenants {
+        config
+            .plugins
+            .tenants
+            .insert((*tenant).to_owned(), (*module).to_owned());
+    }
+    config
+}
+
+/// POSTs `/v1/query` with a context.
+pub async fn query_in(
+    addr: SocketAddr,
+    sql: &str,
+    params: serde_json::Value,
+    context: serde_json::Value,
+) -> Answer {
+    post(
+        addr,
+        "/v1/query",
+        serde_json::json!({ "sql": sql, "params": params, "context": context }),
+    )
+    .await
+}
+
+/// POSTs `/v1/explain` with a context.
+pub async fn explain_in(
+    addr: SocketAddr,
+    sql: &str,
+    params: serde_json::Value,
+    context: serde_json::Value,
+) -> Answer {
+    post(
+        addr,
+        "/v1/explain",
+        serde_json::json!({ "sql": sql, "params": params, "context": context }),
     )
     .await
 }

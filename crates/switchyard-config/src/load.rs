@@ -124,6 +124,20 @@ pub fn parse_str(
                     }
                 }
             }
+            "plugins" => {
+                if let Some(p) =
+                    loader.entry::<crate::model::PluginsConfig>(value, &[Seg::key("plugins")])
+                {
+                    config.plugins = p;
+                }
+            }
+            "admin" => {
+                if let Some(a) =
+                    loader.entry::<crate::model::AdminConfig>(value, &[Seg::key("admin")])
+                {
+                    config.admin = a;
+                }
+            }
             "tables" => {
                 for (name, entry) in loader.sub_table(value, "tables") {
                     let path = [Seg::key("tables"), Seg::key(&name)];
@@ -136,7 +150,7 @@ pub fn parse_str(
                 text,
                 key.span(),
                 other.to_owned(),
-                "unknown section, expected one of: server, backends, tables",
+                "unknown section, expected one of: server, backends, tables, plugins, admin",
             )),
         }
     }
@@ -384,6 +398,42 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
             out.push((at("schema"), "applies only to postgres backends".to_owned()));
         }
     }
+    let plugins = &config.plugins;
+    let module_names = || join_keys(plugins.modules.keys());
+    if let Some(active) = &plugins.active
+        && !plugins.modules.contains_key(active)
+    {
+        out.push((
+            vec![k("plugins"), k("active")],
+            format!(
+                "unknown module `{active}`, expected one of: {}",
+                module_names()
+            ),
+        ));
+    }
+    for (tenant, module) in &plugins.tenants {
+        if !plugins.modules.contains_key(module) {
+            out.push((
+                vec![k("plugins"), k("tenants"), k(tenant)],
+                format!(
+                    "unknown module `{module}`, expected one of: {}",
+                    module_names()
+                ),
+            ));
+        }
+    }
+    if plugins.call_timeout_ms == 0 {
+        out.push((
+            vec![k("plugins"), k("call_timeout_ms")],
+            "must be at least 1".to_owned(),
+        ));
+    }
+    if plugins.max_memory_bytes < 1 << 20 {
+        out.push((
+            vec![k("plugins"), k("max_memory_bytes")],
+            "must be at least 1048576 (1 MiB)".to_owned(),
+        ));
+    }
     for (tname, t) in &config.tables {
         let at = |rest: &[Seg]| {
             let mut p = vec![k("tables"), k(tname)];
@@ -442,11 +492,20 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
             ));
         }
         match (&t.shard_key, shards) {
-            (None, n) if n > 0 => out.push((at(&[k("shard_key")]), "a sharded table needs `shard_key`".to_owned())),
-            (Some(_), 0) => out.push((at(&[k("shard_key")]), "applies only to tables with `shard` placements".to_owned())),
+            (None, n) if n > 0 => out.push((
+                at(&[k("shard_key")]),
+                "a sharded table needs `shard_key`".to_owned(),
+            )),
+            (Some(_), 0) => out.push((
+                at(&[k("shard_key")]),
+                "applies only to tables with `shard` placements".to_owned(),
+            )),
             (Some(key), _) if !t.columns.contains_key(key) => out.push((
                 at(&[k("shard_key")]),
-                format!("unknown column `{key}`, expected one of: {}", join_keys(t.columns.keys())),
+                format!(
+                    "unknown column `{key}`, expected one of: {}",
+                    join_keys(t.columns.keys())
+                ),
             )),
             _ => {}
         }
@@ -603,7 +662,7 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
           router.toml:15:29: tables.t.columns.v: unknown column type `varchar`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, json
           router.toml:21:16: tables.u.primary_key[0]: unknown column `nope`, expected one of: id
           router.toml:22:27: tables.u.placements[0].backend: unknown backend `missing`, expected one of: my
-          router.toml:24:2: extra: unknown section, expected one of: server, backends, tables
+          router.toml:24:2: extra: unknown section, expected one of: server, backends, tables, plugins, admin
         ");
     }
 

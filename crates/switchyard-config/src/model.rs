@@ -19,6 +19,31 @@ pub mod defaults {
     /// `backends.*.connect_timeout_ms`.
     pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+    /// `plugins.call_timeout_ms`.
+    pub const PLUGIN_CALL_TIMEOUT_MS: u64 = 5;
+    /// `plugins.max_memory_bytes`: 16 MiB.
+    pub const PLUGIN_MAX_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
+    /// `plugins.watch_interval_ms`.
+    pub const PLUGIN_WATCH_INTERVAL_MS: u64 = 250;
+    /// `plugins.tenant_context_key`.
+    pub const TENANT_CONTEXT_KEY: &str = "tenant";
+
+    pub(crate) fn plugin_call_timeout_ms() -> u64 {
+        PLUGIN_CALL_TIMEOUT_MS
+    }
+    pub(crate) fn plugin_max_memory_bytes() -> u64 {
+        PLUGIN_MAX_MEMORY_BYTES
+    }
+    pub(crate) fn plugin_watch_interval_ms() -> u64 {
+        PLUGIN_WATCH_INTERVAL_MS
+    }
+    pub(crate) fn tenant_context_key() -> String {
+        TENANT_CONTEXT_KEY.to_owned()
+    }
+    pub(crate) fn yes() -> bool {
+        true
+    }
+
     pub(crate) fn listen() -> String {
         LISTEN.to_owned()
     }
@@ -49,6 +74,92 @@ pub struct Config {
     /// The logical tables applications query, by name.
     #[serde(default)]
     pub tables: IndexMap<String, TableConfig>,
+    /// WebAssembly placement plugins.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// The admin endpoints (`/admin/...`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[plugins]`: WebAssembly placement plugins and which one serves which request.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Module that routes requests no tenant rule matches; none: the built-in default planner.
+    #[serde(default)]
+    pub active: Option<String>,
+    /// Plugin modules by name.
+    #[serde(default)]
+    pub modules: IndexMap<String, PluginModuleConfig>,
+    /// Per-tenant modules: `context[tenant_context_key]` value -> module name.
+    #[serde(default)]
+    pub tenants: IndexMap<String, String>,
+    /// The request context key that selects a tenant's module.
+    #[serde(default = "defaults::tenant_context_key")]
+    pub tenant_context_key: String,
+    /// What a plugin failure (trap, timeout, memory, invalid route) does to the query.
+    #[serde(default)]
+    pub on_error: OnPluginError,
+    /// Deadline of one plugin call, in milliseconds.
+    #[serde(default = "defaults::plugin_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Memory cap of a plugin instance, in bytes.
+    #[serde(default = "defaults::plugin_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+    /// Reload a module when its file changes.
+    #[serde(default = "defaults::yes")]
+    pub watch: bool,
+    /// How often plugin files are checked for changes, in milliseconds.
+    #[serde(default = "defaults::plugin_watch_interval_ms")]
+    pub watch_interval_ms: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            active: None,
+            modules: IndexMap::new(),
+            tenants: IndexMap::new(),
+            tenant_context_key: defaults::tenant_context_key(),
+            on_error: OnPluginError::default(),
+            call_timeout_ms: defaults::PLUGIN_CALL_TIMEOUT_MS,
+            max_memory_bytes: defaults::PLUGIN_MAX_MEMORY_BYTES,
+            watch: true,
+            watch_interval_ms: defaults::PLUGIN_WATCH_INTERVAL_MS,
+        }
+    }
+}
+
+/// `[plugins.modules.NAME]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginModuleConfig {
+    /// The `.wasm` component; relative paths start at the configuration file's directory.
+    pub path: String,
+}
+
+/// What a plugin failure does to the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPluginError {
+    /// Fail the query with the plugin's error code.
+    #[default]
+    Fail,
+    /// Run the query on the default route instead (and count it).
+    Fallback,
+}
+
+/// `[admin]`: who may call `/admin/...`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Accept admin calls from other hosts than loopback.
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// Name of an environment variable holding a bearer token admin calls must present.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 /// `[server]`: the HTTP endpoint.

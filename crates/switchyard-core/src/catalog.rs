@@ -118,7 +118,10 @@ impl Catalog {
                         ttl_seconds: p.ttl_seconds,
                     })
                     .collect();
-                let shard_key = t.shard_key.as_ref().and_then(|k| columns.iter().position(|c| &c.name == k));
+                let shard_key = t
+                    .shard_key
+                    .as_ref()
+                    .and_then(|k| columns.iter().position(|c| &c.name == k));
                 let table = Table {
                     name: name.clone(),
                     columns,

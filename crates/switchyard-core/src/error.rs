@@ -16,6 +16,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// No such endpoint.
     NotFound,
+    /// An admin call without the configured bearer token.
+    Unauthorized,
+    /// An admin call from a host that may not make it.
+    Forbidden,
     /// The endpoint exists but not for this method.
     MethodNotAllowed,
     /// The SQL text does not parse.
@@ -64,6 +68,8 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::NotFound => "NOT_FOUND",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::SqlSyntax => "SQL_SYNTAX",
             Self::Unsupported => "UNSUPPORTED",
@@ -87,11 +93,13 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
         Self::NotFound,
+        Self::Unauthorized,
+        Self::Forbidden,
         Self::MethodNotAllowed,
         Self::SqlSyntax,
         Self::Unsupported,

@@ -15,8 +15,8 @@ use crate::catalog::{Catalog, Table};
 use crate::error::CoreError;
 use crate::ir::{BoundQuery, Statement, StatementKind};
 use crate::routing::{
-    BackendStatus, Input, MergeNode, MergeOp, Route, RouteFragment, RouteRequest, WritePlan, build_request,
-    shard_of,
+    BackendStatus, Input, MergeNode, MergeOp, Route, RouteFragment, RouteRequest, WritePlan,
+    build_request, shard_of,
 };
 
 /// A bound statement and its route.
@@ -55,11 +55,23 @@ fn no_route(reason: String) -> CoreError {
 }
 
 /// The default route of a bound statement (see the module documentation).
-pub fn default_route(catalog: &Catalog, statement: &Statement, request: &RouteRequest) -> Result<Route, CoreError> {
-    let access_tables: Vec<&Table> = statement.access_tables().iter().filter_map(|t| catalog.table(t)).collect();
+pub fn default_route(
+    catalog: &Catalog,
+    statement: &Statement,
+    request: &RouteRequest,
+) -> Result<Route, CoreError> {
+    let access_tables: Vec<&Table> = statement
+        .access_tables()
+        .iter()
+        .filter_map(|t| catalog.table(t))
+        .collect();
     let backend_id = |name: &str| catalog.backends.get_index_of(name);
     let caches = |t: &Table| -> Vec<usize> {
-        t.placements.iter().filter(|p| p.role == Role::Cache).filter_map(|p| backend_id(&p.backend)).collect()
+        t.placements
+            .iter()
+            .filter(|p| p.role == Role::Cache)
+            .filter_map(|p| backend_id(&p.backend))
+            .collect()
     };
     if statement.kind() != StatementKind::Select {
         let Some(table) = access_tables.first() else {
@@ -67,7 +79,10 @@ pub fn default_route(catalog: &Catalog, statement: &Statement, request: &RouteRe
         };
         let targets = write_targets(catalog, table, request)?;
         let mut route = Route::single(targets[0], 1);
-        route.write = Some(WritePlan { targets, invalidate: caches(table) });
+        route.write = Some(WritePlan {
+            targets,
+            invalidate: caches(table),
+        });
         return Ok(route);
     }
     if let Some(sharded) = access_tables.iter().find(|t| t.primary().is_none()) {
@@ -80,25 +95,38 @@ pub fn default_route(catalog: &Catalog, statement: &Statement, request: &RouteRe
         return Ok(scatter(catalog, sharded, request));
     }
     // One backend for everything, if there is one.
-    let primaries: Vec<&str> =
-        access_tables.iter().filter_map(|t| t.primary().map(|p| p.backend.as_str())).collect();
-    let shared = primaries.first().copied().filter(|first| primaries.iter().all(|b| b == first));
+    let primaries: Vec<&str> = access_tables
+        .iter()
+        .filter_map(|t| t.primary().map(|p| p.backend.as_str()))
+        .collect();
+    let shared = primaries
+        .first()
+        .copied()
+        .filter(|first| primaries.iter().all(|b| b == first));
     let readable = |b: &String| {
         access_tables.iter().all(|t| {
-            t.placements.iter().any(|p| &p.backend == b && matches!(p.role, Role::Primary | Role::Replica))
+            t.placements
+                .iter()
+                .any(|p| &p.backend == b && matches!(p.role, Role::Primary | Role::Replica))
         })
     };
-    let single = shared.and_then(backend_id).or_else(|| catalog.backends.keys().position(readable));
+    let single = shared
+        .and_then(backend_id)
+        .or_else(|| catalog.backends.keys().position(readable));
     if let Some(backend) = single {
         return Ok(Route::single(backend, access_tables.len()));
     }
     // One fragment per primary backend, hash-joined along the join edges.
     let mut fragments: Vec<RouteFragment> = Vec::new();
     for (access, backend) in primaries.iter().enumerate() {
-        let id = backend_id(backend).ok_or_else(|| no_route(format!("backend `{backend}` is not configured")))?;
+        let id = backend_id(backend)
+            .ok_or_else(|| no_route(format!("backend `{backend}` is not configured")))?;
         match fragments.iter_mut().find(|f| f.backend == id) {
             Some(f) => f.accesses.push(access),
-            None => fragments.push(RouteFragment { backend: id, accesses: vec![access] }),
+            None => fragments.push(RouteFragment {
+                backend: id,
+                accesses: vec![access],
+            }),
         }
     }
     let mut nodes = Vec::new();
@@ -110,17 +138,29 @@ pub fn default_route(catalog: &Catalog, statement: &Statement, request: &RouteRe
                 || (joined.contains(&e.right.access) && fragment.accesses.contains(&e.left.access))
         });
         let Some(edge) = edge else {
-            let names: Vec<&str> = fragment.accesses.iter().map(|a| access_tables[*a].name.as_str()).collect();
+            let names: Vec<&str> = fragment
+                .accesses
+                .iter()
+                .map(|a| access_tables[*a].name.as_str())
+                .collect();
             return Err(no_route(format!(
                 "no equality join condition connects {} with the tables before it",
                 names.join(", ")
             )));
         };
-        nodes.push(MergeNode { op: MergeOp::HashJoin { edge }, inputs: vec![current, Input::Fragment(k)] });
+        nodes.push(MergeNode {
+            op: MergeOp::HashJoin { edge },
+            inputs: vec![current, Input::Fragment(k)],
+        });
         current = Input::Node(nodes.len() - 1);
         joined.extend(fragment.accesses.iter().copied());
     }
-    Ok(Route { fragments, nodes, root: current, write: None })
+    Ok(Route {
+        fragments,
+        nodes,
+        root: current,
+        write: None,
+    })
 }
 
 /// Every shard of a sharded table, merged by the operator the statement needs.
@@ -128,41 +168,70 @@ fn scatter(catalog: &Catalog, table: &Table, request: &RouteRequest) -> Route {
     let fragments: Vec<RouteFragment> = table
         .shards()
         .filter_map(|p| catalog.backends.get_index_of(&p.backend))
-        .map(|backend| RouteFragment { backend, accesses: vec![0] })
+        .map(|backend| RouteFragment {
+            backend,
+            accesses: vec![0],
+        })
         .collect();
     let inputs = (0..fragments.len()).map(Input::Fragment).collect();
     let op = if !request.aggregates.is_empty() || !request.group_by.is_empty() {
         MergeOp::AggregateCombine
     } else if let (Some(limit), false) = (request.limit, request.order_by.is_empty()) {
-        MergeOp::TopK { limit: limit + request.offset.unwrap_or(0) }
+        MergeOp::TopK {
+            limit: limit + request.offset.unwrap_or(0),
+        }
     } else {
         MergeOp::UnionAll
     };
-    Route { fragments, nodes: vec![MergeNode { op, inputs }], root: Input::Node(0), write: None }
+    Route {
+        fragments,
+        nodes: vec![MergeNode { op, inputs }],
+        root: Input::Node(0),
+        write: None,
+    }
 }
 
 /// Where a write to `table` goes: the primary; for a sharded table, the shard of the inserted
 /// keys (INSERT) or every shard (UPDATE, DELETE).
-fn write_targets(catalog: &Catalog, table: &Table, request: &RouteRequest) -> Result<Vec<usize>, CoreError> {
+fn write_targets(
+    catalog: &Catalog,
+    table: &Table,
+    request: &RouteRequest,
+) -> Result<Vec<usize>, CoreError> {
     let backend_id = |name: &str| {
-        catalog.backends.get_index_of(name).ok_or_else(|| no_route(format!("backend `{name}` is not configured")))
+        catalog
+            .backends
+            .get_index_of(name)
+            .ok_or_else(|| no_route(format!("backend `{name}` is not configured")))
     };
     if let Some(p) = table.primary() {
         return Ok(vec![backend_id(&p.backend)?]);
     }
-    let shards: Vec<usize> = table.shards().map(|p| backend_id(&p.backend)).collect::<Result<_, _>>()?;
+    let shards: Vec<usize> = table
+        .shards()
+        .map(|p| backend_id(&p.backend))
+        .collect::<Result<_, _>>()?;
     if shards.is_empty() {
-        return Err(no_route(format!("table `{}` has no primary and no shards", table.name)));
+        return Err(no_route(format!(
+            "table `{}` has no primary and no shards",
+            table.name
+        )));
     }
     if request.kind != StatementKind::Insert {
         return Ok(shards);
     }
     let (Some(key_col), Some(access)) = (table.shard_key, request.accesses.first()) else {
-        return Err(no_route(format!("table `{}` has shards but no shard_key", table.name)));
+        return Err(no_route(format!(
+            "table `{}` has shards but no shard_key",
+            table.name
+        )));
     };
     let pk_pos = table.primary_key.iter().position(|c| *c == key_col);
     let keys = access.key_lookup.as_ref().zip(pk_pos).map(|(keys, pos)| {
-        keys.iter().filter_map(|k| k.get(pos)).map(|v| shard_of(v, shards.len())).collect::<Vec<_>>()
+        keys.iter()
+            .filter_map(|k| k.get(pos))
+            .map(|v| shard_of(v, shards.len()))
+            .collect::<Vec<_>>()
     });
     match keys.as_deref() {
         Some([first, rest @ ..]) if rest.iter().all(|s| s == first) => Ok(vec![shards[*first]]),

@@ -418,10 +418,10 @@ pub fn build_request(
     if let Some(f) = filter {
         note_columns(f, &mut used);
         for conjunct in conjuncts(f) {
-            if let Some((access, predicate)) = simple_predicate(conjunct, params) {
-                if let Some(a) = accesses.get_mut(access) {
-                    a.predicates.push(predicate);
-                }
+            if let Some((access, predicate)) = simple_predicate(conjunct, params)
+                && let Some(a) = accesses.get_mut(access)
+            {
+                a.predicates.push(predicate);
             }
         }
     }

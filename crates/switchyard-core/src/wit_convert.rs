@@ -37,7 +37,9 @@ macro_rules! wit_conversions {
                                 $crate::Role::Cache => w::Role::Cache,
                                 $crate::Role::Shard => w::Role::Shard,
                             },
-                            ttl_seconds: p.ttl_seconds.map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
+                            ttl_seconds: p
+                                .ttl_seconds
+                                .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
                         })
                         .collect(),
                     shard_rule: t.shard_key.map(|column| w::ShardRule {
@@ -77,7 +79,10 @@ macro_rules! wit_conversions {
         }
 
         fn column_ref(c: $crate::routing::ColumnRef) -> w::ColumnRef {
-            w::ColumnRef { access: id(c.access), column: id(c.column) }
+            w::ColumnRef {
+                access: id(c.access),
+                column: id(c.column),
+            }
         }
 
         /// A route request in WIT form.
@@ -110,12 +115,18 @@ macro_rules! wit_conversions {
                                     $crate::routing::CompareOp::Between => w::CompareOp::Between,
                                     $crate::routing::CompareOp::Like => w::CompareOp::Like,
                                     $crate::routing::CompareOp::IsNull => w::CompareOp::IsNull,
-                                    $crate::routing::CompareOp::IsNotNull => w::CompareOp::IsNotNull,
+                                    $crate::routing::CompareOp::IsNotNull => {
+                                        w::CompareOp::IsNotNull
+                                    }
                                 },
                                 values: p.values.iter().map(scalar).collect(),
                             })
                             .collect(),
-                        key_lookup: a.key_lookup.as_ref().map(|keys| keys.iter().map(|k| k.iter().map(scalar).collect()).collect()),
+                        key_lookup: a.key_lookup.as_ref().map(|keys| {
+                            keys.iter()
+                                .map(|k| k.iter().map(scalar).collect())
+                                .collect()
+                        }),
                         columns: a.columns.iter().map(|c| id(*c)).collect(),
                     })
                     .collect(),
@@ -150,7 +161,11 @@ macro_rules! wit_conversions {
                 order_by: q
                     .order_by
                     .iter()
-                    .map(|o| w::OrderKey { column: o.column.map(column_ref), descending: o.descending, nulls_first: o.nulls_first })
+                    .map(|o| w::OrderKey {
+                        column: o.column.map(column_ref),
+                        descending: o.descending,
+                        nulls_first: o.nulls_first,
+                    })
                     .collect(),
                 limit: q.limit,
                 offset: q.offset,
@@ -190,7 +205,10 @@ macro_rules! wit_conversions {
                 fragments: route
                     .fragments
                     .iter()
-                    .map(|f| w::Fragment { backend: id(f.backend), accesses: f.accesses.iter().map(|a| id(*a)).collect() })
+                    .map(|f| w::Fragment {
+                        backend: id(f.backend),
+                        accesses: f.accesses.iter().map(|a| id(*a)).collect(),
+                    })
                     .collect(),
                 nodes: route
                     .nodes
@@ -199,11 +217,18 @@ macro_rules! wit_conversions {
                         op: match &n.op {
                             $crate::routing::MergeOp::UnionAll => w::MergeOp::UnionAll,
                             $crate::routing::MergeOp::UnionDistinct => w::MergeOp::UnionDistinct,
-                            $crate::routing::MergeOp::HashJoin { edge } => w::MergeOp::HashJoin(id(*edge)),
-                            $crate::routing::MergeOp::FirstHit { fill, ttl_seconds } => {
-                                w::MergeOp::FirstHit(w::FirstHit { fill: *fill, ttl_seconds: *ttl_seconds })
+                            $crate::routing::MergeOp::HashJoin { edge } => {
+                                w::MergeOp::HashJoin(id(*edge))
                             }
-                            $crate::routing::MergeOp::AggregateCombine => w::MergeOp::AggregateCombine,
+                            $crate::routing::MergeOp::FirstHit { fill, ttl_seconds } => {
+                                w::MergeOp::FirstHit(w::FirstHit {
+                                    fill: *fill,
+                                    ttl_seconds: *ttl_seconds,
+                                })
+                            }
+                            $crate::routing::MergeOp::AggregateCombine => {
+                                w::MergeOp::AggregateCombine
+                            }
                             $crate::routing::MergeOp::TopK { limit } => w::MergeOp::TopK(*limit),
                         },
                         inputs: n.inputs.iter().map(|i| input_to_wit(*i)).collect(),
@@ -223,7 +248,10 @@ macro_rules! wit_conversions {
                 fragments: route
                     .fragments
                     .iter()
-                    .map(|f| $crate::routing::RouteFragment { backend: ix(f.backend), accesses: f.accesses.iter().map(|a| ix(*a)).collect() })
+                    .map(|f| $crate::routing::RouteFragment {
+                        backend: ix(f.backend),
+                        accesses: f.accesses.iter().map(|a| ix(*a)).collect(),
+                    })
                     .collect(),
                 nodes: route
                     .nodes
@@ -232,10 +260,19 @@ macro_rules! wit_conversions {
                         op: match &n.op {
                             w::MergeOp::UnionAll => $crate::routing::MergeOp::UnionAll,
                             w::MergeOp::UnionDistinct => $crate::routing::MergeOp::UnionDistinct,
-                            w::MergeOp::HashJoin(edge) => $crate::routing::MergeOp::HashJoin { edge: ix(*edge) },
-                            w::MergeOp::FirstHit(f) => $crate::routing::MergeOp::FirstHit { fill: f.fill, ttl_seconds: f.ttl_seconds },
-                            w::MergeOp::AggregateCombine => $crate::routing::MergeOp::AggregateCombine,
-                            w::MergeOp::TopK(limit) => $crate::routing::MergeOp::TopK { limit: *limit },
+                            w::MergeOp::HashJoin(edge) => {
+                                $crate::routing::MergeOp::HashJoin { edge: ix(*edge) }
+                            }
+                            w::MergeOp::FirstHit(f) => $crate::routing::MergeOp::FirstHit {
+                                fill: f.fill,
+                                ttl_seconds: f.ttl_seconds,
+                            },
+                            w::MergeOp::AggregateCombine => {
+                                $crate::routing::MergeOp::AggregateCombine
+                            }
+                            w::MergeOp::TopK(limit) => {
+                                $crate::routing::MergeOp::TopK { limit: *limit }
+                            }
                         },
                         inputs: n.inputs.iter().map(|i| input_from_wit(*i)).collect(),
                     })

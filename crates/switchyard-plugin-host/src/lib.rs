@@ -33,6 +33,7 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "wit/router@0.1.0",
         world: "placement-plugin",
+        exports: { default: async },
     });
 }
 
@@ -57,7 +58,11 @@ pub struct HostLimits {
 
 impl Default for HostLimits {
     fn default() -> Self {
-        Self { call_timeout: Duration::from_millis(5), max_memory_bytes: 16 << 20, max_instances: 32 }
+        Self {
+            call_timeout: Duration::from_millis(5),
+            max_memory_bytes: 16 << 20,
+            max_instances: 32,
+        }
     }
 }
 
@@ -83,7 +88,9 @@ pub enum PluginError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The plugin speaks another contract version.
-    #[error("plugin {path} implements contract {found}, but this router speaks switchyard:router@{expected}")]
+    #[error(
+        "plugin {path} implements contract {found}, but this router speaks switchyard:router@{expected}"
+    )]
     Contract {
         /// The file.
         path: PathBuf,
@@ -179,20 +186,36 @@ struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for State {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             self.memory_exceeded = true;
-            wasmtime::bail!("memory limit of {} bytes exceeded (asked for {desired})", self.max_memory);
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded (asked for {desired})",
+                self.max_memory
+            );
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 16)
     }
 }
@@ -239,7 +262,9 @@ fn locked_down_wasi() -> WasiCtx {
         .allow_ip_name_lookup(false)
         .wall_clock(FrozenClock)
         .monotonic_clock(FrozenClock)
-        .secure_random(wasmtime_wasi::Deterministic::new(vec![0x5a, 0x17, 0xc4, 0x9e]))
+        .secure_random(wasmtime_wasi::Deterministic::new(vec![
+            0x5a, 0x17, 0xc4, 0x9e,
+        ]))
         .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x3c, 0x81]))
         .insecure_random_seed(0);
     b.build()
@@ -255,7 +280,9 @@ pub struct PluginEngine {
 
 impl std::fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginEngine").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("PluginEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -283,17 +310,29 @@ impl PluginEngine {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::switchyard::router::host::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        // Guest calls are async so that WASI calls (a panic message on stderr, say) never block a
+        // runtime thread; the router awaits them on its own tasks.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::switchyard::router::host::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
-        std::thread::Builder::new().name("switchyard-epoch".to_owned()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(TICK);
-                ticker_engine.increment_epoch();
-            }
-        })?;
-        Ok(PluginEngine { engine, linker, limits, stop_ticker })
+        std::thread::Builder::new()
+            .name("switchyard-epoch".to_owned())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
+        Ok(PluginEngine {
+            engine,
+            linker,
+            limits,
+            stop_ticker,
+        })
     }
 
     /// The limits every call runs under.
@@ -301,50 +340,113 @@ impl PluginEngine {
         self.limits
     }
 
-    /// Compiles, checks the contract version, instantiates once (describe + configure) and
-    /// returns the plugin ready to route. Blocking (compilation takes tens of milliseconds): call
-    /// it off the request path.
-    pub fn load(&self, path: &Path, catalog: &Catalog) -> Result<LoadedPlugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_owned(), source })?;
-        self.load_bytes(&bytes, path, catalog)
+    /// Compiles a plugin file and checks its contract version. Blocking (compilation takes tens
+    /// of milliseconds): call it off the request path.
+    pub fn compile(&self, path: &Path) -> Result<Compiled, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.compile_bytes(&bytes, path)
     }
 
-    /// [`PluginEngine::load`] from bytes; `path` names the plugin in messages.
-    pub fn load_bytes(&self, bytes: &[u8], path: &Path, catalog: &Catalog) -> Result<LoadedPlugin, PluginError> {
-        let compile = |source: wasmtime::Error| PluginError::Compile { path: path.to_owned(), source: source.into() };
+    /// [`PluginEngine::compile`] from bytes; `path` names the plugin in messages.
+    pub fn compile_bytes(&self, bytes: &[u8], path: &Path) -> Result<Compiled, PluginError> {
+        let compile = |source: wasmtime::Error| PluginError::Compile {
+            path: path.to_owned(),
+            source: source.into(),
+        };
         let component = Component::new(&self.engine, bytes).map_err(compile)?;
         check_contract(&self.engine, &component, path)?;
         let pre = self.linker.instantiate_pre(&component).map_err(compile)?;
         let pre = PlacementPluginPre::new(pre).map_err(compile)?;
-        let wit_catalog = convert::catalog(catalog);
-        let mut plugin = LoadedPlugin {
-            info: PluginMeta { name: String::new(), version: String::new(), contract: String::new() },
+        Ok(Compiled {
+            pre,
             path: path.to_owned(),
             sha256: hex(&Sha256::digest(bytes)),
+        })
+    }
+
+    /// Instantiates a compiled plugin once (describe + configure with `catalog`) and returns it
+    /// ready to route.
+    pub async fn activate(
+        &self,
+        compiled: Compiled,
+        catalog: &Catalog,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let Compiled { pre, path, sha256 } = compiled;
+        let mut plugin = LoadedPlugin {
+            info: PluginMeta {
+                name: String::new(),
+                version: String::new(),
+                contract: String::new(),
+            },
+            name_tag: Arc::from(
+                path.file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("plugin"),
+            ),
+            path,
+            sha256,
             loaded_at: SystemTime::now(),
             pre,
             engine: self.engine.clone(),
             limits: self.limits,
-            wit_catalog,
+            wit_catalog: convert::catalog(catalog),
             catalog: Arc::new(catalog.clone()),
             pool: Mutex::new(Vec::new()),
             stats: PluginStats::default(),
-            name_tag: Arc::from(path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin")),
         };
-        let mut instance = plugin.instantiate()?;
-        let info = instance.describe(&plugin)?;
+        let mut instance = plugin.instantiate().await?;
+        let info = instance.describe(&plugin).await?;
         if info.contract != CONTRACT_VERSION {
             return Err(PluginError::Contract {
-                path: path.to_owned(),
+                path: plugin.path.clone(),
                 found: format!("switchyard:router@{} (as described)", info.contract),
                 expected: CONTRACT_VERSION,
             });
         }
         plugin.name_tag = Arc::from(info.name.as_str());
         instance.store.data_mut().plugin = plugin.name_tag.clone();
-        plugin.info = PluginMeta { name: info.name, version: info.version, contract: info.contract };
+        plugin.info = PluginMeta {
+            name: info.name,
+            version: info.version,
+            contract: info.contract,
+        };
         plugin.release(instance);
         Ok(plugin)
+    }
+
+    /// Compiles on the blocking pool, then activates.
+    pub async fn load(
+        self: &Arc<Self>,
+        path: &Path,
+        catalog: &Catalog,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let engine = self.clone();
+        let owned = path.to_owned();
+        let compiled = tokio::task::spawn_blocking(move || engine.compile(&owned))
+            .await
+            .map_err(|e| PluginError::Compile {
+                path: path.to_owned(),
+                source: Box::new(e),
+            })??;
+        self.activate(compiled, catalog).await
+    }
+}
+
+/// A compiled plugin, not yet instantiated.
+pub struct Compiled {
+    pre: PlacementPluginPre<State>,
+    path: PathBuf,
+    sha256: String,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -356,16 +458,33 @@ fn hex(bytes: &[u8]) -> String {
 /// naming the version they do export.
 fn check_contract(engine: &Engine, component: &Component, path: &Path) -> Result<(), PluginError> {
     let wanted = format!("{PLACEMENT_EXPORT}@{CONTRACT_VERSION}");
-    let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect();
-    if exports.iter().any(|e| *e == wanted) {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports.contains(&wanted) {
         return Ok(());
     }
     let found = exports
         .iter()
         .find(|e| e.starts_with(PLACEMENT_EXPORT))
         .map(|e| e.replacen("switchyard:router/placement", "switchyard:router", 1))
-        .unwrap_or_else(|| format!("none (exports: {})", if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }));
-    Err(PluginError::Contract { path: path.to_owned(), found, expected: CONTRACT_VERSION })
+        .unwrap_or_else(|| {
+            format!(
+                "none (exports: {})",
+                if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                }
+            )
+        });
+    Err(PluginError::Contract {
+        path: path.to_owned(),
+        found,
+        expected: CONTRACT_VERSION,
+    })
 }
 
 /// What a plugin says about itself.
@@ -425,10 +544,14 @@ impl Instance {
         self.store.data_mut().memory_exceeded = false;
     }
 
-    fn describe(&mut self, plugin: &LoadedPlugin) -> Result<PluginInfo, PluginError> {
+    async fn describe(&mut self, plugin: &LoadedPlugin) -> Result<PluginInfo, PluginError> {
         self.arm(plugin.limits);
-        let store = &mut self.store;
-        self.bindings.switchyard_router_placement().call_describe(&mut *store).map_err(|e| plugin.classify(e, store))
+        let answer = self
+            .bindings
+            .switchyard_router_placement()
+            .call_describe(&mut self.store)
+            .await;
+        answer.map_err(|e| plugin.classify(e, &mut self.store))
     }
 }
 
@@ -455,12 +578,15 @@ pub struct LoadedPlugin {
 
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedPlugin").field("info", &self.info).field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("LoadedPlugin")
+            .field("info", &self.info)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 impl LoadedPlugin {
-    fn instantiate(&self) -> Result<Instance, PluginError> {
+    async fn instantiate(&self) -> Result<Instance, PluginError> {
         let state = State {
             wasi: locked_down_wasi(),
             table: ResourceTable::new(),
@@ -471,24 +597,32 @@ impl LoadedPlugin {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
         store.set_epoch_deadline((self.limits.call_timeout.as_millis() as u64).max(1) * 10);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| self.classify(e, &mut store))?;
+        let bindings = match self.pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(e) => return Err(self.classify(e, &mut store)),
+        };
         let mut instance = Instance { store, bindings };
-        instance.store.set_epoch_deadline((self.limits.call_timeout.as_millis() as u64).max(1) * 10);
-        let store = &mut instance.store;
-        let configured = instance
+        instance
+            .store
+            .set_epoch_deadline((self.limits.call_timeout.as_millis() as u64).max(1) * 10);
+        let answer = instance
             .bindings
             .switchyard_router_placement()
-            .call_configure(&mut *store, &self.wit_catalog)
-            .map_err(|e| self.classify(e, store))?;
-        configured.map_err(|message| PluginError::Configure { plugin: self.info.name.clone(), message })?;
+            .call_configure(&mut instance.store, &self.wit_catalog)
+            .await;
+        let configured = answer.map_err(|e| self.classify(e, &mut instance.store))?;
+        configured.map_err(|message| PluginError::Configure {
+            plugin: self.info.name.clone(),
+            message,
+        })?;
         Ok(instance)
     }
 
-    fn take(&self) -> Result<Instance, PluginError> {
+    async fn take(&self) -> Result<Instance, PluginError> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         match pooled {
             Some(i) => Ok(i),
-            None => self.instantiate(),
+            None => self.instantiate().await,
         }
     }
 
@@ -504,10 +638,16 @@ impl LoadedPlugin {
     fn classify(&self, err: wasmtime::Error, store: &mut Store<State>) -> PluginError {
         let plugin = self.info.name.clone();
         if store.data().memory_exceeded {
-            return PluginError::Memory { plugin, limit_bytes: self.limits.max_memory_bytes };
+            return PluginError::Memory {
+                plugin,
+                limit_bytes: self.limits.max_memory_bytes,
+            };
         }
         if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            return PluginError::Timeout { plugin, after_ms: self.limits.call_timeout.as_millis() as u64 };
+            return PluginError::Timeout {
+                plugin,
+                after_ms: self.limits.call_timeout.as_millis() as u64,
+            };
         }
         let message = match err.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
@@ -518,30 +658,38 @@ impl LoadedPlugin {
 
     /// Asks the plugin for a route and validates it. A trapped instance is dropped; the next call
     /// gets a fresh one.
-    pub fn route(&self, request: &RouteRequest) -> Result<Route, PluginError> {
+    pub async fn route(&self, request: &RouteRequest) -> Result<Route, PluginError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.route_inner(request);
+        let result = self.route_inner(request).await;
         if let Err(e) = &result {
             self.stats.count(e);
         }
         result
     }
 
-    fn route_inner(&self, request: &RouteRequest) -> Result<Route, PluginError> {
-        let mut instance = self.take()?;
+    async fn route_inner(&self, request: &RouteRequest) -> Result<Route, PluginError> {
+        let mut instance = self.take().await?;
         instance.arm(self.limits);
         let wit_request = convert::request(request);
-        let store = &mut instance.store;
-        let answer = instance.bindings.switchyard_router_placement().call_route(&mut *store, &wit_request);
+        let answer = instance
+            .bindings
+            .switchyard_router_placement()
+            .call_route(&mut instance.store, &wit_request)
+            .await;
         let answer = match answer {
             Ok(a) => a,
             Err(e) => return Err(self.classify(e, &mut instance.store)),
         };
         self.release(instance);
-        let wit_route = answer.map_err(|e| PluginError::Refused { plugin: self.info.name.clone(), message: e.message })?;
+        let wit_route = answer.map_err(|e| PluginError::Refused {
+            plugin: self.info.name.clone(),
+            message: e.message,
+        })?;
         let route = convert::route_from_wit(&wit_route);
-        validate(&route, request, &self.catalog)
-            .map_err(|e| PluginError::InvalidRoute { plugin: self.info.name.clone(), reason: e.0 })?;
+        validate(&route, request, &self.catalog).map_err(|e| PluginError::InvalidRoute {
+            plugin: self.info.name.clone(),
+            reason: e.0,
+        })?;
         Ok(route)
     }
 

@@ -80,19 +80,22 @@ struct Slot {
 
 /// Every configured plugin, which one serves which request, and hot reload.
 pub struct PluginSet {
-    engine: PluginEngine,
+    engine: Arc<PluginEngine>,
     catalog: Catalog,
     slots: Vec<Slot>,
     active: Option<String>,
     tenants: HashMap<String, String>,
     tenant_key: String,
     /// Serializes reloads (file watcher, admin endpoint, SIGHUP).
-    reload_lock: Mutex<()>,
+    reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for PluginSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginSet").field("active", &self.active).field("tenants", &self.tenants).finish_non_exhaustive()
+        f.debug_struct("PluginSet")
+            .field("active", &self.active)
+            .field("tenants", &self.tenants)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,29 +125,42 @@ impl PluginSet {
                 reloads_failed: AtomicU64::new(0),
             })
             .collect();
-        PluginSet { engine, catalog, slots, active, tenants, tenant_key, reload_lock: Mutex::new(()) }
+        PluginSet {
+            engine: Arc::new(engine),
+            catalog,
+            slots,
+            active,
+            tenants,
+            tenant_key,
+            reload_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
-    /// The engine's limits.
-    pub fn engine(&self) -> &PluginEngine {
+    /// The engine.
+    pub fn engine(&self) -> &Arc<PluginEngine> {
         &self.engine
     }
 
-    /// Loads (or reloads) every module. Blocking: compiles.
-    pub fn load_all(&self) -> Vec<ReloadOutcome> {
-        let _guard = self.reload_lock.lock();
-        self.slots.iter().map(|s| self.load_slot(s)).collect()
+    /// Loads (or reloads) every module, compiling on the blocking pool.
+    pub async fn load_all(&self) -> Vec<ReloadOutcome> {
+        let _guard = self.reload_lock.lock().await;
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            out.push(self.load_slot(slot).await);
+        }
+        out
     }
 
     /// Reloads the modules whose file changed (size or modification time, then content hash).
-    pub fn reload_changed(&self) -> Vec<ReloadOutcome> {
-        let _guard = self.reload_lock.lock();
+    pub async fn reload_changed(&self) -> Vec<ReloadOutcome> {
+        let _guard = self.reload_lock.lock().await;
         let mut out = Vec::new();
         for slot in &self.slots {
             let now = fingerprint(&slot.spec.path);
             let before = slot.fingerprint.lock().ok().and_then(|f| *f);
             if now.is_some() && now != before {
-                let same_content = match (std::fs::read(&slot.spec.path), slot.current.load_full()) {
+                let same_content = match (std::fs::read(&slot.spec.path), slot.current.load_full())
+                {
                     (Ok(bytes), Some(current)) => hex(&Sha256::digest(&bytes)) == current.sha256,
                     _ => false,
                 };
@@ -153,16 +169,16 @@ impl PluginSet {
                         *f = now;
                     }
                 } else {
-                    out.push(self.load_slot(slot));
+                    out.push(self.load_slot(slot).await);
                 }
             }
         }
         out
     }
 
-    fn load_slot(&self, slot: &Slot) -> ReloadOutcome {
+    async fn load_slot(&self, slot: &Slot) -> ReloadOutcome {
         let print = fingerprint(&slot.spec.path);
-        let result = self.engine.load(&slot.spec.path, &self.catalog);
+        let result = self.engine.load(&slot.spec.path, &self.catalog).await;
         if let Ok(mut f) = slot.fingerprint.lock() {
             *f = print;
         }
@@ -176,7 +192,10 @@ impl PluginSet {
                 if let Ok(mut e) = slot.last_error.lock() {
                     *e = None;
                 }
-                ReloadOutcome { module, result: Ok(version) }
+                ReloadOutcome {
+                    module,
+                    result: Ok(version),
+                }
             }
             Err(err) => {
                 let message = error_chain(&err);
@@ -185,19 +204,23 @@ impl PluginSet {
                 if let Ok(mut e) = slot.last_error.lock() {
                     *e = Some(message.clone());
                 }
-                ReloadOutcome { module, result: Err(message) }
+                ReloadOutcome {
+                    module,
+                    result: Err(message),
+                }
             }
         }
     }
 
     /// The plugin serving a request with this context: the tenant's module when
     /// `context[tenant_key]` names one, else the active module. `None`: use the default route.
-    pub fn select(&self, context: &HashMap<String, String>) -> Option<Arc<LoadedPlugin>> {
+    pub fn select(&self, context: &HashMap<String, String>) -> Option<(&str, Arc<LoadedPlugin>)> {
         let module = context
             .get(&self.tenant_key)
             .and_then(|tenant| self.tenants.get(tenant))
             .or(self.active.as_ref())?;
-        self.slots.iter().find(|s| &s.spec.name == module)?.current.load_full()
+        let slot = self.slots.iter().find(|s| &s.spec.name == module)?;
+        Some((slot.spec.name.as_str(), slot.current.load_full()?))
     }
 
     /// Every module with its loaded version, counters and last error.
@@ -216,7 +239,10 @@ impl PluginSet {
                         ("traps", p.stats.traps.load(Ordering::Relaxed)),
                         ("timeouts", p.stats.timeouts.load(Ordering::Relaxed)),
                         ("memory", p.stats.memory.load(Ordering::Relaxed)),
-                        ("invalid_routes", p.stats.invalid_routes.load(Ordering::Relaxed)),
+                        (
+                            "invalid_routes",
+                            p.stats.invalid_routes.load(Ordering::Relaxed),
+                        ),
                         ("refused", p.stats.refused.load(Ordering::Relaxed)),
                         ("fallbacks", p.stats.fallbacks.load(Ordering::Relaxed)),
                     ],
@@ -225,7 +251,12 @@ impl PluginSet {
                     module: s.spec.name.clone(),
                     path: s.spec.path.clone(),
                     active: self.active.as_ref() == Some(&s.spec.name),
-                    tenants: self.tenants.iter().filter(|(_, m)| **m == s.spec.name).map(|(t, _)| t.clone()).collect(),
+                    tenants: self
+                        .tenants
+                        .iter()
+                        .filter(|(_, m)| **m == s.spec.name)
+                        .map(|(t, _)| t.clone())
+                        .collect(),
                     loaded,
                     last_error: s.last_error.lock().ok().and_then(|e| e.clone()),
                     reloads_ok: s.reloads_ok.load(Ordering::Relaxed),
@@ -236,14 +267,14 @@ impl PluginSet {
     }
 
     /// Polls the plugin files every `interval` and reloads the ones that changed, compiling on
-    /// the blocking pool, until the returned handle is aborted.
+    /// the blocking pool, until the set is dropped.
     pub fn spawn_watcher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let set = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(set) = set.upgrade() else { return };
-                let _ = tokio::task::spawn_blocking(move || set.reload_changed()).await;
+                set.reload_changed().await;
             }
         })
     }

@@ -146,14 +146,20 @@ pub trait Policy {
 impl PluginInfo {
     /// Info for a plugin called `name` at `version`, built against [`CONTRACT`].
     pub fn new(name: &str, version: &str) -> PluginInfo {
-        PluginInfo { name: name.to_owned(), version: version.to_owned(), contract: CONTRACT.to_owned() }
+        PluginInfo {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            contract: CONTRACT.to_owned(),
+        }
     }
 }
 
 impl RouteError {
     /// A refusal with a message for the client.
     pub fn new(message: impl Into<String>) -> RouteError {
-        RouteError { message: message.into() }
+        RouteError {
+            message: message.into(),
+        }
     }
 }
 
@@ -228,7 +234,11 @@ impl<'a> Cx<'a> {
 
     /// The index of the table called `name`.
     pub fn table_id(&self, name: &str) -> Option<u32> {
-        self.catalog.tables.iter().position(|t| t.name == name).map(|i| i as u32)
+        self.catalog
+            .tables
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| i as u32)
     }
 
     /// The name of table `id` (empty when unknown).
@@ -238,7 +248,11 @@ impl<'a> Cx<'a> {
 
     /// The index of column `column` of table `table`.
     pub fn column_id(&self, table: u32, column: &str) -> Option<u32> {
-        self.table(table)?.columns.iter().position(|c| c == column).map(|i| i as u32)
+        self.table(table)?
+            .columns
+            .iter()
+            .position(|c| c == column)
+            .map(|i| i as u32)
     }
 
     /// The backend with index `id`.
@@ -248,19 +262,26 @@ impl<'a> Cx<'a> {
 
     /// The placements of `table` with `role`, in catalog order.
     pub fn placements(&self, table: u32, role: Role) -> impl Iterator<Item = &'a Placement> + 'a {
-        self.table(table).into_iter().flat_map(move |t| t.placements.iter().filter(move |p| p.role == role))
+        self.table(table)
+            .into_iter()
+            .flat_map(move |t| t.placements.iter().filter(move |p| p.role == role))
     }
 
     /// The backend holding `table`'s primary placement.
     pub fn primary(&self, table: u32) -> Option<u32> {
-        self.placements(table, Role::Primary).next().map(|p| p.backend)
+        self.placements(table, Role::Primary)
+            .next()
+            .map(|p| p.backend)
     }
 }
 
 impl Request {
     /// The value of `key` in the request's context map.
     pub fn context(&self, key: &str) -> Option<&str> {
-        self.context.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.context
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the statement is a SELECT.
@@ -278,7 +299,10 @@ impl Route {
     /// The whole statement (`accesses` table references) on one backend.
     pub fn single(backend: u32, accesses: u32) -> Route {
         Route {
-            fragments: vec![Fragment { backend, accesses: (0..accesses).collect() }],
+            fragments: vec![Fragment {
+                backend,
+                accesses: (0..accesses).collect(),
+            }],
             nodes: Vec::new(),
             root: Input::Fragment(0),
             write: None,
@@ -302,25 +326,39 @@ impl RouteBuilder {
 
     /// Adds a fragment running `accesses` on `backend`.
     pub fn fragment(&mut self, backend: u32, accesses: &[u32]) -> Input {
-        self.fragments.push(Fragment { backend, accesses: accesses.to_vec() });
+        self.fragments.push(Fragment {
+            backend,
+            accesses: accesses.to_vec(),
+        });
         Input::Fragment(self.fragments.len() as u32 - 1)
     }
 
     /// Adds a merge node over `inputs`.
     pub fn node(&mut self, op: MergeOp, inputs: &[Input]) -> Input {
-        self.nodes.push(MergeNode { op, inputs: inputs.to_vec() });
+        self.nodes.push(MergeNode {
+            op,
+            inputs: inputs.to_vec(),
+        });
         Input::Node(self.nodes.len() as u32 - 1)
     }
 
     /// Sets the write plan.
     pub fn write(&mut self, targets: &[u32], invalidate: &[u32]) -> &mut RouteBuilder {
-        self.write = Some(WritePlan { targets: targets.to_vec(), invalidate: invalidate.to_vec() });
+        self.write = Some(WritePlan {
+            targets: targets.to_vec(),
+            invalidate: invalidate.to_vec(),
+        });
         self
     }
 
     /// The route answering with `root`.
     pub fn build(self, root: Input) -> Route {
-        Route { fragments: self.fragments, nodes: self.nodes, root, write: self.write }
+        Route {
+            fragments: self.fragments,
+            nodes: self.nodes,
+            root,
+            write: self.write,
+        }
     }
 }
 
@@ -400,8 +438,14 @@ mod tests {
     #[test]
     fn shard_of_matches_the_router() {
         for (scalar, value) in [
-            (Scalar::Text("c000001".into()), switchyard_core::Value::Text("c000001".into())),
-            (Scalar::Text("ünïcode".into()), switchyard_core::Value::Text("ünïcode".into())),
+            (
+                Scalar::Text("c000001".into()),
+                switchyard_core::Value::Text("c000001".into()),
+            ),
+            (
+                Scalar::Text("ünïcode".into()),
+                switchyard_core::Value::Text("ünïcode".into()),
+            ),
             (Scalar::Integer(-42), switchyard_core::Value::Int(-42)),
             (Scalar::Integer(7), switchyard_core::Value::Int(7)),
         ] {

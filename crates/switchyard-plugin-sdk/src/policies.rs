@@ -1,7 +1,9 @@
 //! Ready-made policies: each returns `Some(route)` when it applies to the request and `None`
 //! otherwise, so a plugin chains them and ends with `request.default_route.clone()`.
 
-use crate::{Cx, FirstHit, Input, MergeOp, Request, Role, Route, RouteBuilder, StatementKind, shard_of};
+use crate::{
+    Cx, FirstHit, Input, MergeOp, Request, Role, Route, RouteBuilder, StatementKind, shard_of,
+};
 
 /// Whether the request's context asks for strongly consistent reads (`consistency = "strong"`).
 pub fn wants_strong(request: &Request) -> bool {
@@ -17,7 +19,9 @@ pub fn allows_stale(request: &Request) -> bool {
 /// placement first, fall back to the primary for the keys that miss, and fill the cache with the
 /// placement's TTL.
 pub fn first_hit_for_point_lookups(request: &Request, cx: &Cx<'_>, table: &str) -> Option<Route> {
-    let [access] = request.accesses.as_slice() else { return None };
+    let [access] = request.accesses.as_slice() else {
+        return None;
+    };
     if !request.is_read() || access.key_lookup.is_none() || cx.table_name(access.table) != table {
         return None;
     }
@@ -26,7 +30,13 @@ pub fn first_hit_for_point_lookups(request: &Request, cx: &Cx<'_>, table: &str) 
     let mut b = RouteBuilder::new();
     let from_cache = b.fragment(cache.backend, &[0]);
     let from_primary = b.fragment(primary, &[0]);
-    let root = b.node(MergeOp::FirstHit(FirstHit { fill: true, ttl_seconds: cache.ttl_seconds }), &[from_cache, from_primary]);
+    let root = b.node(
+        MergeOp::FirstHit(FirstHit {
+            fill: true,
+            ttl_seconds: cache.ttl_seconds,
+        }),
+        &[from_cache, from_primary],
+    );
     Some(b.build(root))
 }
 
@@ -46,9 +56,17 @@ pub fn replica_route(request: &Request, cx: &Cx<'_>) -> Option<Route> {
     let best = candidates
         .filter(|b| request.healthy(*b))
         .filter(|b| {
-            request.accesses.iter().all(|a| cx.placements(a.table, Role::Replica).any(|p| p.backend == *b))
+            request.accesses.iter().all(|a| {
+                cx.placements(a.table, Role::Replica)
+                    .any(|p| p.backend == *b)
+            })
         })
-        .min_by_key(|b| request.status.get(*b as usize).map_or(u32::MAX, |s| s.p50_micros))?;
+        .min_by_key(|b| {
+            request
+                .status
+                .get(*b as usize)
+                .map_or(u32::MAX, |s| s.p50_micros)
+        })?;
     Some(Route::single(best, request.accesses.len() as u32))
 }
 
@@ -78,7 +96,10 @@ pub fn primaries_only(request: &Request, cx: &Cx<'_>) -> Option<Route> {
     }
     if request.kind != StatementKind::Select {
         let target = cx.primary(request.accesses.first()?.table)?;
-        let caches: Vec<u32> = cx.placements(request.accesses[0].table, Role::Cache).map(|p| p.backend).collect();
+        let caches: Vec<u32> = cx
+            .placements(request.accesses[0].table, Role::Cache)
+            .map(|p| p.backend)
+            .collect();
         b.write(&[target], &caches);
     }
     Some(b.build(current))
@@ -88,7 +109,9 @@ pub fn primaries_only(request: &Request, cx: &Cx<'_>) -> Option<Route> {
 /// keys all hash to one shard) goes to that shard alone; writes follow the same rule. Other reads
 /// are left to the default route, which scatters to every shard.
 pub fn shard_by_key(request: &Request, cx: &Cx<'_>) -> Option<Route> {
-    let [access] = request.accesses.as_slice() else { return None };
+    let [access] = request.accesses.as_slice() else {
+        return None;
+    };
     let table = cx.table(access.table)?;
     let rule = table.shard_rule.as_ref()?;
     let shards = rule.backends.len() as u32;
@@ -101,7 +124,10 @@ pub fn shard_by_key(request: &Request, cx: &Cx<'_>) -> Option<Route> {
     let by_keys = || {
         let pos = table.primary_key.iter().position(|c| *c == rule.column)?;
         let keys = access.key_lookup.as_ref()?;
-        let mut shard_ids = keys.iter().filter_map(|k| k.get(pos)).map(|v| shard_of(v, shards));
+        let mut shard_ids = keys
+            .iter()
+            .filter_map(|k| k.get(pos))
+            .map(|v| shard_of(v, shards));
         let first = shard_ids.next()?;
         shard_ids.all(|s| s == first).then_some(first)
     };
@@ -109,8 +135,14 @@ pub fn shard_by_key(request: &Request, cx: &Cx<'_>) -> Option<Route> {
     let backend = *rule.backends.get(shard as usize)?;
     let mut route = Route::single(backend, 1);
     if request.kind != StatementKind::Select {
-        let caches: Vec<u32> = cx.placements(access.table, Role::Cache).map(|p| p.backend).collect();
-        route.write = Some(crate::WritePlan { targets: vec![backend], invalidate: caches });
+        let caches: Vec<u32> = cx
+            .placements(access.table, Role::Cache)
+            .map(|p| p.backend)
+            .collect();
+        route.write = Some(crate::WritePlan {
+            targets: vec![backend],
+            invalidate: caches,
+        });
     }
     Some(route)
 }

@@ -42,9 +42,17 @@ impl Fixture {
     ///
     /// # Panics
     /// When the statement does not plan: fixtures are test input.
-    pub fn request(&self, sql: &str, params: &[serde_json::Value], context: &[(&str, &str)]) -> Request {
+    pub fn request(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        context: &[(&str, &str)],
+    ) -> Request {
         let status = vec![
-            switchyard_core::routing::BackendStatus { healthy: true, ..Default::default() };
+            switchyard_core::routing::BackendStatus {
+                healthy: true,
+                ..Default::default()
+            };
             self.core.backends.len()
         ];
         self.request_with_status(sql, params, context, status)
@@ -61,7 +69,10 @@ impl Fixture {
         context: &[(&str, &str)],
         status: Vec<switchyard_core::routing::BackendStatus>,
     ) -> Request {
-        let context = context.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let context = context
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         match switchyard_core::plan_with_request(sql, params, &self.core, context, status) {
             Ok((_, req)) => request(&req),
             Err(e) => panic!("{sql}: {e}"),
@@ -69,14 +80,24 @@ impl Fixture {
     }
 
     /// Status of every backend: healthy with the given p50 (µs), by backend name.
-    pub fn status(&self, entries: &[(&str, bool, u32)]) -> Vec<switchyard_core::routing::BackendStatus> {
+    pub fn status(
+        &self,
+        entries: &[(&str, bool, u32)],
+    ) -> Vec<switchyard_core::routing::BackendStatus> {
         self.core
             .backends
             .keys()
             .map(|name| {
-                let (healthy, p50) =
-                    entries.iter().find(|(n, _, _)| n == name).map_or((true, 0), |(_, h, p)| (*h, *p));
-                switchyard_core::routing::BackendStatus { healthy, p50_micros: p50, p99_micros: p50 * 4, ..Default::default() }
+                let (healthy, p50) = entries
+                    .iter()
+                    .find(|(n, _, _)| n == name)
+                    .map_or((true, 0), |(_, h, p)| (*h, *p));
+                switchyard_core::routing::BackendStatus {
+                    healthy,
+                    p50_micros: p50,
+                    p99_micros: p50 * 4,
+                    ..Default::default()
+                }
             })
             .collect()
     }
@@ -85,12 +106,21 @@ impl Fixture {
     pub fn describe(&self, route: &Route) -> String {
         let core_route = route_from_wit(route);
         let mut out = String::new();
-        let name = |id: usize| self.core.backends.get_index(id).map_or("?".to_owned(), |(n, _)| n.clone());
+        let name = |id: usize| {
+            self.core
+                .backends
+                .get_index(id)
+                .map_or("?".to_owned(), |(n, _)| n.clone())
+        };
         if let Some(b) = core_route.as_single() {
             out.push_str(&format!("route: single backend `{}`\n", name(b)));
         } else {
             for (i, f) in core_route.fragments.iter().enumerate() {
-                out.push_str(&format!("fragment {i}: `{}` {:?}\n", name(f.backend), f.accesses));
+                out.push_str(&format!(
+                    "fragment {i}: `{}` {:?}\n",
+                    name(f.backend),
+                    f.accesses
+                ));
             }
             for (i, n) in core_route.nodes.iter().enumerate() {
                 out.push_str(&format!("node {i}: {:?} {:?}\n", n.op, n.inputs));
@@ -100,7 +130,11 @@ impl Fixture {
         if let Some(w) = &core_route.write {
             let t: Vec<String> = w.targets.iter().map(|b| name(*b)).collect();
             let i: Vec<String> = w.invalidate.iter().map(|b| name(*b)).collect();
-            out.push_str(&format!("write: [{}] invalidate: [{}]\n", t.join(", "), i.join(", ")));
+            out.push_str(&format!(
+                "write: [{}] invalidate: [{}]\n",
+                t.join(", "),
+                i.join(", ")
+            ));
         }
         out
     }
@@ -108,5 +142,11 @@ impl Fixture {
 
 /// Default status for a request built by hand.
 pub fn healthy() -> BackendStatus {
-    BackendStatus { healthy: true, p50_micros: 0, p99_micros: 0, in_flight: 0, error_rate: 0.0 }
+    BackendStatus {
+        healthy: true,
+        p50_micros: 0,
+        p99_micros: 0,
+        in_flight: 0,
+        error_rate: 0.0,
+    }
 }

@@ -6,6 +6,7 @@
 //! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
 
 mod pending;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,14 +16,18 @@ use futures::future::join_all;
 use indexmap::IndexMap;
 use switchyard_backend::{Backend, BackendError, Fragment, NativeStatement};
 use switchyard_backend_sql::SqlBackend;
-use switchyard_config::Config;
+use switchyard_config::{Config, OnPluginError};
 use switchyard_core::ir::{Expr, ExprKind, Insert, OnConflict, Statement};
 use switchyard_core::{
     BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultSet, Route, Value,
 };
+use switchyard_plugin_host::{
+    HostLimits, PluginEngine, PluginError, PluginListing, PluginSet, PluginSpec, ReloadOutcome,
+};
 use tracing::Instrument;
 
 pub use pending::PendingBackend;
+use stats::BackendStats;
 
 /// The request context (`"context"` of `/v1/query`), handed to placement plugins.
 pub type Context = HashMap<String, String>;
@@ -36,6 +41,15 @@ pub enum RouterError {
     /// A backend failed its fragment.
     #[error("fragment failed")]
     Backend(#[from] BackendError),
+    /// The placement plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The plugin engine could not start.
+    #[error("the plugin engine cannot start: {message}")]
+    PluginEngine {
+        /// Why.
+        message: String,
+    },
     /// The whole query took longer than `server.query_timeout_ms`.
     #[error("query did not finish within {after_ms} ms")]
     Timeout {
@@ -65,6 +79,8 @@ impl RouterError {
         match self {
             Self::Plan(e) => e.code(),
             Self::Backend(e) => e.code(),
+            Self::Plugin(e) => e.code(),
+            Self::PluginEngine { .. } => ErrorCode::Internal,
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::UnknownTable { .. } => ErrorCode::UnknownTable,
             Self::BackendSetup { .. } => ErrorCode::BackendUnavailable,
@@ -105,12 +121,52 @@ pub struct ExplainedFragment {
 pub struct Explain {
     /// The route.
     pub route: Route,
-    /// Who produced the route (`default` until placement plugins are configured).
-    pub planner: &'static str,
+    /// Who produced the route.
+    pub planner: Planner,
     /// One entry per fragment.
     pub fragments: Vec<ExplainedFragment>,
     /// Text form of the bound statement.
     pub logical: String,
+}
+
+/// Who produced a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planner {
+    /// The built-in default planner (no plugin configured for this request, or none loaded).
+    Default,
+    /// A placement plugin.
+    Plugin {
+        /// Module name in `[plugins.modules]`.
+        module: String,
+        /// Plugin name.
+        name: String,
+        /// Plugin version.
+        version: String,
+    },
+    /// The default planner after the plugin failed (`on_error = "fallback"`).
+    Fallback {
+        /// Plugin name.
+        name: String,
+        /// Plugin version.
+        version: String,
+        /// The failure code.
+        error: ErrorCode,
+    },
+}
+
+impl Planner {
+    /// One-line description (`plugin ecommerce 1.0.0`).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Default => "default".to_owned(),
+            Self::Plugin { name, version, .. } => format!("plugin {name} {version}"),
+            Self::Fallback {
+                name,
+                version,
+                error,
+            } => format!("default (fallback after plugin {name} {version} failed with {error})"),
+        }
+    }
 }
 
 /// The health of one backend, as `check` and `/readyz` report it.
@@ -130,12 +186,16 @@ pub struct Router {
     config: Config,
     catalog: Catalog,
     backends: IndexMap<String, Arc<dyn Backend>>,
+    stats: Vec<BackendStats>,
+    plugins: Option<Arc<PluginSet>>,
+    watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     query_timeout: Duration,
 }
 
 impl Router {
-    /// Builds the catalog and one backend per `[backends.NAME]`, connecting lazily.
-    pub fn from_config(config: Config) -> Result<Router, RouterError> {
+    /// Builds the catalog and one backend per `[backends.NAME]` (connecting lazily), and loads
+    /// the placement plugins of `[plugins]`.
+    pub async fn from_config(config: Config) -> Result<Router, RouterError> {
         let mut backends: IndexMap<String, Arc<dyn Backend>> = IndexMap::new();
         for (name, b) in &config.backends {
             let backend: Arc<dyn Backend> = if b.kind.is_sql() {
@@ -150,17 +210,95 @@ impl Router {
             };
             backends.insert(name.clone(), backend);
         }
-        Ok(Self::with_backends(config, backends))
+        let mut router = Self::with_backends(config, backends);
+        router.plugins = router.start_plugins().await?;
+        Ok(router)
+    }
+
+    /// Builds the plugin set of `[plugins]` and loads every module (blocking: compiles). A module
+    /// that fails to load is reported and leaves its requests to the default planner.
+    async fn start_plugins(&self) -> Result<Option<Arc<PluginSet>>, RouterError> {
+        let p = &self.config.plugins;
+        if p.modules.is_empty() {
+            return Ok(None);
+        }
+        let limits = HostLimits {
+            call_timeout: Duration::from_millis(p.call_timeout_ms),
+            max_memory_bytes: usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX),
+            ..HostLimits::default()
+        };
+        let engine = PluginEngine::new(limits).map_err(|e| RouterError::PluginEngine {
+            message: e.to_string(),
+        })?;
+        let specs = p
+            .modules
+            .iter()
+            .map(|(name, m)| PluginSpec {
+                name: name.clone(),
+                path: m.path.clone().into(),
+            })
+            .collect();
+        let tenants = p
+            .tenants
+            .iter()
+            .map(|(t, m)| (t.clone(), m.clone()))
+            .collect();
+        let set = PluginSet::new(
+            engine,
+            self.catalog.clone(),
+            specs,
+            p.active.clone(),
+            tenants,
+            p.tenant_context_key.clone(),
+        );
+        for outcome in set.load_all().await {
+            if let Err(message) = outcome.result {
+                tracing::error!(module = %outcome.module, error = %message, "plugin not loaded; its requests use the default planner");
+            }
+        }
+        Ok(Some(Arc::new(set)))
+    }
+
+    /// Starts the plugin file watcher (when `plugins.watch`); idempotent. Needs a tokio runtime.
+    pub fn start_background_tasks(&self) {
+        let (Some(set), true) = (&self.plugins, self.config.plugins.watch) else {
+            return;
+        };
+        if let Ok(mut w) = self.watcher.lock()
+            && w.is_none()
+        {
+            *w = Some(
+                set.spawn_watcher(Duration::from_millis(self.config.plugins.watch_interval_ms)),
+            );
+        }
+    }
+
+    /// Reloads every plugin module from disk (admin endpoint, SIGHUP). Compiles on the blocking
+    /// pool; the old versions serve until each new one is ready.
+    pub async fn reload_plugins(&self) -> Vec<ReloadOutcome> {
+        match &self.plugins {
+            Some(set) => set.load_all().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Every plugin module with its version, counters and last error.
+    pub fn plugin_listing(&self) -> Vec<PluginListing> {
+        self.plugins.as_ref().map(|s| s.list()).unwrap_or_default()
     }
 
     /// Builds a router over given backends (tests swap in fakes here).
     pub fn with_backends(config: Config, backends: IndexMap<String, Arc<dyn Backend>>) -> Router {
         let catalog = Catalog::from_config(&config);
         let query_timeout = Duration::from_millis(config.server.query_timeout_ms);
+        let stats = backends.keys().map(|_| BackendStats::default()).collect();
         Router {
             config,
             catalog,
             backends,
+            stats,
+            plugins: None,
+            watcher: std::sync::Mutex::new(None),
             query_timeout,
         }
     }
@@ -183,9 +321,65 @@ impl Router {
         })
     }
 
-    /// Plans `sql` without executing it.
+    /// Plans `sql` without executing it, with the default planner only.
     pub fn plan(&self, sql: &str, params: &[serde_json::Value]) -> Result<Plan, RouterError> {
         Ok(switchyard_core::plan(sql, params, &self.catalog)?)
+    }
+
+    /// Live status of every backend, by backend index.
+    pub fn backend_status(&self) -> Vec<switchyard_core::routing::BackendStatus> {
+        self.stats.iter().map(BackendStats::status).collect()
+    }
+
+    /// Plans `sql` and asks the placement plugin serving `context` (if any) for the route.
+    pub async fn route(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        context: &Context,
+    ) -> Result<(Plan, Planner), RouterError> {
+        let mut ctx: Vec<(String, String)> = context
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        ctx.sort();
+        let (mut plan, request) = switchyard_core::plan_with_request(
+            sql,
+            params,
+            &self.catalog,
+            ctx,
+            self.backend_status(),
+        )?;
+        let Some((module, plugin)) = self.plugins.as_ref().and_then(|s| s.select(context)) else {
+            return Ok((plan, Planner::Default));
+        };
+        match plugin.route(&request).await {
+            Ok(route) => {
+                plan.route = route;
+                let planner = Planner::Plugin {
+                    module: module.to_owned(),
+                    name: plugin.info.name.clone(),
+                    version: plugin.info.version.clone(),
+                };
+                Ok((plan, planner))
+            }
+            Err(err) if self.config.plugins.on_error == OnPluginError::Fallback => {
+                plugin
+                    .stats
+                    .fallbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(plugin = %plugin.info.name, version = %plugin.info.version, error = %err, "plugin failed; using the default route");
+                Ok((
+                    plan,
+                    Planner::Fallback {
+                        name: plugin.info.name.clone(),
+                        version: plugin.info.version.clone(),
+                        error: err.code(),
+                    },
+                ))
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Runs one statement and returns its result.
@@ -195,9 +389,9 @@ impl Router {
         params: &[serde_json::Value],
         _context: &Context,
     ) -> Result<ResultSet, RouterError> {
-        let plan = self.plan(sql, params)?;
+        let (plan, planner) = self.route(sql, params, _context).await?;
         let kind = plan.query.statement.kind().as_str();
-        let span = tracing::info_span!("query", statement = kind);
+        let span = tracing::info_span!("query", statement = kind, planner = %planner.describe());
         let started = Instant::now();
         let result =
             tokio::time::timeout(self.query_timeout, self.execute(&plan.query, &plan.route))
@@ -242,7 +436,7 @@ impl Router {
         if let Some(write) = &route.write {
             let mut result = None;
             for &target in &write.targets {
-                let rs = self.backend_by_id(target)?.execute(fragment).await?;
+                let rs = self.run_on(target, fragment).await?;
                 result.get_or_insert(rs);
             }
             for &cache in &write.invalidate {
@@ -255,7 +449,7 @@ impl Router {
             });
         }
         match route.as_single() {
-            Some(backend) => Ok(self.backend_by_id(backend)?.execute(fragment).await?),
+            Some(backend) => self.run_on(backend, fragment).await,
             None => Err(RouterError::Plan(CoreError::NoRoute {
                 reason: format!(
                     "the route merges {} fragments ({}); cross-store execution is not available yet",
@@ -269,6 +463,18 @@ impl Router {
                 ),
             })),
         }
+    }
+
+    /// Runs a fragment on backend `id`, recording its latency, failures and reachability.
+    async fn run_on(&self, id: usize, fragment: Fragment<'_>) -> Result<ResultSet, RouterError> {
+        let backend = self.backend_by_id(id)?;
+        let stats = &self.stats[id];
+        let _in_flight = stats.start();
+        let started = Instant::now();
+        let result = backend.execute(fragment).await;
+        let unreachable = matches!(result, Err(BackendError::Unavailable { .. }));
+        stats.record(started.elapsed(), result.is_err(), !unreachable);
+        Ok(result?)
     }
 
     /// Drops the written rows from a cache placement: the keys when the statement pins them, the
@@ -313,8 +519,13 @@ impl Router {
     }
 
     /// Which backend runs which part, with native statement text, without executing.
-    pub fn explain(&self, sql: &str, params: &[serde_json::Value]) -> Result<Explain, RouterError> {
-        let plan = self.plan(sql, params)?;
+    pub async fn explain(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        context: &Context,
+    ) -> Result<Explain, RouterError> {
+        let (plan, planner) = self.route(sql, params, context).await?;
         let mut fragments = Vec::new();
         let targets: Vec<usize> = match (&plan.route.write, plan.route.as_single()) {
             (Some(w), _) => w.targets.clone(),
@@ -336,22 +547,30 @@ impl Router {
         Ok(Explain {
             logical: plan.describe(&self.catalog),
             route: plan.route.clone(),
-            planner: "default",
+            planner,
             fragments,
         })
     }
 
     /// Health of every backend, checked concurrently.
     pub async fn check(&self) -> Vec<BackendHealth> {
-        join_all(self.backends.iter().map(|(name, b)| async move {
-            let started = Instant::now();
-            let result = b.health().await.map(|()| started.elapsed());
-            BackendHealth {
-                backend: name.clone(),
-                kind: b.kind().as_str(),
-                result,
-            }
-        }))
+        join_all(
+            self.backends
+                .iter()
+                .enumerate()
+                .map(|(i, (name, b))| async move {
+                    let started = Instant::now();
+                    let result = b.health().await.map(|()| started.elapsed());
+                    if let Some(stats) = self.stats.get(i) {
+                        stats.set_healthy(result.is_ok());
+                    }
+                    BackendHealth {
+                        backend: name.clone(),
+                        kind: b.kind().as_str(),
+                        result,
+                    }
+                }),
+        )
         .await
     }
 

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_core::routing::{Input, MergeOp, Route};
 use switchyard_core::{Catalog, ErrorCode, Position};
-use switchyard_router::{Router, RouterError};
+use switchyard_router::{Planner, Router, RouterError};
 use tokio::net::TcpListener;
 
 /// The HTTP status for each error code (the table in the README).
@@ -37,6 +37,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::BadGrouping
         | ErrorCode::BadParams => StatusCode::BAD_REQUEST,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -45,9 +47,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::BackendError => StatusCode::BAD_GATEWAY,
         ErrorCode::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::PluginTrapped | ErrorCode::PluginMemory | ErrorCode::RouteInvalid | ErrorCode::Internal => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        ErrorCode::PluginTrapped
+        | ErrorCode::PluginMemory
+        | ErrorCode::RouteInvalid
+        | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
@@ -132,6 +135,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    state.router.start_background_tasks();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -160,7 +164,7 @@ pub async fn serve(
     }
 }
 
-async fn handle(state: AppState, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let result = match (method.clone(), path.as_str()) {
@@ -168,6 +172,7 @@ async fn handle(state: AppState, req: Request<Incoming>, _peer: SocketAddr) -> R
         (Method::POST, "/v1/explain") => query(&state, req, true).await,
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
         (Method::GET, "/readyz") => Ok(ready(&state).await),
+        (_, p) if p.starts_with("/admin/") => admin(&state, req, peer, &method, p).await,
         (_, "/v1/query" | "/v1/explain" | "/healthz" | "/readyz") => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
@@ -241,7 +246,10 @@ async fn query(
 ) -> Result<Response<Body>, ApiError> {
     let body = read_json(state, req).await?;
     if explain {
-        let e = state.router.explain(&body.sql, &body.params)?;
+        let e = state
+            .router
+            .explain(&body.sql, &body.params, &body.context)
+            .await?;
         let fragments: Vec<serde_json::Value> = e
             .fragments
             .iter()
@@ -263,7 +271,7 @@ async fn query(
             .collect();
         let answer = json!({
             "route": route_json(&e.route, state.router.catalog()),
-            "planner": e.planner,
+            "planner": planner_json(&e.planner),
             "fragments": fragments,
             "logical_plan": e.logical,
         });
@@ -353,4 +361,131 @@ fn route_json(route: &Route, catalog: &Catalog) -> serde_json::Value {
         });
     }
     out
+}
+
+fn planner_json(p: &Planner) -> serde_json::Value {
+    match p {
+        Planner::Default => json!({ "kind": "default" }),
+        Planner::Plugin {
+            module,
+            name,
+            version,
+        } => {
+            json!({ "kind": "plugin", "module": module, "name": name, "version": version })
+        }
+        Planner::Fallback {
+            name,
+            version,
+            error,
+        } => {
+            json!({ "kind": "fallback", "plugin": name, "version": version, "error": error.as_str() })
+        }
+    }
+}
+
+/// Admin endpoints: loopback callers only unless `admin.allow_remote`; a bearer token when
+/// `admin.token_env` names a set variable.
+async fn admin(
+    state: &AppState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+) -> Result<Response<Body>, ApiError> {
+    let admin_config = &state.router.config().admin;
+    if !admin_config.allow_remote && !peer.ip().is_loopback() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "admin endpoints answer loopback callers only",
+        ));
+    }
+    if let Some(var) = &admin_config.token_env
+        && let Ok(token) = std::env::var(var)
+    {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "admin endpoints need `Authorization: Bearer <token>`",
+            ));
+        }
+    }
+    match (method, path) {
+        (&Method::GET, "/admin/plugins") => {
+            Ok(json_response(StatusCode::OK, &plugins_json(&state.router)))
+        }
+        (&Method::POST, "/admin/plugins/reload") => {
+            let outcomes = state.router.reload_plugins().await;
+            let results: Vec<serde_json::Value> = outcomes
+                .iter()
+                .map(|o| match &o.result {
+                    Ok(version) => {
+                        json!({ "module": o.module, "status": "loaded", "version": version })
+                    }
+                    Err(e) => json!({ "module": o.module, "status": "failed", "error": e }),
+                })
+                .collect();
+            let ok = outcomes.iter().all(|o| o.result.is_ok());
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            Ok(json_response(
+                status,
+                &json!({ "reloaded": results, "plugins": plugins_json(&state.router)["plugins"] }),
+            ))
+        }
+        (_, "/admin/plugins" | "/admin/plugins/reload") => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no endpoint at {path}"),
+        )),
+    }
+}
+
+fn plugins_json(router: &Router) -> serde_json::Value {
+    let plugins: Vec<serde_json::Value> = router
+        .plugin_listing()
+        .into_iter()
+        .map(|l| {
+            let loaded = l.loaded.map(|p| {
+                let counters: serde_json::Map<String, serde_json::Value> = p
+                    .counters
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                    .collect();
+                let loaded_at = p
+                    .loaded_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "contract": p.contract,
+                    "sha256": p.sha256,
+                    "loaded_at_unix": loaded_at,
+                    "counters": counters,
+                })
+            });
+            json!({
+                "module": l.module,
+                "path": l.path.display().to_string(),
+                "active": l.active,
+                "tenants": l.tenants,
+                "loaded": loaded,
+                "last_error": l.last_error,
+                "reloads": { "ok": l.reloads_ok, "failed": l.reloads_failed },
+            })
+        })
+        .collect();
+    json!({ "plugins": plugins })
 }

@@ -21,8 +21,8 @@ plugin!(Primaries);
 
 #[cfg(test)]
 mod tests {
-    use switchyard_plugin_sdk::testing::Fixture;
     use switchyard_plugin_sdk::Policy;
+    use switchyard_plugin_sdk::testing::Fixture;
 
     use super::Primaries;
 
@@ -30,13 +30,22 @@ mod tests {
     fn routes_every_table_to_its_primary() {
         let shop = Fixture::from_toml(include_str!("../../../router.toml"));
         let cases = [
-            ("SELECT * FROM customers WHERE customer_id = 'c1'", "route: single backend `pg`\n"),
-            ("SELECT * FROM products WHERE product_id = 'p1'", "route: single backend `mongo`\n"),
+            (
+                "SELECT * FROM customers WHERE customer_id = 'c1'",
+                "route: single backend `pg`\n",
+            ),
+            (
+                "SELECT * FROM products WHERE product_id = 'p1'",
+                "route: single backend `mongo`\n",
+            ),
             (
                 "SELECT c.name, o.total FROM customers c JOIN orders o ON o.customer_id = c.customer_id",
                 "fragment 0: `pg` [0]\nfragment 1: `mongo` [1]\nnode 0: HashJoin { edge: 0 } [Fragment(0), Fragment(1)]\nroot: Node(0)\n",
             ),
-            ("DELETE FROM products WHERE product_id = 'p1'", "route: single backend `mongo`\nwrite: [mongo] invalidate: [redis]\n"),
+            (
+                "DELETE FROM products WHERE product_id = 'p1'",
+                "route: single backend `mongo`\nwrite: [mongo] invalidate: [redis]\n",
+            ),
         ];
         for (sql, want) in cases {
             let request = shop.request(sql, &[], &[]);

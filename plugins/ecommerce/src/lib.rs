@@ -24,7 +24,10 @@ impl Policy for Ecommerce {
         if let Some(route) = policies::first_hit_for_point_lookups(request, cx, "products") {
             return Ok(route);
         }
-        let only_inventory = request.accesses.iter().all(|a| cx.table_name(a.table) == "inventory");
+        let only_inventory = request
+            .accesses
+            .iter()
+            .all(|a| cx.table_name(a.table) == "inventory");
         if request.is_read()
             && only_inventory
             && policies::allows_stale(request)
@@ -64,11 +67,32 @@ mod tests {
     fn shop_decisions() {
         let f = shop();
         let first_hit = "fragment 0: `redis` [0]\nfragment 1: `mongo` [0]\nnode 0: FirstHit { fill: true, ttl_seconds: Some(300) } [Fragment(0), Fragment(1)]\nroot: Node(0)\n";
-        let cases: Vec<(&str, serde_json::Value, Vec<(&str, &str)>, &str)> = vec![
-            ("SELECT * FROM products WHERE product_id = $1", json!(["p000001"]), vec![], first_hit),
-            ("SELECT name FROM products WHERE product_id IN ('p1', 'p2')", json!([]), vec![], first_hit),
-            ("SELECT * FROM products WHERE category = $1", json!(["books"]), vec![], "route: single backend `mongo`\n"),
-            ("SELECT stock FROM inventory WHERE product_id = $1", json!(["p1"]), vec![], "route: single backend `pg`\n"),
+        type Case<'a> = (&'a str, serde_json::Value, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                "SELECT * FROM products WHERE product_id = $1",
+                json!(["p000001"]),
+                vec![],
+                first_hit,
+            ),
+            (
+                "SELECT name FROM products WHERE product_id IN ('p1', 'p2')",
+                json!([]),
+                vec![],
+                first_hit,
+            ),
+            (
+                "SELECT * FROM products WHERE category = $1",
+                json!(["books"]),
+                vec![],
+                "route: single backend `mongo`\n",
+            ),
+            (
+                "SELECT stock FROM inventory WHERE product_id = $1",
+                json!(["p1"]),
+                vec![],
+                "route: single backend `pg`\n",
+            ),
             (
                 "SELECT stock FROM inventory WHERE product_id = $1",
                 json!(["p1"]),
@@ -81,10 +105,30 @@ mod tests {
                 vec![("consistency", "strong")],
                 "route: single backend `pg`\n",
             ),
-            ("SELECT * FROM carts WHERE customer_id = $1", json!(["c1"]), vec![], "route: single backend `redis`\n"),
-            ("SELECT * FROM sessions WHERE session_id = $1", json!(["s1"]), vec![], "route: single backend `redis`\n"),
-            ("SELECT hits FROM product_hits WHERE product_id = $1", json!(["p1"]), vec![], "route: single backend `redis`\n"),
-            ("SELECT * FROM orders WHERE customer_id = $1", json!(["c1"]), vec![], "route: single backend `mongo`\n"),
+            (
+                "SELECT * FROM carts WHERE customer_id = $1",
+                json!(["c1"]),
+                vec![],
+                "route: single backend `redis`\n",
+            ),
+            (
+                "SELECT * FROM sessions WHERE session_id = $1",
+                json!(["s1"]),
+                vec![],
+                "route: single backend `redis`\n",
+            ),
+            (
+                "SELECT hits FROM product_hits WHERE product_id = $1",
+                json!(["p1"]),
+                vec![],
+                "route: single backend `redis`\n",
+            ),
+            (
+                "SELECT * FROM orders WHERE customer_id = $1",
+                json!(["c1"]),
+                vec![],
+                "route: single backend `mongo`\n",
+            ),
             (
                 "SELECT c.name, p.amount FROM customers c JOIN payments p ON p.customer_id = c.customer_id",
                 json!([]),

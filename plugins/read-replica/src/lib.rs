@@ -24,8 +24,8 @@ plugin!(ReadReplica);
 
 #[cfg(test)]
 mod tests {
-    use switchyard_plugin_sdk::testing::Fixture;
     use switchyard_plugin_sdk::Policy;
+    use switchyard_plugin_sdk::testing::Fixture;
 
     use super::ReadReplica;
 
@@ -54,11 +54,37 @@ placements = [
     fn reads_to_the_fastest_healthy_replica_writes_and_strong_reads_to_the_primary() {
         let f = Fixture::from_toml(CONFIG);
         let read = "SELECT stock FROM inventory WHERE product_id = 'p1'";
-        let cases: [(&str, &[(&str, &str)], Vec<(&str, bool, u32)>, &str); 5] = [
-            (read, &[], vec![("replica_a", true, 900), ("replica_b", true, 300)], "route: single backend `replica_b`\n"),
-            (read, &[], vec![("replica_a", true, 300), ("replica_b", false, 100)], "route: single backend `replica_a`\n"),
-            (read, &[], vec![("replica_a", false, 0), ("replica_b", false, 0)], "route: single backend `primary`\n"),
-            (read, &[("consistency", "strong")], vec![], "route: single backend `primary`\n"),
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Vec<(&'a str, bool, u32)>,
+            &'a str,
+        );
+        let cases: [Case; 5] = [
+            (
+                read,
+                &[],
+                vec![("replica_a", true, 900), ("replica_b", true, 300)],
+                "route: single backend `replica_b`\n",
+            ),
+            (
+                read,
+                &[],
+                vec![("replica_a", true, 300), ("replica_b", false, 100)],
+                "route: single backend `replica_a`\n",
+            ),
+            (
+                read,
+                &[],
+                vec![("replica_a", false, 0), ("replica_b", false, 0)],
+                "route: single backend `primary`\n",
+            ),
+            (
+                read,
+                &[("consistency", "strong")],
+                vec![],
+                "route: single backend `primary`\n",
+            ),
             (
                 "UPDATE inventory SET stock = 1 WHERE product_id = 'p1'",
                 &[],

@@ -51,9 +51,16 @@ placements = [{ backend = "shard_a", role = "shard" }, { backend = "shard_b", ro
     fn key_lookups_go_to_one_shard_and_other_reads_scatter() {
         let f = Fixture::from_toml(CONFIG);
         for customer in ["c000001", "c000002", "c000003"] {
-            let r = f.request("SELECT * FROM orders WHERE customer_id = $1", &[json!(customer)], &[]);
+            let r = f.request(
+                "SELECT * FROM orders WHERE customer_id = $1",
+                &[json!(customer)],
+                &[],
+            );
             let route = ShardByKey::route(&r, &f.cx()).expect("routes");
-            assert_eq!(f.describe(&route), format!("route: single backend `{}`\n", shard_name(customer)));
+            assert_eq!(
+                f.describe(&route),
+                format!("route: single backend `{}`\n", shard_name(customer))
+            );
             let w = f.request(
                 "INSERT INTO orders (order_id, customer_id, total) VALUES ('o1', $1, 1)",
                 &[json!(customer)],
@@ -61,9 +68,16 @@ placements = [{ backend = "shard_a", role = "shard" }, { backend = "shard_b", ro
             );
             let route = ShardByKey::route(&w, &f.cx()).expect("routes");
             let s = shard_name(customer);
-            assert_eq!(f.describe(&route), format!("route: single backend `{s}`\nwrite: [{s}] invalidate: []\n"));
+            assert_eq!(
+                f.describe(&route),
+                format!("route: single backend `{s}`\nwrite: [{s}] invalidate: []\n")
+            );
         }
-        let scatter = f.request("SELECT * FROM orders WHERE total > 10 ORDER BY total DESC LIMIT 3", &[], &[]);
+        let scatter = f.request(
+            "SELECT * FROM orders WHERE total > 10 ORDER BY total DESC LIMIT 3",
+            &[],
+            &[],
+        );
         let route = ShardByKey::route(&scatter, &f.cx()).expect("routes");
         assert_eq!(
             f.describe(&route),
@@ -71,6 +85,10 @@ placements = [{ backend = "shard_a", role = "shard" }, { backend = "shard_b", ro
         );
         let count = f.request("SELECT COUNT(*) FROM orders", &[], &[]);
         let route = ShardByKey::route(&count, &f.cx()).expect("routes");
-        assert!(f.describe(&route).contains("AggregateCombine"), "{}", f.describe(&route));
+        assert!(
+            f.describe(&route).contains("AggregateCombine"),
+            "{}",
+            f.describe(&route)
+        );
     }
 }
