@@ -547,25 +547,30 @@ fn simple_predicate(e: &Expr, params: &[Value]) -> Option<(AccessId, Predicate)>
     }
 }
 
-/// Key tuples when equality (or, for a one-column key, IN) pins every primary-key column.
+/// Key tuples when equality or IN pins every primary-key column (the cross product of the
+/// candidates, up to 1,000 tuples).
 fn pinned_keys(predicates: &[Predicate], primary_key: &[ColumnId]) -> Option<Vec<Vec<Value>>> {
-    if let [only] = primary_key
-        && let Some(p) = predicates
+    let mut tuples: Vec<Vec<Value>> = vec![Vec::new()];
+    for k in primary_key {
+        let candidates: &[Value] = predicates
             .iter()
-            .find(|p| p.column == *only && p.op == CompareOp::InList)
-    {
-        return Some(p.values.iter().map(|v| vec![v.clone()]).collect());
+            .find(|p| p.column == *k && matches!(p.op, CompareOp::Eq | CompareOp::InList))
+            .map(|p| p.values.as_slice())?;
+        if tuples.len() * candidates.len() > 1000 {
+            return None;
+        }
+        tuples = tuples
+            .iter()
+            .flat_map(|t| {
+                candidates.iter().map(move |v| {
+                    let mut next = t.clone();
+                    next.push(v.clone());
+                    next
+                })
+            })
+            .collect();
     }
-    let tuple: Option<Vec<Value>> = primary_key
-        .iter()
-        .map(|k| {
-            predicates
-                .iter()
-                .find(|p| p.column == *k && p.op == CompareOp::Eq)
-                .and_then(|p| p.values.first().cloned())
-        })
-        .collect();
-    tuple.map(|t| vec![t])
+    Some(tuples)
 }
 
 fn inserted_keys(
