@@ -72,5 +72,7 @@ command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rust
 ensure_postgres
 ensure_mariadb
 ensure_redis
+log "building the WebAssembly plugins"
+./scripts/build-plugins.sh
 log "services ready; running cargo test --workspace"
 exec cargo test --workspace "$@"

@@ -81,6 +81,23 @@ enum Command {
     },
     /// Print the JSON schema of router.toml.
     ConfigSchema,
+    /// Placement plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Load a plugin, print its info, and run it against sample statements over the catalog.
+    Check {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// Configuration whose catalog the plugin is given.
+        #[arg(long, default_value = "router.toml", env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -176,6 +193,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             seed(&router, scale).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin { command: PluginCommand::Check { file, config } } => plugin_check(&file, &config).await,
         Command::ConfigSchema => {
             print!("{}", switchyard_config::json_schema());
             Ok(ExitCode::SUCCESS)
@@ -258,6 +276,21 @@ async fn serve(args: &ConfigArgs, listen: Option<String>) -> anyhow::Result<Exit
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, embedded = args.embedded, "switchyard listening");
+    #[cfg(unix)]
+    {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                for outcome in router.reload_plugins().await {
+                    match outcome.result {
+                        Ok(version) => tracing::info!(module = %outcome.module, version = %version, "plugin reloaded on SIGHUP"),
+                        Err(error) => tracing::error!(module = %outcome.module, error = %error, "plugin reload on SIGHUP failed"),
+                    }
+                }
+            }
+        });
+    }
     let state = switchyard_server::AppState::new(router);
     switchyard_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("switchyard stopped");
@@ -297,4 +330,103 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// `switchyard plugin check`: load, describe, and route sample statements.
+async fn plugin_check(file: &std::path::Path, config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use switchyard_plugin_host::{HostLimits, PluginEngine};
+    let config = switchyard_config::load_file(config)?;
+    let catalog = switchyard_core::Catalog::from_config(&config);
+    let limits = HostLimits {
+        call_timeout: std::time::Duration::from_millis(config.plugins.call_timeout_ms),
+        max_memory_bytes: usize::try_from(config.plugins.max_memory_bytes).unwrap_or(usize::MAX),
+        ..HostLimits::default()
+    };
+    let engine = Arc::new(PluginEngine::new(limits).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let started = std::time::Instant::now();
+    let plugin = match engine.load(file, &catalog).await {
+        Ok(p) => p,
+        Err(err) => {
+            eprintln!("FAIL  {}: {err}", file.display());
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                eprintln!("      caused by: {s}");
+                source = s.source();
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!(
+        "plugin {} {} (contract {}) loaded in {:.1} ms, sha256 {}",
+        plugin.info.name,
+        plugin.info.version,
+        plugin.info.contract,
+        started.elapsed().as_secs_f64() * 1000.0,
+        plugin.sha256
+    );
+    let mut failures = 0;
+    let mut timings = Vec::new();
+    for sql in sample_statements(&catalog) {
+        let (plan, request) = match switchyard_core::plan_with_request(&sql, &[], &catalog, Vec::new(), Vec::new()) {
+            Ok(p) => p,
+            Err(e) => {
+                println!("\n> {sql}\n  (not routed: {e})");
+                continue;
+            }
+        };
+        let t = std::time::Instant::now();
+        let answer = plugin.route(&request).await;
+        timings.push(t.elapsed());
+        println!("\n> {sql}");
+        match answer {
+            Ok(route) => {
+                let text = switchyard_core::describe::describe_route(&route, &plan.query.statement, &catalog);
+                for line in text.lines() {
+                    println!("  {line}");
+                }
+            }
+            Err(err) => {
+                if err.code() != switchyard_core::ErrorCode::NoRoute {
+                    failures += 1;
+                }
+                println!("  {}: {err}", err.code());
+            }
+        }
+    }
+    timings.sort();
+    if let Some(median) = timings.get(timings.len() / 2) {
+        println!("\n{} statements, median route call {:.1} us", timings.len(), median.as_secs_f64() * 1e6);
+    }
+    if failures > 0 {
+        println!("{failures} call(s) failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A point lookup, a scan and a keyed delete per table.
+fn sample_statements(catalog: &switchyard_core::Catalog) -> Vec<String> {
+    use switchyard_core::LogicalType;
+    let mut out = Vec::new();
+    for t in catalog.tables.values() {
+        let key: Vec<String> = t
+            .primary_key
+            .iter()
+            .map(|&c| {
+                let col = &t.columns[c];
+                let literal = match col.ty {
+                    LogicalType::Int | LogicalType::Float | LogicalType::Decimal { .. } => "1".to_owned(),
+                    LogicalType::Bool => "true".to_owned(),
+                    LogicalType::Timestamp => "'2024-01-01T00:00:00Z'".to_owned(),
+                    LogicalType::Text | LogicalType::Json => "'sample'".to_owned(),
+                };
+                format!("{} = {literal}", col.name)
+            })
+            .collect();
+        let key = key.join(" AND ");
+        out.push(format!("SELECT * FROM {} WHERE {key}", t.name));
+        out.push(format!("SELECT * FROM {} LIMIT 10", t.name));
+        out.push(format!("DELETE FROM {} WHERE {key}", t.name));
+    }
+    out
 }
