@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -16,34 +15,74 @@ const JOIN: &str = "SELECT c.customer_id, p.name, i.stock FROM carts c JOIN prod
 const LOOKUP: &str = "SELECT name, state FROM customers WHERE customer_id = $1";
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
     let config = common::shop_config();
     let catalog = Catalog::from_config(&config);
     let engine = std::sync::Arc::new(PluginEngine::new(HostLimits::default()).unwrap());
-    let plugin = rt.block_on(engine.load(&common::plugin_wasm("placement_ecommerce"), &catalog)).unwrap();
-    let (_, join_request) =
-        switchyard_core::plan_with_request(JOIN, &[json!("c000001")], &catalog, Vec::new(), Vec::new()).unwrap();
+    let plugin = rt
+        .block_on(engine.load(&common::plugin_wasm("placement_ecommerce"), &catalog))
+        .unwrap();
+    let (_, join_request) = switchyard_core::plan_with_request(
+        JOIN,
+        &[json!("c000001")],
+        &catalog,
+        Vec::new(),
+        Vec::new(),
+    )
+    .unwrap();
     c.bench_function("route call, 3-table join, reused instance", |b| {
-        b.to_async(&rt).iter(|| async { plugin.route(&join_request).await.unwrap() })
+        b.iter(|| plugin.route(&join_request).unwrap())
     });
 
+    let (_, one) = switchyard_core::plan_with_request(
+        LOOKUP,
+        &[json!("c000001")],
+        &catalog,
+        Vec::new(),
+        Vec::new(),
+    )
+    .unwrap();
+    c.bench_function("route call, 1-table lookup, reused instance", |b| {
+        b.iter(|| plugin.route(&one).unwrap())
+    });
+    let default_plugin = rt
+        .block_on(engine.load(&common::plugin_wasm("fixture_invalid_route"), &catalog))
+        .unwrap();
+    c.bench_function(
+        "route call, fixture returning a fixed route (host overhead)",
+        |b| b.iter(|| default_plugin.route(&one).is_err()),
+    );
+
     let store = common::TestStore::new(common::Store::Sqlite);
-    let plain = rt.block_on(switchyard_router::Router::from_config(common::shop_on(store.backend.clone()))).unwrap();
-    let with_plugin = rt
-        .block_on(switchyard_router::Router::from_config(common::with_plugins(
-            common::shop_on(store.backend.clone()),
-            &[("ecommerce", common::plugin_wasm("placement_ecommerce"))],
-            Some("ecommerce"),
-            &[],
+    let plain = rt
+        .block_on(switchyard_router::Router::from_config(common::shop_on(
+            store.backend.clone(),
         )))
+        .unwrap();
+    let with_plugin = rt
+        .block_on(switchyard_router::Router::from_config(
+            common::with_plugins(
+                common::shop_on(store.backend.clone()),
+                &[("ecommerce", common::plugin_wasm("placement_ecommerce"))],
+                Some("ecommerce"),
+                &[],
+            ),
+        ))
         .unwrap();
     let params = [json!("c000001")];
     let context = Default::default();
     c.bench_function("plan point lookup, default planner", |b| {
-        b.to_async(&rt).iter(|| async { plain.route(LOOKUP, &params, &context).await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { plain.route(LOOKUP, &params, &context).await.unwrap() })
     });
     c.bench_function("plan point lookup, ecommerce plugin", |b| {
-        b.to_async(&rt).iter(|| async { with_plugin.route(LOOKUP, &params, &context).await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { with_plugin.route(LOOKUP, &params, &context).await.unwrap() })
     });
 }
 

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;
@@ -20,7 +19,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
@@ -28,10 +31,18 @@ async fn run() {
     let store = common::TestStore::new(common::Store::Sqlite);
     let dir = common::tempdir::Dir::new();
     let active = dir.path.join("active.wasm");
-    let versions = [common::plugin_wasm("placement_default"), common::plugin_wasm("placement_ecommerce")];
+    let versions = [
+        common::plugin_wasm("placement_default"),
+        common::plugin_wasm("placement_ecommerce"),
+    ];
     let names = ["default", "ecommerce"];
     std::fs::copy(&versions[0], &active).unwrap();
-    let mut config = common::with_plugins(common::shop_on(store.backend.clone()), &[("shop", active.clone())], Some("shop"), &[]);
+    let mut config = common::with_plugins(
+        common::shop_on(store.backend.clone()),
+        &[("shop", active.clone())],
+        Some("shop"),
+        &[],
+    );
     config.plugins.watch_interval_ms = 50;
     let server = common::start_server(config).await;
     common::seed(&server.router, 1).await;
@@ -46,8 +57,17 @@ async fn run() {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) && i < 200_000 {
                 i += 1;
-                let r = common::query(addr, LOOKUP, json!([format!("c{:06}", 1 + (c * 131 + i) % 1000)])).await;
-                if r.status == 200 { ok.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+                let r = common::query(
+                    addr,
+                    LOOKUP,
+                    json!([format!("c{:06}", 1 + (c * 131 + i) % 1000)]),
+                )
+                .await;
+                if r.status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed)
+                };
             }
         }));
     }
@@ -63,7 +83,10 @@ async fn run() {
             if e.body["planner"]["name"] == names[next] {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "reload never served");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "reload never served"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         times.push(started.elapsed());

@@ -193,7 +193,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             seed(&router, scale).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin { command: PluginCommand::Check { file, config } } => plugin_check(&file, &config).await,
+        Command::Plugin {
+            command: PluginCommand::Check { file, config },
+        } => plugin_check(&file, &config).await,
         Command::ConfigSchema => {
             print!("{}", switchyard_config::json_schema());
             Ok(ExitCode::SUCCESS)
@@ -280,12 +282,20 @@ async fn serve(args: &ConfigArgs, listen: Option<String>) -> anyhow::Result<Exit
     {
         let router = router.clone();
         tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
             while hup.recv().await.is_some() {
                 for outcome in router.reload_plugins().await {
                     match outcome.result {
-                        Ok(version) => tracing::info!(module = %outcome.module, version = %version, "plugin reloaded on SIGHUP"),
-                        Err(error) => tracing::error!(module = %outcome.module, error = %error, "plugin reload on SIGHUP failed"),
+                        Ok(version) => {
+                            tracing::info!(module = %outcome.module, version = %version, "plugin reloaded on SIGHUP")
+                        }
+                        Err(error) => {
+                            tracing::error!(module = %outcome.module, error = %error, "plugin reload on SIGHUP failed")
+                        }
                     }
                 }
             }
@@ -333,7 +343,10 @@ async fn shutdown_signal() {
 }
 
 /// `switchyard plugin check`: load, describe, and route sample statements.
-async fn plugin_check(file: &std::path::Path, config: &std::path::Path) -> anyhow::Result<ExitCode> {
+async fn plugin_check(
+    file: &std::path::Path,
+    config: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     use switchyard_plugin_host::{HostLimits, PluginEngine};
     let config = switchyard_config::load_file(config)?;
     let catalog = switchyard_core::Catalog::from_config(&config);
@@ -367,20 +380,25 @@ async fn plugin_check(file: &std::path::Path, config: &std::path::Path) -> anyho
     let mut failures = 0;
     let mut timings = Vec::new();
     for sql in sample_statements(&catalog) {
-        let (plan, request) = match switchyard_core::plan_with_request(&sql, &[], &catalog, Vec::new(), Vec::new()) {
-            Ok(p) => p,
-            Err(e) => {
-                println!("\n> {sql}\n  (not routed: {e})");
-                continue;
-            }
-        };
+        let (plan, request) =
+            match switchyard_core::plan_with_request(&sql, &[], &catalog, Vec::new(), Vec::new()) {
+                Ok(p) => p,
+                Err(e) => {
+                    println!("\n> {sql}\n  (not routed: {e})");
+                    continue;
+                }
+            };
         let t = std::time::Instant::now();
-        let answer = plugin.route(&request).await;
+        let answer = plugin.route(&request);
         timings.push(t.elapsed());
         println!("\n> {sql}");
         match answer {
             Ok(route) => {
-                let text = switchyard_core::describe::describe_route(&route, &plan.query.statement, &catalog);
+                let text = switchyard_core::describe::describe_route(
+                    &route,
+                    &plan.query.statement,
+                    &catalog,
+                );
                 for line in text.lines() {
                     println!("  {line}");
                 }
@@ -395,7 +413,11 @@ async fn plugin_check(file: &std::path::Path, config: &std::path::Path) -> anyho
     }
     timings.sort();
     if let Some(median) = timings.get(timings.len() / 2) {
-        println!("\n{} statements, median route call {:.1} us", timings.len(), median.as_secs_f64() * 1e6);
+        println!(
+            "\n{} statements, median route call {:.1} us",
+            timings.len(),
+            median.as_secs_f64() * 1e6
+        );
     }
     if failures > 0 {
         println!("{failures} call(s) failed");
@@ -415,7 +437,9 @@ fn sample_statements(catalog: &switchyard_core::Catalog) -> Vec<String> {
             .map(|&c| {
                 let col = &t.columns[c];
                 let literal = match col.ty {
-                    LogicalType::Int | LogicalType::Float | LogicalType::Decimal { .. } => "1".to_owned(),
+                    LogicalType::Int | LogicalType::Float | LogicalType::Decimal { .. } => {
+                        "1".to_owned()
+                    }
                     LogicalType::Bool => "true".to_owned(),
                     LogicalType::Timestamp => "'2024-01-01T00:00:00Z'".to_owned(),
                     LogicalType::Text | LogicalType::Json => "'sample'".to_owned(),

@@ -33,7 +33,6 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "wit/router@0.1.0",
         world: "placement-plugin",
-        exports: { default: async },
     });
 }
 
@@ -310,9 +309,10 @@ impl PluginEngine {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        // Guest calls are async so that WASI calls (a panic message on stderr, say) never block a
-        // runtime thread; the router awaits them on its own tasks.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Guest calls are synchronous (a route call takes microseconds). WASI's synchronous stream
+        // functions (a panic message on stderr, say) cannot run on a runtime thread; such a call
+        // panics in the host function and `guarded` turns it into a trap of that one call.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::switchyard::router::host::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |s| s,
@@ -369,7 +369,7 @@ impl PluginEngine {
 
     /// Instantiates a compiled plugin once (describe + configure with `catalog`) and returns it
     /// ready to route.
-    pub async fn activate(
+    pub fn activate(
         &self,
         compiled: Compiled,
         catalog: &Catalog,
@@ -397,8 +397,8 @@ impl PluginEngine {
             pool: Mutex::new(Vec::new()),
             stats: PluginStats::default(),
         };
-        let mut instance = plugin.instantiate().await?;
-        let info = instance.describe(&plugin).await?;
+        let mut instance = plugin.instantiate()?;
+        let info = instance.describe(&plugin)?;
         if info.contract != CONTRACT_VERSION {
             return Err(PluginError::Contract {
                 path: plugin.path.clone(),
@@ -431,7 +431,7 @@ impl PluginEngine {
                 path: path.to_owned(),
                 source: Box::new(e),
             })??;
-        self.activate(compiled, catalog).await
+        self.activate(compiled, catalog)
     }
 }
 
@@ -447,6 +447,24 @@ impl std::fmt::Debug for Compiled {
         f.debug_struct("Compiled")
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// Runs a guest call, turning a panic in a host function it reached (WASI's blocking stream
+/// functions on a runtime thread) into an error: the call fails as a trap, the router goes on.
+fn guarded<T>(call: impl FnOnce() -> wasmtime::Result<T>) -> wasmtime::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(wasmtime::format_err!(
+                "the plugin called a host facility that is not available here ({what})"
+            ))
+        }
     }
 }
 
@@ -544,13 +562,14 @@ impl Instance {
         self.store.data_mut().memory_exceeded = false;
     }
 
-    async fn describe(&mut self, plugin: &LoadedPlugin) -> Result<PluginInfo, PluginError> {
+    fn describe(&mut self, plugin: &LoadedPlugin) -> Result<PluginInfo, PluginError> {
         self.arm(plugin.limits);
-        let answer = self
-            .bindings
-            .switchyard_router_placement()
-            .call_describe(&mut self.store)
-            .await;
+        let (bindings, store) = (&self.bindings, &mut self.store);
+        let answer = guarded(|| {
+            bindings
+                .switchyard_router_placement()
+                .call_describe(&mut *store)
+        });
         answer.map_err(|e| plugin.classify(e, &mut self.store))
     }
 }
@@ -586,7 +605,7 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    async fn instantiate(&self) -> Result<Instance, PluginError> {
+    fn instantiate(&self) -> Result<Instance, PluginError> {
         let state = State {
             wasi: locked_down_wasi(),
             table: ResourceTable::new(),
@@ -597,7 +616,7 @@ impl LoadedPlugin {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
         store.set_epoch_deadline((self.limits.call_timeout.as_millis() as u64).max(1) * 10);
-        let bindings = match self.pre.instantiate_async(&mut store).await {
+        let bindings = match guarded(|| self.pre.instantiate(&mut store)) {
             Ok(b) => b,
             Err(e) => return Err(self.classify(e, &mut store)),
         };
@@ -605,11 +624,12 @@ impl LoadedPlugin {
         instance
             .store
             .set_epoch_deadline((self.limits.call_timeout.as_millis() as u64).max(1) * 10);
-        let answer = instance
-            .bindings
-            .switchyard_router_placement()
-            .call_configure(&mut instance.store, &self.wit_catalog)
-            .await;
+        let (bindings, store) = (&instance.bindings, &mut instance.store);
+        let answer = guarded(|| {
+            bindings
+                .switchyard_router_placement()
+                .call_configure(&mut *store, &self.wit_catalog)
+        });
         let configured = answer.map_err(|e| self.classify(e, &mut instance.store))?;
         configured.map_err(|message| PluginError::Configure {
             plugin: self.info.name.clone(),
@@ -618,11 +638,11 @@ impl LoadedPlugin {
         Ok(instance)
     }
 
-    async fn take(&self) -> Result<Instance, PluginError> {
+    fn take(&self) -> Result<Instance, PluginError> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         match pooled {
             Some(i) => Ok(i),
-            None => self.instantiate().await,
+            None => self.instantiate(),
         }
     }
 
@@ -658,24 +678,25 @@ impl LoadedPlugin {
 
     /// Asks the plugin for a route and validates it. A trapped instance is dropped; the next call
     /// gets a fresh one.
-    pub async fn route(&self, request: &RouteRequest) -> Result<Route, PluginError> {
+    pub fn route(&self, request: &RouteRequest) -> Result<Route, PluginError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.route_inner(request).await;
+        let result = self.route_inner(request);
         if let Err(e) = &result {
             self.stats.count(e);
         }
         result
     }
 
-    async fn route_inner(&self, request: &RouteRequest) -> Result<Route, PluginError> {
-        let mut instance = self.take().await?;
+    fn route_inner(&self, request: &RouteRequest) -> Result<Route, PluginError> {
+        let mut instance = self.take()?;
         instance.arm(self.limits);
         let wit_request = convert::request(request);
-        let answer = instance
-            .bindings
-            .switchyard_router_placement()
-            .call_route(&mut instance.store, &wit_request)
-            .await;
+        let (bindings, store) = (&instance.bindings, &mut instance.store);
+        let answer = guarded(|| {
+            bindings
+                .switchyard_router_placement()
+                .call_route(&mut *store, &wit_request)
+        });
         let answer = match answer {
             Ok(a) => a,
             Err(e) => return Err(self.classify(e, &mut instance.store)),

@@ -353,7 +353,7 @@ impl Router {
         let Some((module, plugin)) = self.plugins.as_ref().and_then(|s| s.select(context)) else {
             return Ok((plan, Planner::Default));
         };
-        match plugin.route(&request).await {
+        match plugin.route(&request) {
             Ok(route) => {
                 plan.route = route;
                 let planner = Planner::Plugin {

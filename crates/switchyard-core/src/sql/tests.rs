@@ -179,43 +179,114 @@ fn route_requests_and_validation() {
     let catalog = shop();
     let mut out = String::new();
     let requests = [
-        ("SELECT * FROM products WHERE product_id = $1", json!(["p1"])),
-        ("SELECT * FROM carts WHERE customer_id = 'c1' AND product_id IN ('p1', 'p2')", json!([])),
+        (
+            "SELECT * FROM products WHERE product_id = $1",
+            json!(["p1"]),
+        ),
+        (
+            "SELECT * FROM carts WHERE customer_id = 'c1' AND product_id IN ('p1', 'p2')",
+            json!([]),
+        ),
         (
             "SELECT c.name, SUM(p.amount) FROM customers c JOIN payments p ON c.customer_id = p.customer_id WHERE c.state = $1 AND p.amount BETWEEN 1 AND 100 GROUP BY c.name ORDER BY 2 DESC LIMIT 3",
             json!(["SP"]),
         ),
-        ("INSERT INTO carts (customer_id, product_id, quantity) VALUES ('c1', 'p1', 2), ('c1', 'p2', 1)", json!([])),
-        ("UPDATE inventory SET stock = stock - 1 WHERE product_id = $1 AND stock > 0", json!(["p9"])),
+        (
+            "INSERT INTO carts (customer_id, product_id, quantity) VALUES ('c1', 'p1', 2), ('c1', 'p2', 1)",
+            json!([]),
+        ),
+        (
+            "UPDATE inventory SET stock = stock - 1 WHERE product_id = $1 AND stock > 0",
+            json!(["p9"]),
+        ),
     ];
     for (sql, params) in requests {
         let params = params.as_array().cloned().unwrap_or_default();
-        let (_, req) = crate::plan_with_request(sql, &params, &catalog, vec![("tenant".into(), "eu".into())], Vec::new())
-            .expect("plans");
-        out.push_str(&format!("> {sql}\n{:#?}\n\n", (req.kind, &req.accesses, &req.joins, &req.group_by, &req.aggregates, &req.order_by, req.limit)));
+        let (_, req) = crate::plan_with_request(
+            sql,
+            &params,
+            &catalog,
+            vec![("tenant".into(), "eu".into())],
+            Vec::new(),
+        )
+        .expect("plans");
+        out.push_str(&format!(
+            "> {sql}\n{:#?}\n\n",
+            (
+                req.kind,
+                &req.accesses,
+                &req.joins,
+                &req.group_by,
+                &req.aggregates,
+                &req.order_by,
+                req.limit
+            )
+        ));
     }
     // Routes for the product point lookup: valid ones pass, each broken one says why.
-    let (_, req) = crate::plan_with_request("SELECT * FROM products WHERE product_id = 'p1'", &[], &catalog, Vec::new(), Vec::new())
-        .expect("plans");
+    let (_, req) = crate::plan_with_request(
+        "SELECT * FROM products WHERE product_id = 'p1'",
+        &[],
+        &catalog,
+        Vec::new(),
+        Vec::new(),
+    )
+    .expect("plans");
     let (pg, mongo, redis) = (0, 1, 2);
     let frag = |backend, accesses: Vec<usize>| RouteFragment { backend, accesses };
     let first_hit = |inputs| Route {
         fragments: vec![frag(redis, vec![0]), frag(mongo, vec![0])],
-        nodes: vec![MergeNode { op: MergeOp::FirstHit { fill: true, ttl_seconds: Some(300) }, inputs }],
+        nodes: vec![MergeNode {
+            op: MergeOp::FirstHit {
+                fill: true,
+                ttl_seconds: Some(300),
+            },
+            inputs,
+        }],
         root: Input::Node(0),
         write: None,
     };
     let cases = [
         ("default", req.default_route.clone()),
-        ("first-hit", first_hit(vec![Input::Fragment(0), Input::Fragment(1)])),
+        (
+            "first-hit",
+            first_hit(vec![Input::Fragment(0), Input::Fragment(1)]),
+        ),
         ("cache outside first-hit", Route::single(redis, 1)),
         ("backend without placement", Route::single(pg, 1)),
         ("unknown backend", Route::single(9, 1)),
-        ("uncovered access", Route { fragments: vec![frag(mongo, vec![])], ..Route::single(mongo, 1) }),
-        ("first-hit with one input", first_hit(vec![Input::Fragment(0)])),
-        ("forward node reference", first_hit(vec![Input::Fragment(0), Input::Node(3)])),
-        ("unused fragment", Route { fragments: vec![frag(mongo, vec![0]), frag(mongo, vec![0])], ..Route::single(mongo, 1) }),
-        ("write plan on a read", Route { write: Some(WritePlan { targets: vec![mongo], invalidate: vec![] }), ..Route::single(mongo, 1) }),
+        (
+            "uncovered access",
+            Route {
+                fragments: vec![frag(mongo, vec![])],
+                ..Route::single(mongo, 1)
+            },
+        ),
+        (
+            "first-hit with one input",
+            first_hit(vec![Input::Fragment(0)]),
+        ),
+        (
+            "forward node reference",
+            first_hit(vec![Input::Fragment(0), Input::Node(3)]),
+        ),
+        (
+            "unused fragment",
+            Route {
+                fragments: vec![frag(mongo, vec![0]), frag(mongo, vec![0])],
+                ..Route::single(mongo, 1)
+            },
+        ),
+        (
+            "write plan on a read",
+            Route {
+                write: Some(WritePlan {
+                    targets: vec![mongo],
+                    invalidate: vec![],
+                }),
+                ..Route::single(mongo, 1)
+            },
+        ),
     ];
     for (name, route) in cases {
         let verdict = match validate(&route, &req, &catalog) {
@@ -224,16 +295,38 @@ fn route_requests_and_validation() {
         };
         out.push_str(&format!("{name}: {verdict}\n"));
     }
-    let (_, write) = crate::plan_with_request("DELETE FROM products WHERE product_id = 'p1'", &[], &catalog, Vec::new(), Vec::new())
-        .expect("plans");
+    let (_, write) = crate::plan_with_request(
+        "DELETE FROM products WHERE product_id = 'p1'",
+        &[],
+        &catalog,
+        Vec::new(),
+        Vec::new(),
+    )
+    .expect("plans");
     for (name, plan) in [
         ("write default", write.default_route.write.clone()),
-        ("write to the cache", Some(WritePlan { targets: vec![redis], invalidate: vec![] })),
-        ("invalidate a non-cache", Some(WritePlan { targets: vec![mongo], invalidate: vec![pg] })),
+        (
+            "write to the cache",
+            Some(WritePlan {
+                targets: vec![redis],
+                invalidate: vec![],
+            }),
+        ),
+        (
+            "invalidate a non-cache",
+            Some(WritePlan {
+                targets: vec![mongo],
+                invalidate: vec![pg],
+            }),
+        ),
         ("write without plan", None),
     ] {
-        let route = Route { write: plan, ..Route::single(mongo, 1) };
-        let verdict = validate(&route, &write, &catalog).map_or_else(|e| format!("invalid: {e}"), |()| "valid".to_owned());
+        let route = Route {
+            write: plan,
+            ..Route::single(mongo, 1)
+        };
+        let verdict = validate(&route, &write, &catalog)
+            .map_or_else(|e| format!("invalid: {e}"), |()| "valid".to_owned());
         out.push_str(&format!("{name}: {verdict}\n"));
     }
     insta::assert_snapshot!(out);
