@@ -2,10 +2,13 @@
 # Runs every test of the workspace against real services.
 #
 # Makes sure what the tests need is there first (idempotent):
-#   PostgreSQL on 127.0.0.1:5432, MariaDB on 127.0.0.1:3306, Redis on 127.0.0.1:6379.
+#   PostgreSQL on 127.0.0.1:5432, MariaDB on 127.0.0.1:3306, Redis on 127.0.0.1:6379, and a
+#   MongoDB-wire test server (SecantusDB from PyPI, in .cache/secantus, started on a free port for
+#   this run and stopped afterwards).
 # A service that is down is started; one that is missing is installed from Debian's packages when
 # running as root (otherwise the script says what to do). Point the tests at other servers with
-#   SWITCHYARD_TEST_PG_URL, SWITCHYARD_TEST_MYSQL_URL, SWITCHYARD_TEST_REDIS_URL.
+#   SWITCHYARD_TEST_PG_URL, SWITCHYARD_TEST_MYSQL_URL, SWITCHYARD_TEST_REDIS_URL,
+#   SWITCHYARD_TEST_MONGODB_URL.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test http_api`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,11 +71,40 @@ ensure_redis() {
   fi
 }
 
+mongo_pid=""
+ensure_mongodb() {
+  [ -n "${SWITCHYARD_TEST_MONGODB_URL:-}" ] && return 0
+  if [ ! -x .cache/secantus/bin/secantusd-py ]; then
+    command -v python3 >/dev/null || die "python3 is missing: install it (Debian: apt-get install -y python3 python3-venv) or set SWITCHYARD_TEST_MONGODB_URL"
+    log "installing the MongoDB-wire test server (SecantusDB) into .cache/secantus"
+    rm -rf .cache/secantus
+    python3 -m venv .cache/secantus || die "python3 -m venv failed (Debian: apt-get install -y python3-venv)"
+    .cache/secantus/bin/pip install -q SecantusDB==0.7.0b3 || die "pip install SecantusDB failed"
+  fi
+  mkdir -p .cache
+  local log_file=.cache/secantus.log
+  .cache/secantus/bin/secantusd-py --host 127.0.0.1 --port 0 --storage-path ':memory:' >"$log_file" 2>&1 &
+  mongo_pid=$!
+  local port=""
+  for _ in $(seq 1 120); do
+    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log_file" | head -n1)
+    [ -n "$port" ] && break
+    kill -0 "$mongo_pid" 2>/dev/null || die "the MongoDB-wire test server exited: $(tail -n 5 "$log_file")"
+    sleep 0.25
+  done
+  [ -n "$port" ] || die "the MongoDB-wire test server did not start within 30s"
+  export SWITCHYARD_TEST_MONGODB_URL="mongodb://127.0.0.1:$port"
+  log "MongoDB-wire test server on 127.0.0.1:$port"
+}
+stop_mongodb() { [ -n "$mongo_pid" ] && kill "$mongo_pid" 2>/dev/null || true; }
+trap stop_mongodb EXIT
+
 command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs) first"
 ensure_postgres
 ensure_mariadb
 ensure_redis
+ensure_mongodb
 log "building the WebAssembly plugins"
 ./scripts/build-plugins.sh
 log "services ready; running cargo test --workspace"
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"

@@ -19,13 +19,52 @@ pub enum Store {
     Sqlite,
     Postgres,
     Mysql,
+    Mongo,
 }
 
 pub const ALL_STORES: [Store; 3] = [Store::Postgres, Store::Mysql, Store::Sqlite];
+/// Every store, MongoDB included.
+pub const EVERY_STORE: [Store; 4] = [Store::Postgres, Store::Mysql, Store::Sqlite, Store::Mongo];
 
 pub fn pg_url() -> String {
     std::env::var("SWITCHYARD_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The MongoDB-wire test server: `SWITCHYARD_TEST_MONGODB_URL`, else one started for this test
+/// process from `.cache/secantus` (installed by `scripts/test.sh`).
+pub fn mongo_base_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("SWITCHYARD_TEST_MONGODB_URL") {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let server = root.join(".cache/secantus/bin/secantusd-py");
+        assert!(
+            server.exists(),
+            "no MongoDB-wire server: run scripts/test.sh (it installs one) or set SWITCHYARD_TEST_MONGODB_URL"
+        );
+        let log = std::env::temp_dir().join(unique_name("secantus")).with_extension("log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(server)
+            .args(["--host", "127.0.0.1", "--port", "0", "--storage-path", ":memory:"])
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("start secantusd-py");
+        std::mem::forget(child);
+        let started = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(port) = text.split("listening on 127.0.0.1:").nth(1).and_then(|r| r.split_whitespace().next()) {
+                return format!("mongodb://127.0.0.1:{port}");
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "secantusd-py did not start: {text}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .clone()
 }
 
 pub fn mysql_url() -> String {
@@ -131,6 +170,16 @@ impl TestStore {
                     cleanup: Some(Box::new(move || {
                         admin(pg_url(), format!("DROP SCHEMA \"{schema}\" CASCADE"))
                     })),
+                    _dir: None,
+                }
+            }
+            Store::Mongo => {
+                let db = unique_name("sy");
+                let url = format!("{}/{db}?directConnection=true", mongo_base_url());
+                TestStore {
+                    store,
+                    backend: backend(BackendKind::Mongodb, url),
+                    cleanup: None,
                     _dir: None,
                 }
             }

@@ -205,6 +205,18 @@ impl Router {
                         source,
                     })?;
                 Arc::new(sql)
+            } else if b.kind == switchyard_core::BackendKind::Mongodb {
+                let mongo = switchyard_backend_mongo::MongoBackend::connect_lazy(
+                    name,
+                    b,
+                    config.server.query_timeout_ms,
+                )
+                .await
+                .map_err(|source| RouterError::BackendSetup {
+                    backend: name.clone(),
+                    source,
+                })?;
+                Arc::new(mongo)
             } else {
                 Arc::new(PendingBackend::new(name, b.kind))
             };

@@ -1,0 +1,346 @@
+//! The MongoDB backend (official `mongodb` 3.x driver).
+//!
+//! Tables are collections; columns are field paths (the primary key usually maps to `_id`);
+//! `json` columns hold subdocuments and arrays. Statements on one collection are pushed down
+//! whole: WHERE as a query filter document (comparisons, IN, BETWEEN, LIKE as an anchored regex,
+//! IS NULL) with the remainder as `$expr` under SQL's three-valued logic; projection, sort,
+//! skip/limit, GROUP BY and aggregates as an aggregation pipeline; INSERT as `insertMany`,
+//! UPDATE as a pipeline `updateMany`, DELETE as `deleteMany`. Values are bound as BSON, never
+//! spliced into strings.
+//!
+//! Invariant: the only crate that knows the `mongodb` driver. Timestamps are stored with
+//! millisecond precision (BSON dates); decimals as Decimal128.
+
+pub mod translate;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Database, IndexModel};
+use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement};
+use switchyard_config::BackendConfig;
+use switchyard_core::ir::{ExprKind, Statement};
+use switchyard_core::{BackendKind, ResultColumn, ResultSet, Table, Value};
+use translate::{Command, from_bson};
+
+/// A MongoDB backend.
+#[derive(Debug)]
+pub struct MongoBackend {
+    name: String,
+    db: Database,
+    timeout: Duration,
+}
+
+impl MongoBackend {
+    /// Parses the URL and creates the client; connections are made on first use.
+    pub async fn connect_lazy(
+        name: &str,
+        config: &BackendConfig,
+        default_timeout_ms: u64,
+    ) -> Result<Self, BackendError> {
+        let unavailable = |e: mongodb::error::Error| BackendError::Unavailable {
+            backend: name.to_owned(),
+            source: Box::new(e),
+        };
+        let mut options = ClientOptions::parse(&config.url)
+            .await
+            .map_err(unavailable)?;
+        options.connect_timeout = Some(Duration::from_millis(config.connect_timeout_ms));
+        options.server_selection_timeout = Some(Duration::from_millis(config.connect_timeout_ms));
+        options.max_pool_size = Some(config.pool_max_connections);
+        options.app_name = Some("switchyard".to_owned());
+        let database = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| "switchyard".to_owned());
+        let client = Client::with_options(options).map_err(unavailable)?;
+        Ok(Self {
+            name: name.to_owned(),
+            db: client.database(&database),
+            timeout: Duration::from_millis(
+                config.statement_timeout_ms.unwrap_or(default_timeout_ms),
+            ),
+        })
+    }
+
+    fn command(&self, fragment: Fragment<'_>) -> Result<Command, BackendError> {
+        translate::translate(fragment.query, fragment.catalog, &self.name).map_err(|e| {
+            BackendError::Unsupported {
+                backend: self.name.clone(),
+                what: e.0,
+            }
+        })
+    }
+
+    fn map_err(&self, err: mongodb::error::Error) -> BackendError {
+        use mongodb::error::{ErrorKind, WriteFailure};
+        let backend = self.name.clone();
+        let duplicate = match err.kind.as_ref() {
+            ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+            ErrorKind::InsertMany(e) => e
+                .write_errors
+                .as_ref()
+                .is_some_and(|ws| ws.iter().any(|w| w.code == 11000)),
+            ErrorKind::Command(c) => c.code == 11000,
+            _ => false,
+        };
+        if duplicate {
+            return BackendError::Constraint {
+                backend,
+                message: "duplicate key".to_owned(),
+            };
+        }
+        match err.kind.as_ref() {
+            ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. } => BackendError::Unavailable {
+                backend,
+                source: Box::new(err),
+            },
+            ErrorKind::Command(c) => BackendError::Rejected {
+                backend,
+                message: c.message.clone(),
+            },
+            _ => BackendError::Rejected {
+                backend,
+                message: err.to_string(),
+            },
+        }
+    }
+
+    async fn run(
+        &self,
+        command: Command,
+        columns: &[ResultColumn],
+        statement: &Statement,
+    ) -> Result<ResultSet, BackendError> {
+        let mut out = ResultSet {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+            rows_affected: None,
+        };
+        match command {
+            Command::Aggregate {
+                collection,
+                pipeline,
+                global_aggregate,
+            } => {
+                let coll = self.db.collection::<Document>(&collection);
+                let cursor = coll
+                    .aggregate(pipeline)
+                    .await
+                    .map_err(|e| self.map_err(e))?;
+                let docs: Vec<Document> =
+                    cursor.try_collect().await.map_err(|e| self.map_err(e))?;
+                for d in docs {
+                    let mut row = Vec::with_capacity(columns.len());
+                    for (i, c) in columns.iter().enumerate() {
+                        let raw = d.get(format!("c{i}")).map_or(Ok(Value::Null), from_bson);
+                        let v = raw.and_then(|v| v.coerce(c.ty)).map_err(|message| {
+                            BackendError::Decode {
+                                backend: self.name.clone(),
+                                column: c.name.clone(),
+                                message,
+                            }
+                        })?;
+                        row.push(v);
+                    }
+                    out.rows.push(row);
+                }
+                if global_aggregate && out.rows.is_empty() {
+                    out.rows.push(empty_aggregate_row(statement, &self.name)?);
+                }
+            }
+            Command::Insert {
+                collection,
+                documents,
+                ignore_duplicates,
+            } => {
+                let coll = self.db.collection::<Document>(&collection);
+                let n = documents.len() as u64;
+                match coll
+                    .insert_many(documents)
+                    .ordered(!ignore_duplicates)
+                    .await
+                {
+                    Ok(r) => out.rows_affected = Some(r.inserted_ids.len() as u64),
+                    Err(e) if ignore_duplicates => match e.kind.as_ref() {
+                        mongodb::error::ErrorKind::InsertMany(im)
+                            if im
+                                .write_errors
+                                .as_ref()
+                                .is_some_and(|ws| ws.iter().all(|w| w.code == 11000)) =>
+                        {
+                            let failed = im.write_errors.as_ref().map_or(0, Vec::len) as u64;
+                            out.rows_affected = Some(n.saturating_sub(failed));
+                        }
+                        _ => return Err(self.map_err(e)),
+                    },
+                    Err(e) => return Err(self.map_err(e)),
+                }
+            }
+            Command::Update {
+                collection,
+                filter,
+                update,
+            } => {
+                let coll = self.db.collection::<Document>(&collection);
+                let r = coll
+                    .update_many(filter, update)
+                    .await
+                    .map_err(|e| self.map_err(e))?;
+                out.rows_affected = Some(r.matched_count);
+            }
+            Command::Delete { collection, filter } => {
+                let coll = self.db.collection::<Document>(&collection);
+                let r = coll
+                    .delete_many(filter)
+                    .await
+                    .map_err(|e| self.map_err(e))?;
+                out.rows_affected = Some(r.deleted_count);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The one row a global aggregate answers over an empty collection: COUNT is 0, the other
+/// aggregates NULL, constants themselves.
+fn empty_aggregate_row(statement: &Statement, backend: &str) -> Result<Vec<Value>, BackendError> {
+    statement
+        .output()
+        .iter()
+        .map(|c| match &c.expr.kind {
+            ExprKind::Agg {
+                func: switchyard_core::ir::AggFunc::Count,
+                ..
+            } => Ok(Value::Int(0)),
+            ExprKind::Agg { .. } => Ok(Value::Null),
+            ExprKind::Literal(v) => Ok(v.clone()),
+            _ => Err(BackendError::Unsupported {
+                backend: backend.to_owned(),
+                what: "expressions over aggregates of an empty collection".to_owned(),
+            }),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Backend for MongoBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Mongodb
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            full_sql: false,
+            joins: false,
+            aggregates: true,
+            sort_limit: true,
+            needs_key: false,
+            transactions: true,
+        }
+    }
+
+    fn explain(&self, fragment: Fragment<'_>) -> Result<NativeStatement, BackendError> {
+        Ok(NativeStatement {
+            language: "mongodb",
+            text: self.command(fragment)?.to_text(),
+            params: Vec::new(),
+        })
+    }
+
+    async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
+        let command = self.command(fragment)?;
+        let columns: Vec<ResultColumn> = fragment
+            .query
+            .statement
+            .output()
+            .iter()
+            .map(|c| ResultColumn {
+                name: c.name.clone(),
+                ty: c.expr.ty,
+            })
+            .collect();
+        match tokio::time::timeout(
+            self.timeout,
+            self.run(command, &columns, &fragment.query.statement),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout {
+                backend: self.name.clone(),
+                after_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let ping = self.db.run_command(doc! { "ping": 1 });
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| self.map_err(e)),
+            Err(_) => Err(BackendError::Timeout {
+                backend: self.name.clone(),
+                after_ms: self.timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    async fn ensure_table(&self, table: &Table) -> Result<(), BackendError> {
+        let placement =
+            table
+                .placement_on(&self.name)
+                .ok_or_else(|| BackendError::Unsupported {
+                    backend: self.name.clone(),
+                    what: format!("table `{}` has no placement here", table.name),
+                })?;
+        let existing = self
+            .db
+            .list_collection_names()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        if !existing.contains(&placement.physical_name)
+            && let Err(e) = self.db.create_collection(&placement.physical_name).await
+        {
+            // 48: NamespaceExists (another router created it first).
+            let exists = matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48);
+            if !exists {
+                return Err(self.map_err(e));
+            }
+        }
+        let key_fields: Vec<&str> = table
+            .primary_key
+            .iter()
+            .map(|c| placement.physical_columns[*c].as_str())
+            .collect();
+        if key_fields != ["_id"] {
+            let mut keys = Document::new();
+            for f in &key_fields {
+                keys.insert(*f, Bson::Int32(1));
+            }
+            let index = IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name("switchyard_pk".to_owned())
+                        .build(),
+                )
+                .build();
+            self.db
+                .collection::<Document>(&placement.physical_name)
+                .create_index(index)
+                .await
+                .map_err(|e| self.map_err(e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,929 @@
+//! Bound statements as MongoDB commands: query filter documents where the predicates allow it,
+//! aggregation pipelines (with SQL's three-valued logic) for the rest, typed BSON values.
+//!
+//! Pure: nothing here talks to a server, so the translation is snapshot-tested.
+
+use std::str::FromStr;
+
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Decimal128, Document, doc};
+use switchyard_core::ir::{
+    AggFunc, BinaryOp, Expr, ExprKind, OnConflict, ScalarFunc, Select, Statement, UnaryOp,
+};
+use switchyard_core::{BoundQuery, Catalog, LogicalType, Placement, Table, Value};
+
+/// What to send to the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `aggregate` on `collection`; output documents carry `c0..cN`.
+    Aggregate {
+        /// Collection.
+        collection: String,
+        /// Stages.
+        pipeline: Vec<Document>,
+        /// A global aggregate (no GROUP BY): an empty input still answers one row.
+        global_aggregate: bool,
+    },
+    /// `insertMany`; `ignore_duplicates` for ON CONFLICT DO NOTHING.
+    Insert {
+        /// Collection.
+        collection: String,
+        /// Documents.
+        documents: Vec<Document>,
+        /// Skip rows whose key exists.
+        ignore_duplicates: bool,
+    },
+    /// `updateMany` with a pipeline update.
+    Update {
+        /// Collection.
+        collection: String,
+        /// Filter.
+        filter: Document,
+        /// `[{$set: ...}]`.
+        update: Vec<Document>,
+    },
+    /// `deleteMany`.
+    Delete {
+        /// Collection.
+        collection: String,
+        /// Filter.
+        filter: Document,
+    },
+}
+
+impl Command {
+    /// Extended JSON text of the command, for `explain`.
+    pub fn to_text(&self) -> String {
+        let value = match self {
+            Command::Aggregate {
+                collection,
+                pipeline,
+                ..
+            } => doc! { "aggregate": collection, "pipeline": pipeline.clone() },
+            Command::Insert {
+                collection,
+                documents,
+                ignore_duplicates,
+            } => {
+                doc! { "insert": collection, "documents": documents.clone(), "ordered": !ignore_duplicates }
+            }
+            Command::Update {
+                collection,
+                filter,
+                update,
+            } => {
+                doc! { "update": collection, "q": filter.clone(), "u": update.clone(), "multi": true }
+            }
+            Command::Delete { collection, filter } => {
+                doc! { "delete": collection, "q": filter.clone(), "limit": 0 }
+            }
+        };
+        Bson::Document(value).into_relaxed_extjson().to_string()
+    }
+}
+
+/// Why a statement cannot run on MongoDB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untranslatable(pub String);
+
+type R<T> = Result<T, Untranslatable>;
+
+fn no(what: impl Into<String>) -> Untranslatable {
+    Untranslatable(what.into())
+}
+
+/// A value as BSON: int64, double, Decimal128, string, bool, UTC datetime (milliseconds), and JSON
+/// as documents and arrays.
+pub fn to_bson(v: &Value) -> Bson {
+    match v {
+        Value::Null => Bson::Null,
+        Value::Int(i) => Bson::Int64(*i),
+        Value::Float(f) => Bson::Double(*f),
+        Value::Decimal(d) => {
+            Decimal128::from_str(&d.to_string()).map_or(Bson::Null, Bson::Decimal128)
+        }
+        Value::Text(s) => Bson::String(s.clone()),
+        Value::Bool(b) => Bson::Boolean(*b),
+        Value::Timestamp(t) => Bson::DateTime(BsonDateTime::from_millis(t.timestamp_millis())),
+        Value::Json(j) => json_to_bson(j),
+    }
+}
+
+fn json_to_bson(j: &serde_json::Value) -> Bson {
+    use serde_json::Value as J;
+    match j {
+        J::Null => Bson::Null,
+        J::Bool(b) => Bson::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Bson::Int64(i),
+            None => n.as_f64().map(Bson::Double).unwrap_or_else(|| {
+                Decimal128::from_str(&n.to_string()).map_or(Bson::Null, Bson::Decimal128)
+            }),
+        },
+        J::String(s) => Bson::String(s.clone()),
+        J::Array(a) => Bson::Array(a.iter().map(json_to_bson).collect()),
+        J::Object(o) => Bson::Document(
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_to_bson(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// BSON back to JSON for `json` columns (numbers stay numbers, subdocuments objects).
+pub fn bson_to_json(b: &Bson) -> serde_json::Value {
+    use serde_json::Value as J;
+    match b {
+        Bson::Null | Bson::Undefined => J::Null,
+        Bson::Boolean(v) => J::Bool(*v),
+        Bson::Int32(i) => J::from(*i),
+        Bson::Int64(i) => J::from(*i),
+        Bson::Double(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Bson::Decimal128(d) => {
+            let text = d.to_string();
+            serde_json::from_str::<serde_json::Number>(&text).map_or(J::String(text), J::Number)
+        }
+        Bson::String(s) => J::String(s.clone()),
+        Bson::Array(a) => J::Array(a.iter().map(bson_to_json).collect()),
+        Bson::Document(d) => J::Object(
+            d.iter()
+                .map(|(k, v)| (k.clone(), bson_to_json(v)))
+                .collect(),
+        ),
+        Bson::ObjectId(o) => J::String(o.to_hex()),
+        Bson::DateTime(t) => J::String(t.try_to_rfc3339_string().unwrap_or_default()),
+        other => J::String(other.to_string()),
+    }
+}
+
+/// A BSON value as a logical value (then coerced to the column's type by the caller).
+pub fn from_bson(b: &Bson) -> Result<Value, String> {
+    Ok(match b {
+        Bson::Null | Bson::Undefined => Value::Null,
+        Bson::Int32(i) => Value::Int(i64::from(*i)),
+        Bson::Int64(i) => Value::Int(*i),
+        Bson::Double(f) => Value::Float(*f),
+        Bson::Decimal128(d) => {
+            let text = d.to_string();
+            Value::Decimal(
+                rust_decimal::Decimal::from_str(&text)
+                    .or_else(|_| rust_decimal::Decimal::from_scientific(&text))
+                    .map_err(|e| format!("decimal {text}: {e}"))?,
+            )
+        }
+        Bson::String(s) => Value::Text(s.clone()),
+        Bson::Boolean(v) => Value::Bool(*v),
+        Bson::DateTime(t) => Value::Timestamp(
+            chrono::DateTime::from_timestamp_millis(t.timestamp_millis())
+                .ok_or("timestamp out of range")?,
+        ),
+        Bson::ObjectId(o) => Value::Text(o.to_hex()),
+        Bson::Document(_) | Bson::Array(_) => Value::Json(bson_to_json(b)),
+        other => return Err(format!("unsupported BSON value {other}")),
+    })
+}
+
+/// Translates a bound statement for the placement of its table on this backend.
+pub fn translate(query: &BoundQuery, catalog: &Catalog, backend: &str) -> R<Command> {
+    let placement = |table: &str| -> R<(&Table, &Placement)> {
+        let t = catalog
+            .table(table)
+            .ok_or_else(|| no(format!("unknown table `{table}`")))?;
+        let p = t
+            .placement_on(backend)
+            .ok_or_else(|| no(format!("table `{table}` has no placement here")))?;
+        Ok((t, p))
+    };
+    let cx = |_table: &Table, placement| Cx {
+        placement,
+        params: &query.params,
+    };
+    match &query.statement {
+        Statement::Select(s) => {
+            if !s.joins.is_empty() {
+                return Err(no("joins on MongoDB (they run as cross-store hash joins)"));
+            }
+            let (t, p) = placement(&s.from[0].table)?;
+            select(s, &cx(t, p), p)
+        }
+        Statement::Insert(ins) => {
+            let (t, p) = placement(&ins.table)?;
+            let c = cx(t, p);
+            let ignore_duplicates = match &ins.on_conflict {
+                None => false,
+                Some(OnConflict::DoNothing) => true,
+                Some(OnConflict::DoUpdate(_)) => {
+                    return Err(no(
+                        "INSERT ... ON CONFLICT DO UPDATE on MongoDB (use UPDATE, or DO NOTHING)",
+                    ));
+                }
+            };
+            let mut documents = Vec::new();
+            for row in &ins.rows {
+                let mut d = Document::new();
+                for (e, &col) in row.iter().zip(&ins.columns) {
+                    let v = c
+                        .constant(e)
+                        .ok_or_else(|| no("computed values in INSERT on MongoDB"))?;
+                    set_path(&mut d, &p.physical_columns[col], to_bson(&v));
+                }
+                documents.push(d);
+            }
+            Ok(Command::Insert {
+                collection: p.physical_name.clone(),
+                documents,
+                ignore_duplicates,
+            })
+        }
+        Statement::Update(u) => {
+            let (t, p) = placement(&u.table)?;
+            let c = cx(t, p);
+            let filter = c.filter_document(u.filter.as_ref())?;
+            let mut set = Document::new();
+            for a in &u.assignments {
+                set.insert(p.physical_columns[a.column].clone(), c.expr(&a.value)?);
+            }
+            Ok(Command::Update {
+                collection: p.physical_name.clone(),
+                filter,
+                update: vec![doc! { "$set": set }],
+            })
+        }
+        Statement::Delete(d) => {
+            let (t, p) = placement(&d.table)?;
+            let filter = cx(t, p).filter_document(d.filter.as_ref())?;
+            Ok(Command::Delete {
+                collection: p.physical_name.clone(),
+                filter,
+            })
+        }
+    }
+}
+
+/// Sets a dotted field path in a document (`shipping.city` -> `{shipping: {city: v}}`).
+fn set_path(d: &mut Document, path: &str, value: Bson) {
+    match path.split_once('.') {
+        None => {
+            d.insert(path, value);
+        }
+        Some((head, rest)) => {
+            let entry = d
+                .entry(head.to_owned())
+                .or_insert_with(|| Bson::Document(Document::new()));
+            if let Bson::Document(inner) = entry {
+                set_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+struct Cx<'a> {
+    placement: &'a Placement,
+    params: &'a [Value],
+}
+
+/// `{$eq: [{$ifNull: [x, null]}, null]}`: x is NULL or missing.
+fn is_null(x: Bson) -> Bson {
+    Bson::Document(doc! { "$eq": [ { "$ifNull": [x, Bson::Null] }, Bson::Null ] })
+}
+
+/// `{$cond: [any operand null, null, e]}`: SQL's NULL propagation for comparisons.
+fn null_if_any_null(operands: &[Bson], e: Bson) -> Bson {
+    let checks: Vec<Bson> = operands.iter().cloned().map(is_null).collect();
+    Bson::Document(doc! { "$cond": [ { "$or": checks }, Bson::Null, e ] })
+}
+
+fn literal(v: Bson) -> Bson {
+    Bson::Document(doc! { "$literal": v })
+}
+
+impl Cx<'_> {
+    fn field(&self, column: usize) -> &str {
+        &self.placement.physical_columns[column]
+    }
+
+    fn constant(&self, e: &Expr) -> Option<Value> {
+        match &e.kind {
+            ExprKind::Literal(v) => Some(v.clone()),
+            ExprKind::Param(i) => self.params.get(*i).cloned(),
+            _ => None,
+        }
+    }
+
+    /// A WHERE clause as a query filter document: simple `column op constant` conjuncts become
+    /// field conditions (index-friendly); anything else joins them as `$expr`.
+    fn filter_document(&self, filter: Option<&Expr>) -> R<Document> {
+        let Some(f) = filter else {
+            return Ok(Document::new());
+        };
+        let mut simple = Vec::new();
+        let mut rest = Vec::new();
+        for c in conjuncts(f) {
+            match self.simple_condition(c) {
+                Some(d) => simple.push(Bson::Document(d)),
+                None => rest.push(c),
+            }
+        }
+        if !rest.is_empty() {
+            let mut parts = Vec::new();
+            for c in rest {
+                parts.push(self.expr(c)?);
+            }
+            let all = if parts.len() == 1 {
+                parts.remove(0)
+            } else {
+                Bson::Document(doc! { "$and": parts })
+            };
+            simple.push(Bson::Document(doc! { "$expr": { "$eq": [all, true] } }));
+        }
+        Ok(match simple.len() {
+            0 => Document::new(),
+            1 => match simple.remove(0) {
+                Bson::Document(d) => d,
+                _ => Document::new(),
+            },
+            _ => doc! { "$and": simple },
+        })
+    }
+
+    fn simple_condition(&self, e: &Expr) -> Option<Document> {
+        let column = |x: &Expr| match x.kind {
+            ExprKind::Column { column, .. } => Some(self.field(column).to_owned()),
+            _ => None,
+        };
+        match &e.kind {
+            ExprKind::Binary { op, left, right } if op.is_comparison() => {
+                let (f, v, flipped) = match (column(left), column(right)) {
+                    (Some(f), None) => (f, self.constant(right)?, false),
+                    (None, Some(f)) => (f, self.constant(left)?, true),
+                    _ => return None,
+                };
+                if v.is_null() {
+                    return None;
+                }
+                let b = to_bson(&v);
+                let cond = match (op, flipped) {
+                    (BinaryOp::Eq, _) => doc! { "$eq": b },
+                    (BinaryOp::NotEq, _) => doc! { "$nin": [b, Bson::Null] },
+                    (BinaryOp::Lt, false) | (BinaryOp::Gt, true) => doc! { "$lt": b },
+                    (BinaryOp::LtEq, false) | (BinaryOp::GtEq, true) => doc! { "$lte": b },
+                    (BinaryOp::Gt, false) | (BinaryOp::Lt, true) => doc! { "$gt": b },
+                    (BinaryOp::GtEq, false) | (BinaryOp::LtEq, true) => doc! { "$gte": b },
+                    _ => return None,
+                };
+                Some(doc! { f: cond })
+            }
+            ExprKind::InList {
+                expr,
+                list,
+                negated: false,
+            } => {
+                let values: Option<Vec<Value>> = list.iter().map(|x| self.constant(x)).collect();
+                let values: Vec<Bson> = values?
+                    .iter()
+                    .filter(|v| !v.is_null())
+                    .map(to_bson)
+                    .collect();
+                Some(doc! { column(expr)?: { "$in": values } })
+            }
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated: false,
+            } => {
+                let (lo, hi) = (self.constant(low)?, self.constant(high)?);
+                if lo.is_null() || hi.is_null() {
+                    return None;
+                }
+                Some(doc! { column(expr)?: { "$gte": to_bson(&lo), "$lte": to_bson(&hi) } })
+            }
+            ExprKind::Like {
+                expr,
+                pattern,
+                negated: false,
+            } => {
+                let Value::Text(p) = self.constant(pattern)? else {
+                    return None;
+                };
+                Some(doc! { column(expr)?: { "$regex": like_to_regex(&p), "$options": "s" } })
+            }
+            ExprKind::IsNull { expr, negated } => {
+                let f = column(expr)?;
+                Some(if *negated {
+                    doc! { f: { "$ne": Bson::Null } }
+                } else {
+                    doc! { f: Bson::Null }
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// An expression as an aggregation expression with SQL NULL semantics (booleans are
+    /// true/false/null).
+    fn expr(&self, e: &Expr) -> R<Bson> {
+        Ok(match &e.kind {
+            ExprKind::Column { column, .. } => Bson::String(format!("${}", self.field(*column))),
+            ExprKind::Excluded { .. } => return Err(no("EXCLUDED outside ON CONFLICT")),
+            ExprKind::Literal(_) | ExprKind::Param(_) => {
+                literal(to_bson(&self.constant(e).unwrap_or(Value::Null)))
+            }
+            ExprKind::Unary {
+                op: UnaryOp::Neg,
+                expr,
+            } => Bson::Document(doc! { "$multiply": [self.expr(expr)?, literal(Bson::Int64(-1))] }),
+            ExprKind::Unary {
+                op: UnaryOp::Not,
+                expr,
+            } => {
+                let x = self.expr(expr)?;
+                Bson::Document(doc! { "$cond": [is_null(x.clone()), Bson::Null, { "$not": [x] }] })
+            }
+            ExprKind::Binary { op, left, right } => {
+                let (l, r) = (self.expr(left)?, self.expr(right)?);
+                match op {
+                    BinaryOp::And | BinaryOp::Or => {
+                        let (decisive, other) = if *op == BinaryOp::And {
+                            (false, true)
+                        } else {
+                            (true, false)
+                        };
+                        Bson::Document(doc! { "$switch": {
+                            "branches": [
+                                { "case": { "$or": [ { "$eq": [l.clone(), decisive] }, { "$eq": [r.clone(), decisive] } ] }, "then": decisive },
+                                { "case": { "$or": [ is_null(l), is_null(r) ] }, "then": Bson::Null },
+                            ],
+                            "default": other,
+                        } })
+                    }
+                    BinaryOp::Eq
+                    | BinaryOp::NotEq
+                    | BinaryOp::Lt
+                    | BinaryOp::LtEq
+                    | BinaryOp::Gt
+                    | BinaryOp::GtEq => {
+                        let name = match op {
+                            BinaryOp::Eq => "$eq",
+                            BinaryOp::NotEq => "$ne",
+                            BinaryOp::Lt => "$lt",
+                            BinaryOp::LtEq => "$lte",
+                            BinaryOp::Gt => "$gt",
+                            _ => "$gte",
+                        };
+                        null_if_any_null(
+                            &[l.clone(), r.clone()],
+                            Bson::Document(doc! { name: [l, r] }),
+                        )
+                    }
+                    BinaryOp::Plus => Bson::Document(doc! { "$add": [l, r] }),
+                    BinaryOp::Minus => Bson::Document(doc! { "$subtract": [l, r] }),
+                    BinaryOp::Multiply => Bson::Document(doc! { "$multiply": [l, r] }),
+                    BinaryOp::Divide
+                        if left.ty == LogicalType::Int && right.ty == LogicalType::Int =>
+                    {
+                        Bson::Document(doc! { "$trunc": [ { "$divide": [l, r] }, 0 ] })
+                    }
+                    BinaryOp::Divide => Bson::Document(doc! { "$divide": [l, r] }),
+                    BinaryOp::Modulo => Bson::Document(doc! { "$mod": [l, r] }),
+                    BinaryOp::Concat => Bson::Document(doc! { "$concat": [l, r] }),
+                }
+            }
+            ExprKind::IsNull { expr, negated } => {
+                let test = is_null(self.expr(expr)?);
+                if *negated {
+                    Bson::Document(doc! { "$not": [test] })
+                } else {
+                    test
+                }
+            }
+            ExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let x = self.expr(expr)?;
+                let mut items = Vec::new();
+                for i in list {
+                    items.push(self.expr(i)?);
+                }
+                let test = Bson::Document(doc! { "$in": [x.clone(), items] });
+                let test = if *negated {
+                    Bson::Document(doc! { "$not": [test] })
+                } else {
+                    test
+                };
+                null_if_any_null(&[x], test)
+            }
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                let (x, lo, hi) = (self.expr(expr)?, self.expr(low)?, self.expr(high)?);
+                let test = Bson::Document(
+                    doc! { "$and": [ { "$gte": [x.clone(), lo.clone()] }, { "$lte": [x.clone(), hi.clone()] } ] },
+                );
+                let test = if *negated {
+                    Bson::Document(doc! { "$not": [test] })
+                } else {
+                    test
+                };
+                null_if_any_null(&[x, lo, hi], test)
+            }
+            ExprKind::Like {
+                expr,
+                pattern,
+                negated,
+            } => {
+                let Some(Value::Text(p)) = self.constant(pattern) else {
+                    return Err(no("LIKE with a computed pattern on MongoDB"));
+                };
+                let x = self.expr(expr)?;
+                let test = Bson::Document(
+                    doc! { "$regexMatch": { "input": x.clone(), "regex": like_to_regex(&p), "options": "s" } },
+                );
+                let test = if *negated {
+                    Bson::Document(doc! { "$not": [test] })
+                } else {
+                    test
+                };
+                null_if_any_null(&[x], test)
+            }
+            ExprKind::Func { func, args } => {
+                let mut a = Vec::new();
+                for x in args {
+                    a.push(self.expr(x)?);
+                }
+                let first = a.first().cloned().unwrap_or(Bson::Null);
+                match func {
+                    ScalarFunc::Lower => Bson::Document(
+                        doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$toLower": first }] },
+                    ),
+                    ScalarFunc::Upper => Bson::Document(
+                        doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$toUpper": first }] },
+                    ),
+                    ScalarFunc::Length => Bson::Document(
+                        doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$strLenCP": first }] },
+                    ),
+                    ScalarFunc::Abs => Bson::Document(doc! { "$abs": first }),
+                    ScalarFunc::Coalesce => {
+                        let mut out = a.pop().unwrap_or(Bson::Null);
+                        while let Some(prev) = a.pop() {
+                            out = Bson::Document(doc! { "$ifNull": [prev, out] });
+                        }
+                        out
+                    }
+                }
+            }
+            ExprKind::Agg { .. } => return Err(no("an aggregate outside GROUP BY context")),
+        })
+    }
+}
+
+/// The AND-ed parts of a condition.
+fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    match &e.kind {
+        ExprKind::Binary {
+            op: BinaryOp::And,
+            left,
+            right,
+        } => {
+            let mut out = conjuncts(left);
+            out.extend(conjuncts(right));
+            out
+        }
+        _ => vec![e],
+    }
+}
+
+/// A LIKE pattern as an anchored regular expression: `%` -> `.*`, `_` -> `.`, `\x` -> literal x,
+/// every other regex metacharacter escaped.
+pub fn like_to_regex(pattern: &str) -> String {
+    let mut out = String::from("^");
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => out.push_str(".*"),
+            '_' => out.push('.'),
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    push_escaped(&mut out, n);
+                }
+            }
+            other => push_escaped(&mut out, other),
+        }
+    }
+    out.push('$');
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if ".^$*+?()[]{}|\\/".contains(c) {
+        out.push('\\');
+    }
+    out.push(c);
+}
+
+/// Aggregates of a SELECT, each computed once in `$group` as `aN` (with `aNn`, the count of
+/// non-NULL inputs, where SQL needs NULL for an empty input).
+struct Aggregates<'e> {
+    list: Vec<&'e Expr>,
+}
+
+impl<'e> Aggregates<'e> {
+    fn collect(s: &'e Select) -> Aggregates<'e> {
+        let mut list: Vec<&Expr> = Vec::new();
+        let mut visit = |e: &'e Expr| {
+            fn walk<'x>(e: &'x Expr, list: &mut Vec<&'x Expr>) {
+                if let ExprKind::Agg { .. } = e.kind {
+                    if !list.contains(&e) {
+                        list.push(e);
+                    }
+                    return;
+                }
+                match &e.kind {
+                    ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => {
+                        walk(expr, list)
+                    }
+                    ExprKind::Binary { left, right, .. } => {
+                        walk(left, list);
+                        walk(right, list);
+                    }
+                    ExprKind::InList { expr, list: l, .. } => {
+                        walk(expr, list);
+                        l.iter().for_each(|x| walk(x, list));
+                    }
+                    ExprKind::Between {
+                        expr, low, high, ..
+                    } => {
+                        walk(expr, list);
+                        walk(low, list);
+                        walk(high, list);
+                    }
+                    ExprKind::Like { expr, pattern, .. } => {
+                        walk(expr, list);
+                        walk(pattern, list);
+                    }
+                    ExprKind::Func { args, .. } => args.iter().for_each(|x| walk(x, list)),
+                    _ => {}
+                }
+            }
+            walk(e, &mut list);
+        };
+        for c in &s.projection {
+            visit(&c.expr);
+        }
+        if let Some(h) = &s.having {
+            visit(h);
+        }
+        for o in &s.order_by {
+            visit(&o.expr);
+        }
+        Aggregates { list }
+    }
+
+    fn index(&self, e: &Expr) -> Option<usize> {
+        self.list.iter().position(|x| *x == e)
+    }
+}
+
+/// A grouped query's output side: group keys live at `$_id.gK`, aggregates at `$aN`.
+struct Grouped<'c, 'e> {
+    cx: &'c Cx<'c>,
+    keys: &'e [Expr],
+    aggs: &'c Aggregates<'e>,
+}
+
+impl Grouped<'_, '_> {
+    fn expr(&self, e: &Expr) -> R<Bson> {
+        if let Some(k) = self.keys.iter().position(|g| g == e) {
+            return Ok(Bson::String(format!("$_id.g{k}")));
+        }
+        if let ExprKind::Agg { func, distinct, .. } = &e.kind {
+            let n = self
+                .aggs
+                .index(e)
+                .ok_or_else(|| no("aggregate not collected"))?;
+            let a = format!("$a{n}");
+            return Ok(match (func, distinct) {
+                (AggFunc::Count, false) => Bson::String(a),
+                (AggFunc::Count, true) => Bson::Document(
+                    doc! { "$size": { "$filter": { "input": a, "cond": { "$ne": ["$$this", Bson::Null] } } } },
+                ),
+                (AggFunc::Sum, true) => Bson::Document(
+                    doc! { "$cond": [ { "$eq": [ { "$size": { "$filter": { "input": a.clone(), "cond": { "$ne": ["$$this", Bson::Null] } } } }, 0 ] }, Bson::Null, { "$sum": a } ] },
+                ),
+                (AggFunc::Avg, true) => Bson::Document(doc! { "$avg": a }),
+                (AggFunc::Sum, false) => Bson::Document(
+                    doc! { "$cond": [ { "$eq": [format!("$a{n}n"), 0] }, Bson::Null, a ] },
+                ),
+                _ => Bson::String(a),
+            });
+        }
+        // Rebuild the expression over grouped inputs.
+        let sub = |x: &Expr| self.expr(x);
+        Ok(match &e.kind {
+            ExprKind::Column { .. } => return Err(no("a column outside GROUP BY")),
+            ExprKind::Literal(_) | ExprKind::Param(_) | ExprKind::Excluded { .. } => {
+                self.cx.expr(e)?
+            }
+            _ => {
+                // Translate with a temporary context where children resolve through `self`.
+                return rebuild(e, &sub, self.cx);
+            }
+        })
+    }
+}
+
+/// Translates `e` whose children are translated by `sub` (used for post-group expressions).
+fn rebuild(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
+    // Substitute each child by a placeholder column translated through `sub`: simplest is to
+    // mirror `Cx::expr` for the composite kinds.
+    Ok(match &e.kind {
+        ExprKind::Unary {
+            op: UnaryOp::Neg,
+            expr,
+        } => Bson::Document(doc! { "$multiply": [sub(expr)?, literal(Bson::Int64(-1))] }),
+        ExprKind::Unary {
+            op: UnaryOp::Not,
+            expr,
+        } => {
+            let x = sub(expr)?;
+            Bson::Document(doc! { "$cond": [is_null(x.clone()), Bson::Null, { "$not": [x] }] })
+        }
+        ExprKind::Binary { op, left, right } => {
+            let (l, r) = (sub(left)?, sub(right)?);
+            match op {
+                BinaryOp::And | BinaryOp::Or => {
+                    let (decisive, other) = if *op == BinaryOp::And {
+                        (false, true)
+                    } else {
+                        (true, false)
+                    };
+                    Bson::Document(doc! { "$switch": {
+                        "branches": [
+                            { "case": { "$or": [ { "$eq": [l.clone(), decisive] }, { "$eq": [r.clone(), decisive] } ] }, "then": decisive },
+                            { "case": { "$or": [ is_null(l), is_null(r) ] }, "then": Bson::Null },
+                        ],
+                        "default": other,
+                    } })
+                }
+                BinaryOp::Plus => Bson::Document(doc! { "$add": [l, r] }),
+                BinaryOp::Minus => Bson::Document(doc! { "$subtract": [l, r] }),
+                BinaryOp::Multiply => Bson::Document(doc! { "$multiply": [l, r] }),
+                BinaryOp::Divide if left.ty == LogicalType::Int && right.ty == LogicalType::Int => {
+                    Bson::Document(doc! { "$trunc": [ { "$divide": [l, r] }, 0 ] })
+                }
+                BinaryOp::Divide => Bson::Document(doc! { "$divide": [l, r] }),
+                BinaryOp::Modulo => Bson::Document(doc! { "$mod": [l, r] }),
+                BinaryOp::Concat => Bson::Document(doc! { "$concat": [l, r] }),
+                cmp => {
+                    let name = match cmp {
+                        BinaryOp::Eq => "$eq",
+                        BinaryOp::NotEq => "$ne",
+                        BinaryOp::Lt => "$lt",
+                        BinaryOp::LtEq => "$lte",
+                        BinaryOp::Gt => "$gt",
+                        _ => "$gte",
+                    };
+                    null_if_any_null(
+                        &[l.clone(), r.clone()],
+                        Bson::Document(doc! { name: [l, r] }),
+                    )
+                }
+            }
+        }
+        ExprKind::IsNull { expr, negated } => {
+            let test = is_null(sub(expr)?);
+            if *negated {
+                Bson::Document(doc! { "$not": [test] })
+            } else {
+                test
+            }
+        }
+        ExprKind::Func { func, args } => {
+            let mut a = Vec::new();
+            for x in args {
+                a.push(sub(x)?);
+            }
+            let first = a.first().cloned().unwrap_or(Bson::Null);
+            match func {
+                ScalarFunc::Lower => Bson::Document(doc! { "$toLower": first }),
+                ScalarFunc::Upper => Bson::Document(doc! { "$toUpper": first }),
+                ScalarFunc::Length => Bson::Document(doc! { "$strLenCP": first }),
+                ScalarFunc::Abs => Bson::Document(doc! { "$abs": first }),
+                ScalarFunc::Coalesce => {
+                    let mut out = a.pop().unwrap_or(Bson::Null);
+                    while let Some(prev) = a.pop() {
+                        out = Bson::Document(doc! { "$ifNull": [prev, out] });
+                    }
+                    out
+                }
+            }
+        }
+        _ => cx.expr(e)?,
+    })
+}
+
+/// A SELECT on one collection as an aggregation pipeline.
+fn select(s: &Select, cx: &Cx<'_>, placement: &Placement) -> R<Command> {
+    let mut pipeline = Vec::new();
+    let filter = cx.filter_document(s.filter.as_ref())?;
+    if !filter.is_empty() {
+        pipeline.push(doc! { "$match": filter });
+    }
+    let aggs = Aggregates::collect(s);
+    let grouped = s.is_aggregate();
+    let distinct_keys: Vec<Expr> = if s.distinct && !grouped {
+        s.projection.iter().map(|c| c.expr.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let keys: &[Expr] = if grouped { &s.group_by } else { &distinct_keys };
+    // Output expressions and sort keys, in terms of the stage they are computed after.
+    let out_expr = |e: &Expr| -> R<Bson> {
+        if grouped || s.distinct {
+            Grouped {
+                cx,
+                keys,
+                aggs: &aggs,
+            }
+            .expr(e)
+        } else {
+            cx.expr(e)
+        }
+    };
+    if grouped || s.distinct {
+        let mut id = Document::new();
+        for (k, g) in keys.iter().enumerate() {
+            id.insert(format!("g{k}"), cx.expr(g)?);
+        }
+        let mut group =
+            doc! { "_id": if keys.is_empty() { Bson::Null } else { Bson::Document(id) } };
+        for (n, a) in aggs.list.iter().enumerate() {
+            let ExprKind::Agg {
+                func,
+                arg,
+                distinct,
+            } = &a.kind
+            else {
+                continue;
+            };
+            let arg = arg.as_deref().map(|x| cx.expr(x)).transpose()?;
+            let non_null = |x: &Bson| Bson::Document(doc! { "$cond": [is_null(x.clone()), 0, 1] });
+            let acc = match (func, &arg, distinct) {
+                (AggFunc::Count, None, _) => doc! { "$sum": 1 },
+                (_, Some(x), true) => doc! { "$addToSet": x.clone() },
+                (AggFunc::Count, Some(x), false) => doc! { "$sum": non_null(x) },
+                (AggFunc::Sum, Some(x), false) => {
+                    group.insert(format!("a{n}n"), doc! { "$sum": non_null(x) });
+                    doc! { "$sum": x.clone() }
+                }
+                (AggFunc::Avg, Some(x), false) => doc! { "$avg": x.clone() },
+                (AggFunc::Min, Some(x), false) => doc! { "$min": x.clone() },
+                (AggFunc::Max, Some(x), false) => doc! { "$max": x.clone() },
+                (_, None, _) => doc! { "$sum": 1 },
+            };
+            group.insert(format!("a{n}"), acc);
+        }
+        pipeline.push(doc! { "$group": group });
+        if let Some(h) = &s.having {
+            pipeline.push(doc! { "$match": { "$expr": { "$eq": [out_expr(h)?, true] } } });
+        }
+    }
+    if !s.order_by.is_empty() {
+        let mut add = Document::new();
+        let mut sort = Document::new();
+        for (i, o) in s.order_by.iter().enumerate() {
+            let key = out_expr(&o.expr)?;
+            add.insert(format!("_s{i}n"), is_null(key.clone()));
+            add.insert(format!("_s{i}"), key);
+            sort.insert(format!("_s{i}n"), if o.nulls_first { -1 } else { 1 });
+            sort.insert(format!("_s{i}"), if o.desc { -1 } else { 1 });
+        }
+        pipeline.push(doc! { "$addFields": add });
+        pipeline.push(doc! { "$sort": sort });
+    }
+    if let Some(o) = s.offset.filter(|o| *o > 0) {
+        pipeline.push(doc! { "$skip": i64::try_from(o).unwrap_or(i64::MAX) });
+    }
+    if let Some(l) = s.limit {
+        if l == 0 {
+            pipeline.push(doc! { "$limit": 1 });
+            pipeline.push(doc! { "$match": { "$expr": false } });
+        } else {
+            pipeline.push(doc! { "$limit": i64::try_from(l).unwrap_or(i64::MAX) });
+        }
+    }
+    let mut project = doc! { "_id": 0 };
+    for (i, c) in s.projection.iter().enumerate() {
+        project.insert(format!("c{i}"), out_expr(&c.expr)?);
+    }
+    pipeline.push(doc! { "$project": project });
+    Ok(Command::Aggregate {
+        collection: placement.physical_name.clone(),
+        pipeline,
+        global_aggregate: grouped && s.group_by.is_empty(),
+    })
+}

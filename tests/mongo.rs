@@ -1,0 +1,114 @@
+//! MongoDB pushdown: what explain shows is sent (filter document, pipeline), and bad input:
+//! a duplicate key, LIKE patterns with regex metacharacters, a string where an int is expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Store, TestStore, post, query, shop_on, start_server};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_filter_document_and_pipeline() {
+    let store = TestStore::new(Store::Mongo);
+    let server = start_server(shop_on(store.backend.clone())).await;
+    let e = post(
+        server.addr,
+        "/v1/explain",
+        json!({ "sql": "SELECT name, retail_price FROM products WHERE product_id = $1 AND category LIKE 'bo%' ORDER BY name LIMIT 3", "params": ["p1"] }),
+    )
+    .await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    let fragment = &e.body["fragments"][0];
+    assert_eq!(fragment["language"], "mongodb");
+    let statement: serde_json::Value =
+        serde_json::from_str(fragment["statement"].as_str().unwrap()).unwrap();
+    assert_eq!(statement["aggregate"], "products");
+    assert_eq!(
+        statement["pipeline"][0],
+        json!({ "$match": { "$and": [ { "_id": { "$eq": "p1" } }, { "category": { "$regex": "^bo.*$", "$options": "s" } } ] } })
+    );
+    assert_eq!(statement["pipeline"][3], json!({ "$limit": 3 }));
+    assert_eq!(
+        statement["pipeline"][4],
+        json!({ "$project": { "_id": 0, "c0": "$name", "c1": "$retail_price" } })
+    );
+
+    let g = post(server.addr, "/v1/explain", json!({ "sql": "SELECT category, COUNT(*), SUM(retail_price) FROM products GROUP BY category" })).await;
+    let text = g.body["fragments"][0]["statement"].as_str().unwrap();
+    assert!(
+        text.contains("\"$group\":{\"_id\":{\"g0\":\"$category\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_nothing_half_written() {
+    let store = TestStore::new(Store::Mongo);
+    let server = start_server(shop_on(store.backend.clone())).await;
+    let a = server.addr;
+    server
+        .router
+        .seed_table(
+            "products",
+            &["product_id", "name", "category"],
+            vec![],
+            10,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    let insert = "INSERT INTO products (product_id, name, category) VALUES ($1, $2, 'toys')";
+    for (id, name) in [("p1", "a.b (x)*"), ("p2", "axb (x)"), ("p3", "A.B")] {
+        let r = query(a, insert, json!([id, name])).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // A duplicate key: 409, and the batch that contained it wrote nothing else.
+    let dup = query(
+        a,
+        "INSERT INTO products (product_id, name) VALUES ('p1', 'again')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        (dup.status, dup.body["error"]["code"].clone()),
+        (409, json!("CONSTRAINT_VIOLATION")),
+        "{}",
+        dup.body
+    );
+    let count = query(a, "SELECT COUNT(*) FROM products", json!([])).await;
+    assert_eq!(count.body["rows"], json!([[3]]));
+    // Regex metacharacters in LIKE patterns are literal.
+    let like = query(
+        a,
+        "SELECT product_id FROM products WHERE name LIKE $1 ORDER BY product_id",
+        json!(["a.b (x)%"]),
+    )
+    .await;
+    assert_eq!(like.body["rows"], json!([["p1"]]), "{}", like.body);
+    let like = query(
+        a,
+        "SELECT product_id FROM products WHERE name LIKE '%(x)\\*' ORDER BY product_id",
+        json!([]),
+    )
+    .await;
+    assert_eq!(like.body["rows"], json!([["p1"]]), "{}", like.body);
+    // A string where a number is expected.
+    let bad = query(
+        a,
+        "SELECT * FROM products WHERE rating > $1",
+        json!(["high"]),
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.body["error"]["code"].clone()),
+        (400, json!("BAD_PARAMS"))
+    );
+    // Joins on MongoDB wait for cross-store execution: a clear refusal.
+    let join = query(
+        a,
+        "SELECT p.name FROM products p JOIN products q ON q.product_id = p.product_id",
+        json!([]),
+    )
+    .await;
+    assert_eq!(join.body["error"]["code"], "NO_ROUTE", "{}", join.body);
+}
