@@ -259,16 +259,7 @@ impl Backend for MongoBackend {
 
     async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
         let command = self.command(fragment)?;
-        let columns: Vec<ResultColumn> = fragment
-            .query
-            .statement
-            .output()
-            .iter()
-            .map(|c| ResultColumn {
-                name: c.name.clone(),
-                ty: c.expr.ty,
-            })
-            .collect();
+        let columns = fragment.query.statement.result_columns();
         match tokio::time::timeout(
             self.timeout,
             self.run(command, &columns, &fragment.query.statement),
@@ -311,7 +302,8 @@ impl Backend for MongoBackend {
             && let Err(e) = self.db.create_collection(&placement.physical_name).await
         {
             // 48: NamespaceExists (another router created it first).
-            let exists = matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48);
+            let exists =
+                matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48);
             if !exists {
                 return Err(self.map_err(e));
             }

@@ -317,7 +317,7 @@ impl Cx<'_> {
         };
         let mut simple = Vec::new();
         let mut rest = Vec::new();
-        for c in conjuncts(f) {
+        for c in f.conjuncts() {
             match self.simple_condition(c) {
                 Some(d) => simple.push(Bson::Document(d)),
                 None => rest.push(c),
@@ -419,182 +419,170 @@ impl Cx<'_> {
         }
     }
 
-    /// An expression as an aggregation expression with SQL NULL semantics (booleans are
-    /// true/false/null).
+    /// An expression over input documents as an aggregation expression.
     fn expr(&self, e: &Expr) -> R<Bson> {
-        Ok(match &e.kind {
-            ExprKind::Column { column, .. } => Bson::String(format!("${}", self.field(*column))),
-            ExprKind::Excluded { .. } => return Err(no("EXCLUDED outside ON CONFLICT")),
-            ExprKind::Literal(_) | ExprKind::Param(_) => {
-                literal(to_bson(&self.constant(e).unwrap_or(Value::Null)))
-            }
-            ExprKind::Unary {
-                op: UnaryOp::Neg,
-                expr,
-            } => Bson::Document(doc! { "$multiply": [self.expr(expr)?, literal(Bson::Int64(-1))] }),
-            ExprKind::Unary {
-                op: UnaryOp::Not,
-                expr,
-            } => {
-                let x = self.expr(expr)?;
-                Bson::Document(doc! { "$cond": [is_null(x.clone()), Bson::Null, { "$not": [x] }] })
-            }
-            ExprKind::Binary { op, left, right } => {
-                let (l, r) = (self.expr(left)?, self.expr(right)?);
-                match op {
-                    BinaryOp::And | BinaryOp::Or => {
-                        let (decisive, other) = if *op == BinaryOp::And {
-                            (false, true)
-                        } else {
-                            (true, false)
-                        };
-                        Bson::Document(doc! { "$switch": {
-                            "branches": [
-                                { "case": { "$or": [ { "$eq": [l.clone(), decisive] }, { "$eq": [r.clone(), decisive] } ] }, "then": decisive },
-                                { "case": { "$or": [ is_null(l), is_null(r) ] }, "then": Bson::Null },
-                            ],
-                            "default": other,
-                        } })
-                    }
-                    BinaryOp::Eq
-                    | BinaryOp::NotEq
-                    | BinaryOp::Lt
-                    | BinaryOp::LtEq
-                    | BinaryOp::Gt
-                    | BinaryOp::GtEq => {
-                        let name = match op {
-                            BinaryOp::Eq => "$eq",
-                            BinaryOp::NotEq => "$ne",
-                            BinaryOp::Lt => "$lt",
-                            BinaryOp::LtEq => "$lte",
-                            BinaryOp::Gt => "$gt",
-                            _ => "$gte",
-                        };
-                        null_if_any_null(
-                            &[l.clone(), r.clone()],
-                            Bson::Document(doc! { name: [l, r] }),
-                        )
-                    }
-                    BinaryOp::Plus => Bson::Document(doc! { "$add": [l, r] }),
-                    BinaryOp::Minus => Bson::Document(doc! { "$subtract": [l, r] }),
-                    BinaryOp::Multiply => Bson::Document(doc! { "$multiply": [l, r] }),
-                    BinaryOp::Divide
-                        if left.ty == LogicalType::Int && right.ty == LogicalType::Int =>
-                    {
-                        Bson::Document(doc! { "$trunc": [ { "$divide": [l, r] }, 0 ] })
-                    }
-                    BinaryOp::Divide => Bson::Document(doc! { "$divide": [l, r] }),
-                    BinaryOp::Modulo => Bson::Document(doc! { "$mod": [l, r] }),
-                    BinaryOp::Concat => Bson::Document(doc! { "$concat": [l, r] }),
-                }
-            }
-            ExprKind::IsNull { expr, negated } => {
-                let test = is_null(self.expr(expr)?);
-                if *negated {
-                    Bson::Document(doc! { "$not": [test] })
-                } else {
-                    test
-                }
-            }
-            ExprKind::InList {
-                expr,
-                list,
-                negated,
-            } => {
-                let x = self.expr(expr)?;
-                let mut items = Vec::new();
-                for i in list {
-                    items.push(self.expr(i)?);
-                }
-                let test = Bson::Document(doc! { "$in": [x.clone(), items] });
-                let test = if *negated {
-                    Bson::Document(doc! { "$not": [test] })
-                } else {
-                    test
-                };
-                null_if_any_null(&[x], test)
-            }
-            ExprKind::Between {
-                expr,
-                low,
-                high,
-                negated,
-            } => {
-                let (x, lo, hi) = (self.expr(expr)?, self.expr(low)?, self.expr(high)?);
-                let test = Bson::Document(
-                    doc! { "$and": [ { "$gte": [x.clone(), lo.clone()] }, { "$lte": [x.clone(), hi.clone()] } ] },
-                );
-                let test = if *negated {
-                    Bson::Document(doc! { "$not": [test] })
-                } else {
-                    test
-                };
-                null_if_any_null(&[x, lo, hi], test)
-            }
-            ExprKind::Like {
-                expr,
-                pattern,
-                negated,
-            } => {
-                let Some(Value::Text(p)) = self.constant(pattern) else {
-                    return Err(no("LIKE with a computed pattern on MongoDB"));
-                };
-                let x = self.expr(expr)?;
-                let test = Bson::Document(
-                    doc! { "$regexMatch": { "input": x.clone(), "regex": like_to_regex(&p), "options": "s" } },
-                );
-                let test = if *negated {
-                    Bson::Document(doc! { "$not": [test] })
-                } else {
-                    test
-                };
-                null_if_any_null(&[x], test)
-            }
-            ExprKind::Func { func, args } => {
-                let mut a = Vec::new();
-                for x in args {
-                    a.push(self.expr(x)?);
-                }
-                let first = a.first().cloned().unwrap_or(Bson::Null);
-                match func {
-                    ScalarFunc::Lower => Bson::Document(
-                        doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$toLower": first }] },
-                    ),
-                    ScalarFunc::Upper => Bson::Document(
-                        doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$toUpper": first }] },
-                    ),
-                    ScalarFunc::Length => Bson::Document(
-                        doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$strLenCP": first }] },
-                    ),
-                    ScalarFunc::Abs => Bson::Document(doc! { "$abs": first }),
-                    ScalarFunc::Coalesce => {
-                        let mut out = a.pop().unwrap_or(Bson::Null);
-                        while let Some(prev) = a.pop() {
-                            out = Bson::Document(doc! { "$ifNull": [prev, out] });
-                        }
-                        out
-                    }
-                }
-            }
-            ExprKind::Agg { .. } => return Err(no("an aggregate outside GROUP BY context")),
-        })
+        composite(e, &|x| self.expr(x), self)
     }
 }
 
-/// The AND-ed parts of a condition.
-fn conjuncts(e: &Expr) -> Vec<&Expr> {
-    match &e.kind {
-        ExprKind::Binary {
-            op: BinaryOp::And,
-            left,
-            right,
-        } => {
-            let mut out = conjuncts(left);
-            out.extend(conjuncts(right));
-            out
+/// Translates `e` as an aggregation expression with SQL NULL semantics (booleans are
+/// true/false/null); children go through `sub`, so the same rules serve expressions over input
+/// documents (`Cx::expr`) and over grouped documents (`Grouped::expr`).
+fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
+    Ok(match &e.kind {
+        ExprKind::Column { column, .. } => Bson::String(format!("${}", cx.field(*column))),
+        ExprKind::Excluded { .. } => return Err(no("EXCLUDED outside ON CONFLICT")),
+        ExprKind::Literal(_) | ExprKind::Param(_) => {
+            literal(to_bson(&cx.constant(e).unwrap_or(Value::Null)))
         }
-        _ => vec![e],
-    }
+        ExprKind::Unary {
+            op: UnaryOp::Neg,
+            expr,
+        } => Bson::Document(doc! { "$multiply": [sub(expr)?, literal(Bson::Int64(-1))] }),
+        ExprKind::Unary {
+            op: UnaryOp::Not,
+            expr,
+        } => {
+            let x = sub(expr)?;
+            Bson::Document(doc! { "$cond": [is_null(x.clone()), Bson::Null, { "$not": [x] }] })
+        }
+        ExprKind::Binary { op, left, right } => {
+            let (l, r) = (sub(left)?, sub(right)?);
+            match op {
+                BinaryOp::And | BinaryOp::Or => {
+                    let (decisive, other) = if *op == BinaryOp::And {
+                        (false, true)
+                    } else {
+                        (true, false)
+                    };
+                    Bson::Document(doc! { "$switch": {
+                        "branches": [
+                            { "case": { "$or": [ { "$eq": [l.clone(), decisive] }, { "$eq": [r.clone(), decisive] } ] }, "then": decisive },
+                            { "case": { "$or": [ is_null(l), is_null(r) ] }, "then": Bson::Null },
+                        ],
+                        "default": other,
+                    } })
+                }
+                BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq => {
+                    let name = match op {
+                        BinaryOp::Eq => "$eq",
+                        BinaryOp::NotEq => "$ne",
+                        BinaryOp::Lt => "$lt",
+                        BinaryOp::LtEq => "$lte",
+                        BinaryOp::Gt => "$gt",
+                        _ => "$gte",
+                    };
+                    null_if_any_null(
+                        &[l.clone(), r.clone()],
+                        Bson::Document(doc! { name: [l, r] }),
+                    )
+                }
+                BinaryOp::Plus => Bson::Document(doc! { "$add": [l, r] }),
+                BinaryOp::Minus => Bson::Document(doc! { "$subtract": [l, r] }),
+                BinaryOp::Multiply => Bson::Document(doc! { "$multiply": [l, r] }),
+                BinaryOp::Divide if left.ty == LogicalType::Int && right.ty == LogicalType::Int => {
+                    Bson::Document(doc! { "$trunc": [ { "$divide": [l, r] }, 0 ] })
+                }
+                BinaryOp::Divide => Bson::Document(doc! { "$divide": [l, r] }),
+                BinaryOp::Modulo => Bson::Document(doc! { "$mod": [l, r] }),
+                BinaryOp::Concat => Bson::Document(doc! { "$concat": [l, r] }),
+            }
+        }
+        ExprKind::IsNull { expr, negated } => {
+            let test = is_null(sub(expr)?);
+            if *negated {
+                Bson::Document(doc! { "$not": [test] })
+            } else {
+                test
+            }
+        }
+        ExprKind::InList {
+            expr,
+            list,
+            negated,
+        } => {
+            let x = sub(expr)?;
+            let mut items = Vec::new();
+            for i in list {
+                items.push(sub(i)?);
+            }
+            let test = Bson::Document(doc! { "$in": [x.clone(), items] });
+            let test = if *negated {
+                Bson::Document(doc! { "$not": [test] })
+            } else {
+                test
+            };
+            null_if_any_null(&[x], test)
+        }
+        ExprKind::Between {
+            expr,
+            low,
+            high,
+            negated,
+        } => {
+            let (x, lo, hi) = (sub(expr)?, sub(low)?, sub(high)?);
+            let test = Bson::Document(
+                doc! { "$and": [ { "$gte": [x.clone(), lo.clone()] }, { "$lte": [x.clone(), hi.clone()] } ] },
+            );
+            let test = if *negated {
+                Bson::Document(doc! { "$not": [test] })
+            } else {
+                test
+            };
+            null_if_any_null(&[x, lo, hi], test)
+        }
+        ExprKind::Like {
+            expr,
+            pattern,
+            negated,
+        } => {
+            let Some(Value::Text(p)) = cx.constant(pattern) else {
+                return Err(no("LIKE with a computed pattern on MongoDB"));
+            };
+            let x = sub(expr)?;
+            let test = Bson::Document(
+                doc! { "$regexMatch": { "input": x.clone(), "regex": like_to_regex(&p), "options": "s" } },
+            );
+            let test = if *negated {
+                Bson::Document(doc! { "$not": [test] })
+            } else {
+                test
+            };
+            null_if_any_null(&[x], test)
+        }
+        ExprKind::Func { func, args } => {
+            let mut a = Vec::new();
+            for x in args {
+                a.push(sub(x)?);
+            }
+            let first = a.first().cloned().unwrap_or(Bson::Null);
+            match func {
+                ScalarFunc::Lower => Bson::Document(
+                    doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$toLower": first }] },
+                ),
+                ScalarFunc::Upper => Bson::Document(
+                    doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$toUpper": first }] },
+                ),
+                ScalarFunc::Length => Bson::Document(
+                    doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$strLenCP": first }] },
+                ),
+                ScalarFunc::Abs => Bson::Document(doc! { "$abs": first }),
+                ScalarFunc::Coalesce => {
+                    let mut out = a.pop().unwrap_or(Bson::Null);
+                    while let Some(prev) = a.pop() {
+                        out = Bson::Document(doc! { "$ifNull": [prev, out] });
+                    }
+                    out
+                }
+            }
+        }
+        ExprKind::Agg { .. } => return Err(no("an aggregate outside GROUP BY context")),
+    })
 }
 
 /// A LIKE pattern as an anchored regular expression: `%` -> `.*`, `_` -> `.`, `\x` -> literal x,
@@ -721,109 +709,11 @@ impl Grouped<'_, '_> {
                 _ => Bson::String(a),
             });
         }
-        // Rebuild the expression over grouped inputs.
-        let sub = |x: &Expr| self.expr(x);
-        Ok(match &e.kind {
-            ExprKind::Column { .. } => return Err(no("a column outside GROUP BY")),
-            ExprKind::Literal(_) | ExprKind::Param(_) | ExprKind::Excluded { .. } => {
-                self.cx.expr(e)?
-            }
-            _ => {
-                // Translate with a temporary context where children resolve through `self`.
-                return rebuild(e, &sub, self.cx);
-            }
-        })
+        match &e.kind {
+            ExprKind::Column { .. } => Err(no("a column outside GROUP BY")),
+            _ => composite(e, &|x| self.expr(x), self.cx),
+        }
     }
-}
-
-/// Translates `e` whose children are translated by `sub` (used for post-group expressions).
-fn rebuild(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
-    // Substitute each child by a placeholder column translated through `sub`: simplest is to
-    // mirror `Cx::expr` for the composite kinds.
-    Ok(match &e.kind {
-        ExprKind::Unary {
-            op: UnaryOp::Neg,
-            expr,
-        } => Bson::Document(doc! { "$multiply": [sub(expr)?, literal(Bson::Int64(-1))] }),
-        ExprKind::Unary {
-            op: UnaryOp::Not,
-            expr,
-        } => {
-            let x = sub(expr)?;
-            Bson::Document(doc! { "$cond": [is_null(x.clone()), Bson::Null, { "$not": [x] }] })
-        }
-        ExprKind::Binary { op, left, right } => {
-            let (l, r) = (sub(left)?, sub(right)?);
-            match op {
-                BinaryOp::And | BinaryOp::Or => {
-                    let (decisive, other) = if *op == BinaryOp::And {
-                        (false, true)
-                    } else {
-                        (true, false)
-                    };
-                    Bson::Document(doc! { "$switch": {
-                        "branches": [
-                            { "case": { "$or": [ { "$eq": [l.clone(), decisive] }, { "$eq": [r.clone(), decisive] } ] }, "then": decisive },
-                            { "case": { "$or": [ is_null(l), is_null(r) ] }, "then": Bson::Null },
-                        ],
-                        "default": other,
-                    } })
-                }
-                BinaryOp::Plus => Bson::Document(doc! { "$add": [l, r] }),
-                BinaryOp::Minus => Bson::Document(doc! { "$subtract": [l, r] }),
-                BinaryOp::Multiply => Bson::Document(doc! { "$multiply": [l, r] }),
-                BinaryOp::Divide if left.ty == LogicalType::Int && right.ty == LogicalType::Int => {
-                    Bson::Document(doc! { "$trunc": [ { "$divide": [l, r] }, 0 ] })
-                }
-                BinaryOp::Divide => Bson::Document(doc! { "$divide": [l, r] }),
-                BinaryOp::Modulo => Bson::Document(doc! { "$mod": [l, r] }),
-                BinaryOp::Concat => Bson::Document(doc! { "$concat": [l, r] }),
-                cmp => {
-                    let name = match cmp {
-                        BinaryOp::Eq => "$eq",
-                        BinaryOp::NotEq => "$ne",
-                        BinaryOp::Lt => "$lt",
-                        BinaryOp::LtEq => "$lte",
-                        BinaryOp::Gt => "$gt",
-                        _ => "$gte",
-                    };
-                    null_if_any_null(
-                        &[l.clone(), r.clone()],
-                        Bson::Document(doc! { name: [l, r] }),
-                    )
-                }
-            }
-        }
-        ExprKind::IsNull { expr, negated } => {
-            let test = is_null(sub(expr)?);
-            if *negated {
-                Bson::Document(doc! { "$not": [test] })
-            } else {
-                test
-            }
-        }
-        ExprKind::Func { func, args } => {
-            let mut a = Vec::new();
-            for x in args {
-                a.push(sub(x)?);
-            }
-            let first = a.first().cloned().unwrap_or(Bson::Null);
-            match func {
-                ScalarFunc::Lower => Bson::Document(doc! { "$toLower": first }),
-                ScalarFunc::Upper => Bson::Document(doc! { "$toUpper": first }),
-                ScalarFunc::Length => Bson::Document(doc! { "$strLenCP": first }),
-                ScalarFunc::Abs => Bson::Document(doc! { "$abs": first }),
-                ScalarFunc::Coalesce => {
-                    let mut out = a.pop().unwrap_or(Bson::Null);
-                    while let Some(prev) = a.pop() {
-                        out = Bson::Document(doc! { "$ifNull": [prev, out] });
-                    }
-                    out
-                }
-            }
-        }
-        _ => cx.expr(e)?,
-    })
 }
 
 /// A SELECT on one collection as an aggregation pipeline.

@@ -286,16 +286,7 @@ impl Backend for SqlBackend {
 
     async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
         let r = self.rendered(fragment)?;
-        let columns: Vec<ResultColumn> = fragment
-            .query
-            .statement
-            .output()
-            .iter()
-            .map(|c| ResultColumn {
-                name: c.name.clone(),
-                ty: c.expr.ty,
-            })
-            .collect();
+        let columns = fragment.query.statement.result_columns();
         let is_select = matches!(fragment.query.statement, Statement::Select(_));
         let sql = r.sql;
         let binds = r.binds;

@@ -89,6 +89,17 @@ impl Statement {
         }
     }
 
+    /// The typed columns of the statement's answer (empty for writes).
+    pub fn result_columns(&self) -> Vec<crate::result::ResultColumn> {
+        self.output()
+            .iter()
+            .map(|c| crate::result::ResultColumn {
+                name: c.name.clone(),
+                ty: c.expr.ty,
+            })
+            .collect()
+    }
+
     /// The output columns (empty for writes).
     pub fn output(&self) -> &[OutputColumn] {
         match self {
@@ -439,6 +450,22 @@ pub enum ExprKind {
 }
 
 impl Expr {
+    /// The AND-ed parts of a condition (the expression itself when it is not an AND).
+    pub fn conjuncts(&self) -> Vec<&Expr> {
+        match &self.kind {
+            ExprKind::Binary {
+                op: BinaryOp::And,
+                left,
+                right,
+            } => {
+                let mut out = left.conjuncts();
+                out.extend(right.conjuncts());
+                out
+            }
+            _ => vec![self],
+        }
+    }
+
     /// Whether an aggregate call occurs anywhere inside.
     pub fn contains_aggregate(&self) -> bool {
         let mut found = false;

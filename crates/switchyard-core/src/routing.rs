@@ -329,7 +329,7 @@ pub fn build_request(
             }
             for (i, j) in s.joins.iter().enumerate() {
                 note_columns(&j.on, &mut used);
-                for conjunct in conjuncts(&j.on) {
+                for conjunct in j.on.conjuncts() {
                     if let ExprKind::Binary {
                         op: BinaryOp::Eq,
                         left,
@@ -417,7 +417,7 @@ pub fn build_request(
     };
     if let Some(f) = filter {
         note_columns(f, &mut used);
-        for conjunct in conjuncts(f) {
+        for conjunct in f.conjuncts() {
             if let Some((access, predicate)) = simple_predicate(conjunct, params)
                 && let Some(a) = accesses.get_mut(access)
             {
@@ -440,22 +440,6 @@ pub fn build_request(
     }
     request.accesses = accesses;
     request
-}
-
-/// The AND-ed parts of a condition.
-fn conjuncts(e: &Expr) -> Vec<&Expr> {
-    match &e.kind {
-        ExprKind::Binary {
-            op: BinaryOp::And,
-            left,
-            right,
-        } => {
-            let mut out = conjuncts(left);
-            out.extend(conjuncts(right));
-            out
-        }
-        _ => vec![e],
-    }
 }
 
 fn column_ref(e: &Expr) -> Option<ColumnRef> {
