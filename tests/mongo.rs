@@ -103,12 +103,24 @@ async fn bad_input_gets_clear_errors_and_nothing_half_written() {
         (bad.status, bad.body["error"]["code"].clone()),
         (400, json!("BAD_PARAMS"))
     );
-    // Joins on MongoDB wait for cross-store execution: a clear refusal.
+    // Joins run as $lookup; a LEFT JOIN with more than one equality is refused clearly.
     let join = query(
         a,
-        "SELECT p.name FROM products p JOIN products q ON q.product_id = p.product_id",
+        "SELECT p.product_id, q.name FROM products p JOIN products q ON q.product_id = p.product_id ORDER BY 1",
         json!([]),
     )
     .await;
-    assert_eq!(join.body["error"]["code"], "NO_ROUTE", "{}", join.body);
+    assert_eq!(
+        join.body["rows"],
+        json!([["p1", "a.b (x)*"], ["p2", "axb (x)"], ["p3", "A.B"]]),
+        "{}",
+        join.body
+    );
+    let left = query(
+        a,
+        "SELECT p.name FROM products p LEFT JOIN products q ON q.product_id = p.product_id AND q.name = 'x'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(left.body["error"]["code"], "NO_ROUTE", "{}", left.body);
 }

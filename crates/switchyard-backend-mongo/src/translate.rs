@@ -194,16 +194,22 @@ pub fn translate(query: &BoundQuery, catalog: &Catalog, backend: &str) -> R<Comm
         Ok((t, p))
     };
     let cx = |_table: &Table, placement| Cx {
-        placement,
+        placements: vec![placement],
+        prefixed: false,
         params: &query.params,
     };
     match &query.statement {
         Statement::Select(s) => {
-            if !s.joins.is_empty() {
-                return Err(no("joins on MongoDB (they run as cross-store hash joins)"));
+            let mut placements = Vec::new();
+            for t in &s.from {
+                placements.push(placement(&t.table)?.1);
             }
-            let (t, p) = placement(&s.from[0].table)?;
-            select(s, &cx(t, p), p)
+            let cx = Cx {
+                placements,
+                prefixed: !s.joins.is_empty(),
+                params: &query.params,
+            };
+            select(s, &cx)
         }
         Statement::Insert(ins) => {
             let (t, p) = placement(&ins.table)?;
@@ -277,7 +283,10 @@ fn set_path(d: &mut Document, path: &str, value: Bson) {
 }
 
 struct Cx<'a> {
-    placement: &'a Placement,
+    /// Placement of each table of the statement (FROM order).
+    placements: Vec<&'a Placement>,
+    /// Joined documents nest each table under `t0`, `t1`, ...
+    prefixed: bool,
     params: &'a [Value],
 }
 
@@ -297,8 +306,16 @@ fn literal(v: Bson) -> Bson {
 }
 
 impl Cx<'_> {
-    fn field(&self, column: usize) -> &str {
-        &self.placement.physical_columns[column]
+    fn field(&self, table: usize, column: usize) -> String {
+        let physical = self
+            .placements
+            .get(table)
+            .map_or("", |p| p.physical_columns[column].as_str());
+        if self.prefixed {
+            format!("t{table}.{physical}")
+        } else {
+            physical.to_owned()
+        }
     }
 
     fn constant(&self, e: &Expr) -> Option<Value> {
@@ -347,7 +364,7 @@ impl Cx<'_> {
 
     fn simple_condition(&self, e: &Expr) -> Option<Document> {
         let column = |x: &Expr| match x.kind {
-            ExprKind::Column { column, .. } => Some(self.field(column).to_owned()),
+            ExprKind::Column { table, column } => Some(self.field(table, column)),
             _ => None,
         };
         match &e.kind {
@@ -430,7 +447,9 @@ impl Cx<'_> {
 /// documents (`Cx::expr`) and over grouped documents (`Grouped::expr`).
 fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
     Ok(match &e.kind {
-        ExprKind::Column { column, .. } => Bson::String(format!("${}", cx.field(*column))),
+        ExprKind::Column { table, column } => {
+            Bson::String(format!("${}", cx.field(*table, *column)))
+        }
         ExprKind::Excluded { .. } => return Err(no("EXCLUDED outside ON CONFLICT")),
         ExprKind::Literal(_) | ExprKind::Param(_) => {
             literal(to_bson(&cx.constant(e).unwrap_or(Value::Null)))
@@ -717,8 +736,79 @@ impl Grouped<'_, '_> {
 }
 
 /// A SELECT on one collection as an aggregation pipeline.
-fn select(s: &Select, cx: &Cx<'_>, placement: &Placement) -> R<Command> {
+fn select(s: &Select, cx: &Cx<'_>) -> R<Command> {
     let mut pipeline = Vec::new();
+    if cx.prefixed {
+        pipeline.push(doc! { "$replaceRoot": { "newRoot": { "t0": "$$ROOT" } } });
+        for (i, join) in s.joins.iter().enumerate() {
+            let joined = i + 1;
+            let conjuncts = join.on.conjuncts();
+            // The equality that drives the lookup: a column of the joined table = an earlier one.
+            let edge = conjuncts
+                .iter()
+                .enumerate()
+                .find_map(|(k, c)| match &c.kind {
+                    ExprKind::Binary {
+                        op: BinaryOp::Eq,
+                        left,
+                        right,
+                    } => match (&left.kind, &right.kind) {
+                        (
+                            ExprKind::Column {
+                                table: a,
+                                column: ca,
+                            },
+                            ExprKind::Column {
+                                table: b,
+                                column: cb,
+                            },
+                        ) => {
+                            if *a == joined && *b < joined {
+                                Some((k, (*b, *cb), *ca))
+                            } else if *b == joined && *a < joined {
+                                Some((k, (*a, *ca), *cb))
+                            } else {
+                                None
+                            }
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                });
+            let Some((edge_at, (local_table, local_column), foreign_column)) = edge else {
+                return Err(no(
+                    "a join without an equality between the joined table and an earlier one",
+                ));
+            };
+            let rest: Vec<&Expr> = conjuncts
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != edge_at)
+                .map(|(_, c)| *c)
+                .collect();
+            let left = join.kind == switchyard_core::ir::JoinKind::Left;
+            if left && !rest.is_empty() {
+                return Err(no(
+                    "LEFT JOIN with conditions beyond one equality on MongoDB",
+                ));
+            }
+            let local = cx.field(local_table, local_column);
+            if !left {
+                pipeline.push(doc! { "$match": { local.clone(): { "$ne": Bson::Null } } });
+            }
+            let foreign = cx.placements[joined].physical_columns[foreign_column].clone();
+            pipeline.push(doc! { "$lookup": {
+                "from": cx.placements[joined].physical_name.clone(),
+                "localField": local,
+                "foreignField": foreign,
+                "as": format!("t{joined}"),
+            } });
+            pipeline.push(doc! { "$unwind": { "path": format!("$t{joined}"), "preserveNullAndEmptyArrays": left } });
+            for c in rest {
+                pipeline.push(doc! { "$match": { "$expr": { "$eq": [cx.expr(c)?, true] } } });
+            }
+        }
+    }
     let filter = cx.filter_document(s.filter.as_ref())?;
     if !filter.is_empty() {
         pipeline.push(doc! { "$match": filter });
@@ -812,7 +902,7 @@ fn select(s: &Select, cx: &Cx<'_>, placement: &Placement) -> R<Command> {
     }
     pipeline.push(doc! { "$project": project });
     Ok(Command::Aggregate {
-        collection: placement.physical_name.clone(),
+        collection: cx.placements[0].physical_name.clone(),
         pipeline,
         global_aggregate: grouped && s.group_by.is_empty(),
     })
