@@ -143,6 +143,7 @@ pub fn backend(kind: BackendKind, url: String) -> BackendConfig {
         connect_timeout_ms: 5_000,
         statement_timeout_ms: None,
         schema: None,
+        key_prefix: None,
     }
 }
 

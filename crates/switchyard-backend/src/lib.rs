@@ -92,6 +92,16 @@ pub enum BackendError {
         /// What did not fit.
         message: String,
     },
+    /// A key-value store was asked to read or write without the key.
+    #[error("backend `{backend}` needs the key of table `{table}`: {hint}")]
+    NeedsKey {
+        /// Backend name.
+        backend: String,
+        /// The table.
+        table: String,
+        /// What to add.
+        hint: String,
+    },
     /// The backend cannot run this fragment (capability or not yet implemented).
     #[error("backend `{backend}` cannot run this: {what}")]
     Unsupported {
@@ -111,6 +121,7 @@ impl BackendError {
             Self::Constraint { .. } => ErrorCode::ConstraintViolation,
             Self::Rejected { .. } | Self::Decode { .. } => ErrorCode::BackendError,
             Self::Unsupported { .. } => ErrorCode::NoRoute,
+            Self::NeedsKey { .. } => ErrorCode::NeedsKey,
         }
     }
 }

@@ -394,6 +394,12 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
         if b.pool_max_connections == 0 {
             out.push((at("pool_max_connections"), "must be at least 1".to_owned()));
         }
+        if b.key_prefix.is_some() && b.kind != BackendKind::Redis {
+            out.push((
+                at("key_prefix"),
+                "applies only to redis backends".to_owned(),
+            ));
+        }
         if b.schema.is_some() && b.kind != BackendKind::Postgres {
             out.push((at("schema"), "applies only to postgres backends".to_owned()));
         }
@@ -655,7 +661,7 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
         insta::assert_snapshot!(problems(text), @r"
         router.toml has 9 problems
           router.toml:3:10: server.listen: `nowhere` is not a socket address, expected host:port such as 127.0.0.1:7878
-          router.toml:7:1: backends.pg.urll: unknown field `urll`, expected one of `kind`, `url`, `pool_max_connections`, `connect_timeout_ms`, `statement_timeout_ms`, `schema`
+          router.toml:7:1: backends.pg.urll: unknown field `urll`, expected one of `kind`, `url`, `pool_max_connections`, `connect_timeout_ms`, `statement_timeout_ms`, `schema`, `key_prefix`
           router.toml:11:7: backends.my.url: environment variable `NOPE` is not set and `${NOPE}` has no default (write `${NOPE:-default}`)
           router.toml:11:7: backends.my.url: a mysql url must start with mysql:// or mariadb://
           router.toml:12:10: backends.my.schema: applies only to postgres backends

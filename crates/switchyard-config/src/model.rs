@@ -242,6 +242,9 @@ pub struct BackendConfig {
     /// PostgreSQL only: the schema that holds this backend's tables (its `search_path`).
     #[serde(default)]
     pub schema: Option<String>,
+    /// Redis only: a prefix put before every key (several routers or tenants on one Redis).
+    #[serde(default)]
+    pub key_prefix: Option<String>,
 }
 
 /// `[tables.NAME]`: one logical table.

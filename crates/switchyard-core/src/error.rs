@@ -40,6 +40,8 @@ pub enum ErrorCode {
     BadParams,
     /// No backend (or set of backends) can run this statement.
     NoRoute,
+    /// A key-value store was asked to read without the key.
+    NeedsKey,
     /// A backend could not be reached.
     BackendUnavailable,
     /// A backend refused or failed the statement.
@@ -80,6 +82,7 @@ impl ErrorCode {
             Self::BadGrouping => "BAD_GROUPING",
             Self::BadParams => "BAD_PARAMS",
             Self::NoRoute => "NO_ROUTE",
+            Self::NeedsKey => "NEEDS_KEY",
             Self::BackendUnavailable => "BACKEND_UNAVAILABLE",
             Self::BackendError => "BACKEND_ERROR",
             Self::Timeout => "TIMEOUT",
@@ -93,7 +96,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -110,6 +113,7 @@ impl ErrorCode {
         Self::BadGrouping,
         Self::BadParams,
         Self::NoRoute,
+        Self::NeedsKey,
         Self::BackendUnavailable,
         Self::BackendError,
         Self::Timeout,

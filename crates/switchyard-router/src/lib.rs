@@ -5,7 +5,6 @@
 //! on a request path panics. API boundary: [`Router::query`], [`Router::explain`],
 //! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
 
-mod pending;
 mod stats;
 
 use std::collections::HashMap;
@@ -15,8 +14,11 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use indexmap::IndexMap;
 use switchyard_backend::{Backend, BackendError, Fragment, NativeStatement};
+use switchyard_backend_mongo::MongoBackend;
+use switchyard_backend_redis::RedisBackend;
 use switchyard_backend_sql::SqlBackend;
 use switchyard_config::{Config, OnPluginError};
+use switchyard_core::BackendKind;
 use switchyard_core::ir::{Expr, ExprKind, Insert, OnConflict, Statement};
 use switchyard_core::{
     BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultSet, Route, Value,
@@ -26,7 +28,6 @@ use switchyard_plugin_host::{
 };
 use tracing::Instrument;
 
-pub use pending::PendingBackend;
 use stats::BackendStats;
 
 /// The request context (`"context"` of `/v1/query`), handed to placement plugins.
@@ -198,27 +199,23 @@ impl Router {
     pub async fn from_config(config: Config) -> Result<Router, RouterError> {
         let mut backends: IndexMap<String, Arc<dyn Backend>> = IndexMap::new();
         for (name, b) in &config.backends {
-            let backend: Arc<dyn Backend> = if b.kind.is_sql() {
-                let sql = SqlBackend::connect_lazy(name, b, config.server.query_timeout_ms)
-                    .map_err(|source| RouterError::BackendSetup {
-                        backend: name.clone(),
-                        source,
-                    })?;
-                Arc::new(sql)
-            } else if b.kind == switchyard_core::BackendKind::Mongodb {
-                let mongo = switchyard_backend_mongo::MongoBackend::connect_lazy(
-                    name,
-                    b,
-                    config.server.query_timeout_ms,
-                )
-                .await
-                .map_err(|source| RouterError::BackendSetup {
-                    backend: name.clone(),
-                    source,
-                })?;
-                Arc::new(mongo)
-            } else {
-                Arc::new(PendingBackend::new(name, b.kind))
+            let timeout = config.server.query_timeout_ms;
+            let setup = |source| RouterError::BackendSetup {
+                backend: name.clone(),
+                source,
+            };
+            let backend: Arc<dyn Backend> = match b.kind {
+                BackendKind::Postgres | BackendKind::Mysql | BackendKind::Sqlite => {
+                    Arc::new(SqlBackend::connect_lazy(name, b, timeout).map_err(setup)?)
+                }
+                BackendKind::Mongodb => Arc::new(
+                    MongoBackend::connect_lazy(name, b, timeout)
+                        .await
+                        .map_err(setup)?,
+                ),
+                BackendKind::Redis => {
+                    Arc::new(RedisBackend::connect_lazy(name, b, timeout).map_err(setup)?)
+                }
             };
             backends.insert(name.clone(), backend);
         }

@@ -35,7 +35,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::AmbiguousColumn
         | ErrorCode::TypeMismatch
         | ErrorCode::BadGrouping
-        | ErrorCode::BadParams => StatusCode::BAD_REQUEST,
+        | ErrorCode::BadParams
+        | ErrorCode::NeedsKey => StatusCode::BAD_REQUEST,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,

@@ -1,0 +1,1112 @@
+//! The Redis backend (`redis` crate, tokio, connection manager).
+//!
+//! Rows live under keys built from the placement's `key_pattern` over primary-key columns, in one
+//! of four layouts (`mode`):
+//! - `hash`: one hash per row, one field per non-key column (NULL = field absent);
+//! - `json`: the non-key columns as one JSON object string per key;
+//! - `counter`: one integer per key (the table's single non-key column);
+//! - `hash-per-partition`: one hash per partition key (the pattern's columns), one field per
+//!   clustering key (the remaining primary-key column), the value column(s) as the field value.
+//!
+//! Reads must pin the key (equality or IN on the pattern's columns): lookups are pipelined
+//! (`MGET`, pipelined `HGETALL`), never one round trip per key. A read without the key is refused
+//! with `NEEDS_KEY`. Writes set the placement's TTL in the same `MULTI`/`EXEC`. Values are
+//! encoded as text that parses back to the same logical value.
+//!
+//! Invariant: the only crate that knows the `redis` driver.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement};
+use switchyard_config::{BackendConfig, RedisMode};
+use switchyard_core::ir::{BinaryOp, Expr, ExprKind, OnConflict, Statement};
+use switchyard_core::routing::{CompareOp, Route, build_request};
+use switchyard_core::value::{format_timestamp, parse_timestamp};
+use switchyard_core::{BackendKind, LogicalType, Placement, ResultSet, Table, Value};
+
+/// A Redis backend.
+pub struct RedisBackend {
+    name: String,
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("name", &self.name)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// A lazily connecting backend.
+    pub fn connect_lazy(
+        name: &str,
+        config: &BackendConfig,
+        default_timeout_ms: u64,
+    ) -> Result<Self, BackendError> {
+        let unavailable = |e: redis::RedisError| BackendError::Unavailable {
+            backend: name.to_owned(),
+            source: Box::new(e),
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
+        let timeout =
+            Duration::from_millis(config.statement_timeout_ms.unwrap_or(default_timeout_ms));
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        let conn = client
+            .get_connection_manager_lazy(manager_config)
+            .map_err(unavailable)?;
+        Ok(Self {
+            name: name.to_owned(),
+            conn,
+            prefix: config.key_prefix.clone().unwrap_or_default(),
+            timeout,
+        })
+    }
+
+    fn unsupported(&self, what: impl Into<String>) -> BackendError {
+        BackendError::Unsupported {
+            backend: self.name.clone(),
+            what: what.into(),
+        }
+    }
+
+    fn map_err(&self, e: redis::RedisError) -> BackendError {
+        if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+        {
+            BackendError::Unavailable {
+                backend: self.name.clone(),
+                source: Box::new(e),
+            }
+        } else {
+            BackendError::Rejected {
+                backend: self.name.clone(),
+                message: e.to_string(),
+            }
+        }
+    }
+
+    fn layout<'a>(&self, fragment: Fragment<'a>) -> Result<Layout<'a>, BackendError> {
+        let statement = &fragment.query.statement;
+        let name = statement
+            .access_tables()
+            .first()
+            .map(|t| (*t).to_owned())
+            .unwrap_or_default();
+        let table = fragment
+            .catalog
+            .table(&name)
+            .ok_or_else(|| self.unsupported(format!("unknown table `{name}`")))?;
+        let placement = table
+            .placement_on(&self.name)
+            .ok_or_else(|| self.unsupported(format!("table `{name}` has no placement here")))?;
+        let mode = placement.mode.unwrap_or(RedisMode::Hash);
+        let pattern = placement.key_pattern.clone().unwrap_or_else(|| {
+            let keys: Vec<String> = table
+                .primary_key
+                .iter()
+                .map(|k| format!("{{{}}}", table.columns[*k].name))
+                .collect();
+            format!("{}:{}", table.name, keys.join(":"))
+        });
+        let key_columns: Vec<usize> = pattern_columns(&pattern)
+            .iter()
+            .filter_map(|c| table.column_index(c))
+            .collect();
+        let clustering: Vec<usize> = table
+            .primary_key
+            .iter()
+            .copied()
+            .filter(|k| !key_columns.contains(k))
+            .collect();
+        let values: Vec<usize> = (0..table.columns.len())
+            .filter(|c| !key_columns.contains(c) && !clustering.contains(c))
+            .collect();
+        match mode {
+            RedisMode::HashPerPartition if clustering.len() != 1 => {
+                return Err(self.unsupported(format!("hash-per-partition table `{name}` needs exactly one primary-key column outside the key pattern")));
+            }
+            RedisMode::Counter
+                if values.len() != 1
+                    || !matches!(table.columns[values[0]].ty, LogicalType::Int) =>
+            {
+                return Err(self.unsupported(format!(
+                    "counter table `{name}` needs exactly one int column besides the key"
+                )));
+            }
+            _ if mode != RedisMode::HashPerPartition && !clustering.is_empty() => {
+                return Err(self.unsupported(format!(
+                    "the key pattern of `{name}` must name every primary-key column"
+                )));
+            }
+            _ => {}
+        }
+        Ok(Layout {
+            table,
+            placement,
+            mode,
+            pattern,
+            key_columns,
+            clustering,
+            values,
+            prefix: self.prefix.clone(),
+        })
+    }
+
+    /// The commands of a fragment, as text (for explain) and as runnable steps.
+    fn plan<'a>(&self, fragment: Fragment<'a>) -> Result<(Layout<'a>, Vec<Step>), BackendError> {
+        let layout = self.layout(fragment)?;
+        let query = fragment.query;
+        let request = build_request(
+            query,
+            fragment.catalog,
+            Route::single(0, 1),
+            Vec::new(),
+            Vec::new(),
+        );
+        let access = request
+            .accesses
+            .first()
+            .ok_or_else(|| self.unsupported("a statement without a table"))?;
+        let needs_key = |hint: &str| BackendError::NeedsKey {
+            backend: self.name.clone(),
+            table: layout.table.name.clone(),
+            hint: hint.to_owned(),
+        };
+        // Key tuples over the pattern's columns, from equality / IN predicates.
+        let pinned = |columns: &[usize]| -> Option<Vec<Vec<Value>>> {
+            let mut tuples: Vec<Vec<Value>> = vec![Vec::new()];
+            for c in columns {
+                let p = access.predicates.iter().find(|p| {
+                    p.column == *c && matches!(p.op, CompareOp::Eq | CompareOp::InList)
+                })?;
+                tuples = tuples
+                    .iter()
+                    .flat_map(|t| {
+                        p.values
+                            .iter()
+                            .map(move |v| [t.clone(), vec![v.clone()]].concat())
+                    })
+                    .collect();
+            }
+            Some(tuples)
+        };
+        let key_hint = format!(
+            "add WHERE {} = ... (or IN (...))",
+            layout
+                .key_columns
+                .iter()
+                .map(|c| layout.table.columns[*c].name.as_str())
+                .collect::<Vec<_>>()
+                .join(" = ... AND ")
+        );
+        let steps = match &query.statement {
+            Statement::Select(s) => {
+                let allowed: Vec<usize> = layout
+                    .key_columns
+                    .iter()
+                    .chain(&layout.clustering)
+                    .copied()
+                    .collect();
+                let only_keys = s
+                    .filter
+                    .as_ref()
+                    .map(|f| f.conjuncts().iter().all(|c| key_predicate(c, &allowed)))
+                    .unwrap_or(true);
+                if !s.joins.is_empty()
+                    || s.is_aggregate()
+                    || s.distinct
+                    || !s.order_by.is_empty()
+                    || !only_keys
+                {
+                    return Err(self.unsupported(
+                        "Redis answers key lookups only (no joins, aggregates, ORDER BY or filters beyond the key)",
+                    ));
+                }
+                if s.projection
+                    .iter()
+                    .any(|c| !matches!(c.expr.kind, ExprKind::Column { .. }))
+                {
+                    return Err(self.unsupported("Redis returns columns, not computed expressions"));
+                }
+                let partitions = pinned(&layout.key_columns).ok_or_else(|| needs_key(&key_hint))?;
+                let fields = if layout.mode == RedisMode::HashPerPartition {
+                    pinned(&layout.clustering)
+                } else {
+                    None
+                };
+                vec![Step::Read { partitions, fields }]
+            }
+            Statement::Insert(ins) => {
+                let rows: Vec<Vec<Value>> = ins
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        let mut full = vec![Value::Null; layout.table.columns.len()];
+                        for (e, c) in row.iter().zip(&ins.columns) {
+                            full[*c] = constant(e, &query.params).unwrap_or(Value::Null);
+                        }
+                        full
+                    })
+                    .collect();
+                let increment = match &ins.on_conflict {
+                    None => Some(false),
+                    Some(OnConflict::DoNothing) => None,
+                    Some(OnConflict::DoUpdate(assignments)) => {
+                        match (assignments.as_slice(), layout.values.as_slice()) {
+                            ([a], [v])
+                                if a.column == *v && is_increment_by_excluded(&a.value, *v) =>
+                            {
+                                Some(true)
+                            }
+                            _ => {
+                                return Err(self.unsupported(
+                                "ON CONFLICT DO UPDATE on Redis supports `SET v = table.v + EXCLUDED.v` (an increment)",
+                            ));
+                            }
+                        }
+                    }
+                };
+                vec![Step::Insert {
+                    rows,
+                    on_conflict: increment,
+                }]
+            }
+            Statement::Update(u) => {
+                let partitions = pinned(&layout.key_columns).ok_or_else(|| needs_key(&key_hint))?;
+                let fields = if layout.mode == RedisMode::HashPerPartition {
+                    Some(
+                        pinned(&layout.clustering)
+                            .ok_or_else(|| needs_key("add the clustering key"))?,
+                    )
+                } else {
+                    None
+                };
+                let mut changes = Vec::new();
+                for a in &u.assignments {
+                    let change = match &a.value.kind {
+                        _ if constant(&a.value, &query.params).is_some() => Change::Set(
+                            a.column,
+                            constant(&a.value, &query.params).unwrap_or(Value::Null),
+                        ),
+                        ExprKind::Binary {
+                            op: op @ (BinaryOp::Plus | BinaryOp::Minus),
+                            left,
+                            right,
+                        } if matches!(left.kind, ExprKind::Column { column, .. } if column == a.column) => {
+                            match constant(right, &query.params) {
+                                Some(Value::Int(n)) => Change::Incr(
+                                    a.column,
+                                    if *op == BinaryOp::Plus { n } else { -n },
+                                ),
+                                _ => {
+                                    return Err(
+                                        self.unsupported("Redis increments by an integer constant")
+                                    );
+                                }
+                            }
+                        }
+                        _ => {
+                            return Err(self.unsupported(
+                                "Redis UPDATE sets constants or adds an integer (`x = x + n`)",
+                            ));
+                        }
+                    };
+                    changes.push(change);
+                }
+                let extra_filters = u.filter.as_ref().is_some_and(|f| {
+                    let allowed: Vec<usize> = layout
+                        .key_columns
+                        .iter()
+                        .chain(&layout.clustering)
+                        .copied()
+                        .collect();
+                    !f.conjuncts().iter().all(|c| key_predicate(c, &allowed))
+                });
+                if extra_filters {
+                    return Err(self.unsupported("Redis UPDATE filters by key only"));
+                }
+                vec![Step::Update {
+                    partitions,
+                    fields,
+                    changes,
+                }]
+            }
+            Statement::Delete(d) => {
+                let allowed: Vec<usize> = layout
+                    .key_columns
+                    .iter()
+                    .chain(&layout.clustering)
+                    .copied()
+                    .collect();
+                if d.filter
+                    .as_ref()
+                    .is_some_and(|f| !f.conjuncts().iter().all(|c| key_predicate(c, &allowed)))
+                {
+                    return Err(self.unsupported("Redis DELETE filters by key only"));
+                }
+                let partitions = pinned(&layout.key_columns).ok_or_else(|| needs_key(&key_hint))?;
+                let fields = if layout.mode == RedisMode::HashPerPartition {
+                    pinned(&layout.clustering)
+                } else {
+                    None
+                };
+                vec![Step::Delete { partitions, fields }]
+            }
+        };
+        Ok((layout, steps))
+    }
+}
+
+/// `column = constant` / `column IN (constants)` on one of `columns`.
+fn key_predicate(e: &Expr, columns: &[usize]) -> bool {
+    let is_key =
+        |x: &Expr| matches!(x.kind, ExprKind::Column { column, .. } if columns.contains(&column));
+    let is_const = |x: &Expr| matches!(x.kind, ExprKind::Literal(_) | ExprKind::Param(_));
+    match &e.kind {
+        ExprKind::Binary {
+            op: BinaryOp::Eq,
+            left,
+            right,
+        } => (is_key(left) && is_const(right)) || (is_key(right) && is_const(left)),
+        ExprKind::InList {
+            expr,
+            list,
+            negated: false,
+        } => is_key(expr) && list.iter().all(is_const),
+        _ => false,
+    }
+}
+
+fn is_increment_by_excluded(e: &Expr, column: usize) -> bool {
+    match &e.kind {
+        ExprKind::Binary {
+            op: BinaryOp::Plus,
+            left,
+            right,
+        } => {
+            let own =
+                |x: &Expr| matches!(x.kind, ExprKind::Column { column: c, .. } if c == column);
+            let excluded =
+                |x: &Expr| matches!(x.kind, ExprKind::Excluded { column: c } if c == column);
+            (own(left) && excluded(right)) || (excluded(left) && own(right))
+        }
+        _ => false,
+    }
+}
+
+fn constant(e: &Expr, params: &[Value]) -> Option<Value> {
+    match &e.kind {
+        ExprKind::Literal(v) => Some(v.clone()),
+        ExprKind::Param(i) => params.get(*i).cloned(),
+        _ => None,
+    }
+}
+
+fn pattern_columns(pattern: &str) -> Vec<String> {
+    pattern
+        .split('{')
+        .skip(1)
+        .filter_map(|p| p.split_once('}').map(|(c, _)| c.to_owned()))
+        .collect()
+}
+
+/// Text that parses back to the same value (None for NULL).
+pub fn encode(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Decimal(d) => d.to_string(),
+        Value::Text(s) => s.clone(),
+        Value::Bool(b) => if *b { "1" } else { "0" }.to_owned(),
+        Value::Timestamp(t) => format_timestamp(t),
+        Value::Json(j) => j.to_string(),
+    })
+}
+
+/// The value of `ty` that `text` encodes.
+pub fn decode(text: &str, ty: LogicalType) -> Result<Value, String> {
+    let bad = |e: String| format!("`{text}` is not a {}: {e}", ty.name());
+    Ok(match ty {
+        LogicalType::Int => Value::Int(
+            text.parse()
+                .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+        ),
+        LogicalType::Float => Value::Float(
+            text.parse()
+                .map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
+        ),
+        LogicalType::Decimal { .. } => {
+            Value::Decimal(rust_decimal::Decimal::from_str(text).map_err(|e| bad(e.to_string()))?)
+                .coerce(ty)?
+        }
+        LogicalType::Text => Value::Text(text.to_owned()),
+        LogicalType::Bool => Value::Bool(text == "1" || text == "true"),
+        LogicalType::Timestamp => {
+            Value::Timestamp(parse_timestamp(text).ok_or_else(|| bad("bad timestamp".into()))?)
+        }
+        LogicalType::Json => {
+            Value::Json(serde_json::from_str(text).map_err(|e| bad(e.to_string()))?)
+        }
+    })
+}
+
+/// How a table sits in Redis.
+struct Layout<'a> {
+    table: &'a Table,
+    placement: &'a Placement,
+    mode: RedisMode,
+    pattern: String,
+    key_columns: Vec<usize>,
+    clustering: Vec<usize>,
+    values: Vec<usize>,
+    prefix: String,
+}
+
+impl Layout<'_> {
+    /// The key of a tuple of `key_columns` values.
+    fn key(&self, tuple: &[Value]) -> String {
+        let mut key = self.pattern.clone();
+        for (c, v) in self.key_columns.iter().zip(tuple) {
+            key = key.replace(
+                &format!("{{{}}}", self.table.columns[*c].name),
+                &encode(v).unwrap_or_default(),
+            );
+        }
+        format!("{}{key}", self.prefix)
+    }
+
+    fn key_of_row(&self, row: &[Value]) -> String {
+        let tuple: Vec<Value> = self.key_columns.iter().map(|c| row[*c].clone()).collect();
+        self.key(&tuple)
+    }
+
+    fn field_of_row(&self, row: &[Value]) -> String {
+        encode(&row[self.clustering[0]]).unwrap_or_default()
+    }
+
+    /// The stored value of a hash-per-partition field or counter: the one value column, or the
+    /// value columns as a JSON object.
+    fn packed_value(&self, row: &[Value]) -> String {
+        match self.values.as_slice() {
+            [one] => encode(&row[*one]).unwrap_or_default(),
+            many => json_of(self, row, many),
+        }
+    }
+
+    fn ttl(&self) -> Option<u64> {
+        self.placement.ttl_seconds
+    }
+}
+
+fn json_of(layout: &Layout<'_>, row: &[Value], columns: &[usize]) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .map(|c| {
+            let col = &layout.table.columns[*c];
+            (
+                layout.placement.physical_columns[*c].clone(),
+                row[*c].to_json(col.ty),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(object).to_string()
+}
+
+/// Inserts a hash row unless its key exists: returns 1 when written, 0 when present.
+/// KEYS[1] the key; ARGV[1] the TTL in seconds (0: none); ARGV[2..] field, value pairs.
+const INSERT_HASH_SCRIPT: &str = "if redis.call('HSETNX', KEYS[1], '__row', '1') == 0 then return 0 end \
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end \
+if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end \
+return 1";
+
+/// One unit of work.
+enum Step {
+    Read {
+        partitions: Vec<Vec<Value>>,
+        fields: Option<Vec<Vec<Value>>>,
+    },
+    /// `on_conflict`: Some(false) plain insert (duplicate = error), Some(true) increment, None
+    /// keep the existing row.
+    Insert {
+        rows: Vec<Vec<Value>>,
+        on_conflict: Option<bool>,
+    },
+    Update {
+        partitions: Vec<Vec<Value>>,
+        fields: Option<Vec<Vec<Value>>>,
+        changes: Vec<Change>,
+    },
+    Delete {
+        partitions: Vec<Vec<Value>>,
+        fields: Option<Vec<Vec<Value>>>,
+    },
+}
+
+enum Change {
+    Set(usize, Value),
+    Incr(usize, i64),
+}
+
+fn text_of(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(i) => Some(i.to_string()),
+        redis::Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// HGETALL answers as field -> value.
+fn pairs(v: &redis::Value) -> BTreeMap<String, String> {
+    match v {
+        redis::Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| match kv {
+                [k, v] => Some((text_of(k)?, text_of(v)?)),
+                _ => None,
+            })
+            .collect(),
+        redis::Value::Map(items) => items
+            .iter()
+            .filter_map(|(k, v)| Some((text_of(k)?, text_of(v)?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn describe(cmd: &redis::Cmd) -> String {
+    cmd.args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => "<cursor>".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl RedisBackend {
+    /// The commands a step sends (reads: one pipeline; writes: one MULTI/EXEC).
+    fn commands(&self, layout: &Layout<'_>, step: &Step) -> Vec<redis::Cmd> {
+        let mut out = Vec::new();
+        let set_ttl = |out: &mut Vec<redis::Cmd>, key: &str| {
+            if let Some(ttl) = layout.ttl() {
+                out.push(redis::cmd("EXPIRE").arg(key).arg(ttl).to_owned());
+            }
+        };
+        match step {
+            Step::Read { partitions, fields } => match layout.mode {
+                RedisMode::Json | RedisMode::Counter => {
+                    let mut mget = redis::cmd("MGET");
+                    for p in partitions {
+                        mget.arg(layout.key(p));
+                    }
+                    out.push(mget);
+                }
+                RedisMode::Hash => {
+                    for p in partitions {
+                        out.push(redis::cmd("HGETALL").arg(layout.key(p)).to_owned());
+                    }
+                }
+                RedisMode::HashPerPartition => {
+                    for p in partitions {
+                        match fields {
+                            None => out.push(redis::cmd("HGETALL").arg(layout.key(p)).to_owned()),
+                            Some(fs) => {
+                                let mut hmget = redis::cmd("HMGET");
+                                hmget.arg(layout.key(p));
+                                for f in fs {
+                                    hmget.arg(encode(&f[0]).unwrap_or_default());
+                                }
+                                out.push(hmget);
+                            }
+                        }
+                    }
+                }
+            },
+            Step::Insert { rows, on_conflict } => {
+                for row in rows {
+                    let key = layout.key_of_row(row);
+                    match (layout.mode, on_conflict) {
+                        (RedisMode::HashPerPartition, Some(true)) => {
+                            let n = layout
+                                .values
+                                .first()
+                                .and_then(|v| match row[*v] {
+                                    Value::Int(i) => Some(i),
+                                    _ => None,
+                                })
+                                .unwrap_or(0);
+                            out.push(
+                                redis::cmd("HINCRBY")
+                                    .arg(&key)
+                                    .arg(layout.field_of_row(row))
+                                    .arg(n)
+                                    .to_owned(),
+                            );
+                        }
+                        (RedisMode::HashPerPartition, _) => {
+                            out.push(
+                                redis::cmd("HSETNX")
+                                    .arg(&key)
+                                    .arg(layout.field_of_row(row))
+                                    .arg(layout.packed_value(row))
+                                    .to_owned(),
+                            );
+                        }
+                        (RedisMode::Counter, Some(true)) => {
+                            let n = match row[layout.values[0]] {
+                                Value::Int(i) => i,
+                                _ => 0,
+                            };
+                            out.push(redis::cmd("INCRBY").arg(&key).arg(n).to_owned());
+                        }
+                        (RedisMode::Counter | RedisMode::Json, _) => {
+                            // SET NX [EX ttl]: insert unless present, TTL set atomically with it.
+                            let value = if layout.mode == RedisMode::Json {
+                                json_of(layout, row, &layout.values)
+                            } else {
+                                layout.packed_value(row)
+                            };
+                            let mut set = redis::cmd("SET");
+                            set.arg(&key).arg(value).arg("NX");
+                            if let Some(ttl) = layout.ttl() {
+                                set.arg("EX").arg(ttl);
+                            }
+                            out.push(set);
+                            continue;
+                        }
+                        (RedisMode::Hash, _) => {
+                            // One script: a marker field makes "insert unless present" atomic, and
+                            // the row's fields and TTL are written only when it is new.
+                            let mut eval = redis::cmd("EVAL");
+                            eval.arg(INSERT_HASH_SCRIPT)
+                                .arg(1)
+                                .arg(&key)
+                                .arg(layout.ttl().unwrap_or(0));
+                            for c in &layout.values {
+                                if let Some(v) = encode(&row[*c]) {
+                                    eval.arg(&layout.placement.physical_columns[*c]).arg(v);
+                                }
+                            }
+                            out.push(eval);
+                            continue;
+                        }
+                    }
+                    set_ttl(&mut out, &key);
+                }
+            }
+            Step::Update {
+                partitions,
+                fields,
+                changes,
+            } => {
+                for p in partitions {
+                    let key = layout.key(p);
+                    for change in changes {
+                        match (layout.mode, change, fields) {
+                            (RedisMode::Counter, Change::Incr(_, n), _) => {
+                                out.push(redis::cmd("INCRBY").arg(&key).arg(*n).to_owned())
+                            }
+                            (RedisMode::Counter, Change::Set(_, v), _) => {
+                                out.push(
+                                    redis::cmd("SET")
+                                        .arg(&key)
+                                        .arg(encode(v).unwrap_or_default())
+                                        .arg("XX")
+                                        .arg("KEEPTTL")
+                                        .to_owned(),
+                                );
+                            }
+                            (RedisMode::Hash, Change::Incr(c, n), _) => {
+                                out.push(
+                                    redis::cmd("HINCRBY")
+                                        .arg(&key)
+                                        .arg(&layout.placement.physical_columns[*c])
+                                        .arg(*n)
+                                        .to_owned(),
+                                );
+                            }
+                            (RedisMode::Hash, Change::Set(c, v), _) => match encode(v) {
+                                Some(text) => out.push(
+                                    redis::cmd("HSET")
+                                        .arg(&key)
+                                        .arg(&layout.placement.physical_columns[*c])
+                                        .arg(text)
+                                        .to_owned(),
+                                ),
+                                None => out.push(
+                                    redis::cmd("HDEL")
+                                        .arg(&key)
+                                        .arg(&layout.placement.physical_columns[*c])
+                                        .to_owned(),
+                                ),
+                            },
+                            (RedisMode::HashPerPartition, Change::Incr(_, n), Some(fs)) => {
+                                for f in fs {
+                                    out.push(
+                                        redis::cmd("HINCRBY")
+                                            .arg(&key)
+                                            .arg(encode(&f[0]).unwrap_or_default())
+                                            .arg(*n)
+                                            .to_owned(),
+                                    );
+                                }
+                            }
+                            (RedisMode::HashPerPartition, Change::Set(_, v), Some(fs)) => {
+                                for f in fs {
+                                    out.push(
+                                        redis::cmd("HSET")
+                                            .arg(&key)
+                                            .arg(encode(&f[0]).unwrap_or_default())
+                                            .arg(encode(v).unwrap_or_default())
+                                            .to_owned(),
+                                    );
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            Step::Delete { partitions, fields } => {
+                for p in partitions {
+                    match fields {
+                        Some(fs) => {
+                            let mut hdel = redis::cmd("HDEL");
+                            hdel.arg(layout.key(p));
+                            for f in fs {
+                                hdel.arg(encode(&f[0]).unwrap_or_default());
+                            }
+                            out.push(hdel);
+                        }
+                        None => out.push(redis::cmd("DEL").arg(layout.key(p)).to_owned()),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn run(
+        &self,
+        layout: &Layout<'_>,
+        step: &Step,
+        fragment: Fragment<'_>,
+    ) -> Result<ResultSet, BackendError> {
+        let columns = fragment.query.statement.result_columns();
+        let mut conn = self.conn.clone();
+        let commands = self.commands(layout, step);
+        let mut pipe = redis::pipe();
+        if !matches!(step, Step::Read { .. }) {
+            pipe.atomic();
+        }
+        for c in &commands {
+            pipe.add_command(c.clone());
+        }
+        // Updates only touch rows that exist: check first (a write never creates a row).
+        if let Step::Update {
+            partitions, fields, ..
+        } = step
+        {
+            let exists = self.existing(layout, partitions, fields.as_ref()).await?;
+            if exists == 0 {
+                return Ok(ResultSet {
+                    columns,
+                    rows: Vec::new(),
+                    rows_affected: Some(0),
+                });
+            }
+        }
+        let replies: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let mut out = ResultSet {
+            columns,
+            rows: Vec::new(),
+            rows_affected: None,
+        };
+        match step {
+            Step::Read { partitions, fields } => {
+                let decode_err = |column: &str, message: String| BackendError::Decode {
+                    backend: self.name.clone(),
+                    column: column.to_owned(),
+                    message,
+                };
+                let mut rows: Vec<Vec<Value>> = Vec::new();
+                let width = layout.table.columns.len();
+                let with_key = |tuple: &[Value]| {
+                    let mut row = vec![Value::Null; width];
+                    for (c, v) in layout.key_columns.iter().zip(tuple) {
+                        row[*c] = v.clone();
+                    }
+                    row
+                };
+                let fill_values = |row: &mut Vec<Value>, text: &str| -> Result<(), BackendError> {
+                    match layout.values.as_slice() {
+                        [one] => {
+                            row[*one] = decode(text, layout.table.columns[*one].ty)
+                                .map_err(|m| decode_err(&layout.table.columns[*one].name, m))?
+                        }
+                        many => {
+                            let object: serde_json::Value = serde_json::from_str(text)
+                                .map_err(|e| decode_err(&layout.table.name, e.to_string()))?;
+                            for c in many {
+                                let col = &layout.table.columns[*c];
+                                let field = object
+                                    .get(&layout.placement.physical_columns[*c])
+                                    .cloned()
+                                    .unwrap_or(serde_json::Value::Null);
+                                row[*c] = Value::from_param(&field, col.ty)
+                                    .map_err(|m| decode_err(&col.name, m))?;
+                            }
+                        }
+                    }
+                    Ok(())
+                };
+                match layout.mode {
+                    RedisMode::Json | RedisMode::Counter => {
+                        let values = match replies.first() {
+                            Some(redis::Value::Array(v)) => v.clone(),
+                            _ => Vec::new(),
+                        };
+                        for (tuple, v) in partitions.iter().zip(values) {
+                            if let Some(text) = text_of(&v) {
+                                let mut row = with_key(tuple);
+                                fill_values(&mut row, &text)?;
+                                rows.push(row);
+                            }
+                        }
+                    }
+                    RedisMode::Hash => {
+                        for (tuple, reply) in partitions.iter().zip(&replies) {
+                            let map = pairs(reply);
+                            if map.is_empty() {
+                                continue;
+                            }
+                            let mut row = with_key(tuple);
+                            for c in &layout.values {
+                                let col = &layout.table.columns[*c];
+                                if let Some(text) = map.get(&layout.placement.physical_columns[*c])
+                                {
+                                    row[*c] = decode(text, col.ty)
+                                        .map_err(|m| decode_err(&col.name, m))?;
+                                }
+                            }
+                            rows.push(row);
+                        }
+                    }
+                    RedisMode::HashPerPartition => {
+                        let cl = layout.clustering[0];
+                        let cl_ty = layout.table.columns[cl].ty;
+                        for (tuple, reply) in partitions.iter().zip(&replies) {
+                            let entries: Vec<(String, String)> = match fields {
+                                None => pairs(reply).into_iter().collect(),
+                                Some(fs) => match reply {
+                                    redis::Value::Array(vals) => fs
+                                        .iter()
+                                        .zip(vals)
+                                        .filter_map(|(f, v)| Some((encode(&f[0])?, text_of(v)?)))
+                                        .collect(),
+                                    _ => Vec::new(),
+                                },
+                            };
+                            for (field, value) in entries {
+                                let mut row = with_key(tuple);
+                                row[cl] = decode(&field, cl_ty)
+                                    .map_err(|m| decode_err(&layout.table.columns[cl].name, m))?;
+                                fill_values(&mut row, &value)?;
+                                rows.push(row);
+                            }
+                        }
+                    }
+                }
+                let Statement::Select(s) = &fragment.query.statement else {
+                    return Ok(out);
+                };
+                let skip = usize::try_from(s.offset.unwrap_or(0)).unwrap_or(usize::MAX);
+                let take = s
+                    .limit
+                    .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+                for row in rows.into_iter().skip(skip).take(take) {
+                    let projected = s
+                        .projection
+                        .iter()
+                        .map(|c| match c.expr.kind {
+                            ExprKind::Column { column, .. } => row[column].clone(),
+                            _ => Value::Null,
+                        })
+                        .collect();
+                    out.rows.push(projected);
+                }
+            }
+            Step::Insert { rows, on_conflict } => {
+                // Per row: the reply of its first command says whether it was new.
+                let per_row = commands.len() / rows.len().max(1);
+                let mut inserted = 0u64;
+                for (i, _) in rows.iter().enumerate() {
+                    let new = match replies.get(i * per_row) {
+                        Some(redis::Value::Int(n)) => *n != 0 || *on_conflict == Some(true),
+                        Some(redis::Value::Okay) | Some(redis::Value::SimpleString(_)) => true,
+                        Some(redis::Value::Nil) => false,
+                        _ => true,
+                    };
+                    if new {
+                        inserted += 1;
+                    } else if *on_conflict == Some(false) {
+                        return Err(BackendError::Constraint {
+                            backend: self.name.clone(),
+                            message: format!(
+                                "a row of `{}` with this key exists",
+                                layout.table.name
+                            ),
+                        });
+                    }
+                }
+                out.rows_affected = Some(inserted);
+            }
+            Step::Update {
+                partitions, fields, ..
+            } => {
+                out.rows_affected = Some(match fields {
+                    Some(fs) => (partitions.len() * fs.len()) as u64,
+                    None => partitions.len() as u64,
+                });
+            }
+            Step::Delete { .. } => {
+                out.rows_affected = Some(
+                    replies
+                        .iter()
+                        .map(|r| {
+                            if let redis::Value::Int(n) = r {
+                                *n as u64
+                            } else {
+                                0
+                            }
+                        })
+                        .sum(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn existing(
+        &self,
+        layout: &Layout<'_>,
+        partitions: &[Vec<Value>],
+        fields: Option<&Vec<Vec<Value>>>,
+    ) -> Result<u64, BackendError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for p in partitions {
+            match fields {
+                Some(fs) => {
+                    for f in fs {
+                        pipe.cmd("HEXISTS")
+                            .arg(layout.key(p))
+                            .arg(encode(&f[0]).unwrap_or_default());
+                    }
+                }
+                None => {
+                    pipe.cmd("EXISTS").arg(layout.key(p));
+                }
+            }
+        }
+        let replies: Vec<i64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(replies.iter().filter(|n| **n > 0).count() as u64)
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Redis
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            full_sql: false,
+            joins: false,
+            aggregates: false,
+            sort_limit: false,
+            needs_key: true,
+            transactions: false,
+        }
+    }
+
+    fn explain(&self, fragment: Fragment<'_>) -> Result<NativeStatement, BackendError> {
+        let (layout, steps) = self.plan(fragment)?;
+        let mut text = Vec::new();
+        for step in &steps {
+            let commands = self.commands(&layout, step);
+            let wrap = !matches!(step, Step::Read { .. });
+            if wrap {
+                text.push("MULTI".to_owned());
+            }
+            text.extend(commands.iter().map(describe));
+            if wrap {
+                text.push("EXEC".to_owned());
+            }
+        }
+        Ok(NativeStatement {
+            language: "redis",
+            text: text.join("; "),
+            params: Vec::new(),
+        })
+    }
+
+    async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
+        let (layout, steps) = self.plan(fragment)?;
+        let Some(step) = steps.first() else {
+            return Ok(ResultSet::default());
+        };
+        match tokio::time::timeout(self.timeout, self.run(&layout, step, fragment)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout {
+                backend: self.name.clone(),
+                after_ms: self.timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| self.map_err(e)),
+            Err(_) => Err(BackendError::Timeout {
+                backend: self.name.clone(),
+                after_ms: self.timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    async fn ensure_table(&self, _table: &Table) -> Result<(), BackendError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! The Redis backend against a real Redis: every layout (hash, json, counter,
+//! hash-per-partition), TTLs, pipelined key lookups, increments, NEEDS_KEY, duplicates, explain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Store, TestStore, http, post, query, start_server, unique_name};
+use serde_json::json;
+use switchyard_config::{BackendConfig, BackendKind, Config};
+
+fn redis_url() -> String {
+    std::env::var("SWITCHYARD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// The shop catalog: Redis tables on a real Redis under a unique key prefix, the rest on SQLite.
+fn shop(sqlite: &TestStore, prefix: &str) -> Config {
+    let mut config = common::shop_config();
+    for (name, backend) in config.backends.iter_mut() {
+        if name == "redis" {
+            *backend = BackendConfig {
+                key_prefix: Some(prefix.to_owned()),
+                ..common::backend(BackendKind::Redis, redis_url())
+            };
+        } else {
+            *backend = sqlite.backend.clone();
+        }
+    }
+    config
+}
+
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.0))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap_or(());
+        }
+    }
+}
+
+fn ttl(key: &str) -> i64 {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("TTL").arg(key).query(&mut conn).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carts_sessions_and_hits_live_in_redis() {
+    let sqlite = TestStore::new(Store::Sqlite);
+    let prefix = format!("{}:", unique_name("sy"));
+    let _cleanup = Cleanup(prefix.clone());
+    let server = start_server(shop(&sqlite, &prefix)).await;
+    let a = server.addr;
+
+    // hash-per-partition: one hash per customer, one field per product.
+    let add = "INSERT INTO carts (customer_id, product_id, quantity) VALUES ($1, $2, $3) ON CONFLICT (customer_id, product_id) DO UPDATE SET quantity = carts.quantity + EXCLUDED.quantity";
+    for (c, p, q) in [
+        ("c1", "p1", 2),
+        ("c1", "p2", 1),
+        ("c1", "p1", 3),
+        ("c2", "p9", 1),
+    ] {
+        let r = query(a, add, json!([c, p, q])).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let cart = query(
+        a,
+        "SELECT product_id, quantity FROM carts WHERE customer_id = $1",
+        json!(["c1"]),
+    )
+    .await;
+    let mut rows = cart.body["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r.to_string());
+    assert_eq!(rows, vec![json!(["p1", 5]), json!(["p2", 1])]);
+    let one = query(
+        a,
+        "SELECT quantity FROM carts WHERE customer_id = 'c1' AND product_id IN ('p2', 'p7')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(one.body["rows"], json!([[1]]));
+    let e = post(
+        a,
+        "/v1/explain",
+        json!({ "sql": "SELECT * FROM carts WHERE customer_id IN ('c1', 'c2')" }),
+    )
+    .await;
+    assert_eq!(e.body["fragments"][0]["language"], "redis");
+    assert_eq!(
+        e.body["fragments"][0]["statement"],
+        format!("HGETALL {prefix}cart:c1; HGETALL {prefix}cart:c2")
+    );
+    let removed = query(
+        a,
+        "DELETE FROM carts WHERE customer_id = 'c1' AND product_id = 'p2'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(removed.body["rows_affected"], 1);
+
+    // json with TTL: sessions expire after 1800 s, set atomically with the write.
+    let s = query(
+        a,
+        "INSERT INTO sessions (session_id, customer_id, data) VALUES ($1, 'c1', $2)",
+        json!(["s1", { "page": "/p/1", "items": [1, 2] }]),
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let t = ttl(&format!("{prefix}session:s1"));
+    assert!((1..=1800).contains(&t), "ttl {t}");
+    let got = query(
+        a,
+        "SELECT session_id, customer_id, data FROM sessions WHERE session_id IN ($1, $2)",
+        json!(["s1", "nope"]),
+    )
+    .await;
+    assert_eq!(
+        got.body["rows"],
+        json!([["s1", "c1", { "page": "/p/1", "items": [1, 2] }]])
+    );
+    let dup = query(
+        a,
+        "INSERT INTO sessions (session_id, customer_id) VALUES ('s1', 'other')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        (dup.status, dup.body["error"]["code"].clone()),
+        (409, json!("CONSTRAINT_VIOLATION"))
+    );
+    let kept = query(
+        a,
+        "SELECT customer_id FROM sessions WHERE session_id = 's1'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        kept.body["rows"],
+        json!([["c1"]]),
+        "a refused insert changes nothing"
+    );
+
+    // counter: INCRBY for `hits = hits + 1`, MGET for lookups.
+    for p in ["p1", "p2"] {
+        query(
+            a,
+            "INSERT INTO product_hits (product_id, hits) VALUES ($1, 0)",
+            json!([p]),
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        let r = query(
+            a,
+            "UPDATE product_hits SET hits = hits + 1 WHERE product_id = $1",
+            json!(["p1"]),
+        )
+        .await;
+        assert_eq!(r.body["rows_affected"], 1, "{}", r.body);
+    }
+    let missing = query(
+        a,
+        "UPDATE product_hits SET hits = hits + 1 WHERE product_id = 'ghost'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        missing.body["rows_affected"], 0,
+        "an update never creates a row"
+    );
+    let hits = query(
+        a,
+        "SELECT product_id, hits FROM product_hits WHERE product_id IN ('p1', 'p2', 'ghost')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(hits.body["rows"], json!([["p1", 3], ["p2", 0]]));
+    let e = post(
+        a,
+        "/v1/explain",
+        json!({ "sql": "UPDATE product_hits SET hits = hits + 1 WHERE product_id = 'p1'" }),
+    )
+    .await;
+    assert_eq!(
+        e.body["fragments"][0]["statement"],
+        format!("MULTI; INCRBY {prefix}hits:p1 1; EXEC")
+    );
+
+    // Without the key: NEEDS_KEY, and the router keeps serving.
+    let scan = query(a, "SELECT * FROM carts", json!([])).await;
+    assert_eq!(
+        (scan.status, scan.body["error"]["code"].clone()),
+        (400, json!("NEEDS_KEY")),
+        "{}",
+        scan.body
+    );
+    assert!(
+        scan.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("customer_id"),
+        "{}",
+        scan.body
+    );
+    let filtered = query(a, "SELECT * FROM product_hits WHERE hits > 5", json!([])).await;
+    assert_eq!(
+        filtered.body["error"]["code"], "NO_ROUTE",
+        "{}",
+        filtered.body
+    );
+    assert_eq!(
+        http(a, "GET", "/readyz", None, Vec::new()).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_in_hash_and_json_layouts() {
+    let prefix = format!("{}:", unique_name("sy"));
+    let _cleanup = Cleanup(prefix.clone());
+    for mode in ["hash", "json"] {
+        let text = format!(
+            r#"
+[backends.kv]
+kind = "redis"
+url = "{url}"
+key_prefix = "{prefix}{mode}:"
+[tables.probe]
+columns = {{ id = "text", b = "bool", i = "int", f = "float", d = "decimal(28,6)", t = "timestamp", j = "json", s = "text" }}
+primary_key = ["id"]
+placements = [{{ backend = "kv", key_pattern = "probe:{{id}}", mode = "{mode}" }}]
+"#,
+            url = redis_url()
+        );
+        let config = switchyard_config::parse_str(&text, "probe.toml", &|_| None).unwrap();
+        let server = start_server(config).await;
+        let insert =
+            "INSERT INTO probe (id, b, i, f, d, t, j, s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        let rows = [
+            json!(["a", true, -9_007_199_254_740_993i64, 0.1, "1234567890123456789012.123456", "2024-02-29T23:59:59.999999+05:30", { "x": [1, { "y": null }], "ü": "✓" }, "héllo ✓ 'q' \"dq\" \\"]),
+            json!(["b", null, null, null, null, null, null, null]),
+        ];
+        for row in &rows {
+            let r = query(server.addr, insert, row.clone()).await;
+            assert_eq!(r.status, 200, "{mode}: {}", r.body);
+        }
+        let got = query(
+            server.addr,
+            "SELECT * FROM probe WHERE id IN ('a', 'b')",
+            json!([]),
+        )
+        .await;
+        assert_eq!(
+            got.body["rows"],
+            json!([
+                ["a", true, -9_007_199_254_740_993i64, 0.1, "1234567890123456789012.123456", "2024-02-29T18:29:59.999999Z", { "x": [1, { "y": null }], "ü": "✓" }, "héllo ✓ 'q' \"dq\" \\"],
+                ["b", null, null, null, null, null, null, null],
+            ]),
+            "{mode}"
+        );
+    }
+}
