@@ -319,11 +319,7 @@ impl Cx<'_> {
     }
 
     fn constant(&self, e: &Expr) -> Option<Value> {
-        match &e.kind {
-            ExprKind::Literal(v) => Some(v.clone()),
-            ExprKind::Param(i) => self.params.get(*i).cloned(),
-            _ => None,
-        }
+        e.constant(self.params)
     }
 
     /// A WHERE clause as a query filter document: simple `column op constant` conjuncts become

@@ -204,6 +204,15 @@ impl RedisBackend {
             }
             Some(tuples)
         };
+        let allowed: Vec<usize> = layout
+            .key_columns
+            .iter()
+            .chain(&layout.clustering)
+            .copied()
+            .collect();
+        let by_key_only = |filter: Option<&Expr>| {
+            filter.is_none_or(|f| f.conjuncts().iter().all(|c| key_predicate(c, &allowed)))
+        };
         let key_hint = format!(
             "add WHERE {} = ... (or IN (...))",
             layout
@@ -215,17 +224,7 @@ impl RedisBackend {
         );
         let steps = match &query.statement {
             Statement::Select(s) => {
-                let allowed: Vec<usize> = layout
-                    .key_columns
-                    .iter()
-                    .chain(&layout.clustering)
-                    .copied()
-                    .collect();
-                let only_keys = s
-                    .filter
-                    .as_ref()
-                    .map(|f| f.conjuncts().iter().all(|c| key_predicate(c, &allowed)))
-                    .unwrap_or(true);
+                let only_keys = by_key_only(s.filter.as_ref());
                 if !s.joins.is_empty()
                     || s.is_aggregate()
                     || s.distinct
@@ -257,7 +256,7 @@ impl RedisBackend {
                     .map(|row| {
                         let mut full = vec![Value::Null; layout.table.columns.len()];
                         for (e, c) in row.iter().zip(&ins.columns) {
-                            full[*c] = constant(e, &query.params).unwrap_or(Value::Null);
+                            full[*c] = e.constant(&query.params).unwrap_or(Value::Null);
                         }
                         full
                     })
@@ -298,16 +297,16 @@ impl RedisBackend {
                 let mut changes = Vec::new();
                 for a in &u.assignments {
                     let change = match &a.value.kind {
-                        _ if constant(&a.value, &query.params).is_some() => Change::Set(
+                        _ if a.value.constant(&query.params).is_some() => Change::Set(
                             a.column,
-                            constant(&a.value, &query.params).unwrap_or(Value::Null),
+                            a.value.constant(&query.params).unwrap_or(Value::Null),
                         ),
                         ExprKind::Binary {
                             op: op @ (BinaryOp::Plus | BinaryOp::Minus),
                             left,
                             right,
                         } if matches!(left.kind, ExprKind::Column { column, .. } if column == a.column) => {
-                            match constant(right, &query.params) {
+                            match right.constant(&query.params) {
                                 Some(Value::Int(n)) => Change::Incr(
                                     a.column,
                                     if *op == BinaryOp::Plus { n } else { -n },
@@ -327,16 +326,7 @@ impl RedisBackend {
                     };
                     changes.push(change);
                 }
-                let extra_filters = u.filter.as_ref().is_some_and(|f| {
-                    let allowed: Vec<usize> = layout
-                        .key_columns
-                        .iter()
-                        .chain(&layout.clustering)
-                        .copied()
-                        .collect();
-                    !f.conjuncts().iter().all(|c| key_predicate(c, &allowed))
-                });
-                if extra_filters {
+                if !by_key_only(u.filter.as_ref()) {
                     return Err(self.unsupported("Redis UPDATE filters by key only"));
                 }
                 vec![Step::Update {
@@ -346,16 +336,7 @@ impl RedisBackend {
                 }]
             }
             Statement::Delete(d) => {
-                let allowed: Vec<usize> = layout
-                    .key_columns
-                    .iter()
-                    .chain(&layout.clustering)
-                    .copied()
-                    .collect();
-                if d.filter
-                    .as_ref()
-                    .is_some_and(|f| !f.conjuncts().iter().all(|c| key_predicate(c, &allowed)))
-                {
+                if !by_key_only(d.filter.as_ref()) {
                     return Err(self.unsupported("Redis DELETE filters by key only"));
                 }
                 let partitions = pinned(&layout.key_columns).ok_or_else(|| needs_key(&key_hint))?;
@@ -405,14 +386,6 @@ fn is_increment_by_excluded(e: &Expr, column: usize) -> bool {
             (own(left) && excluded(right)) || (excluded(left) && own(right))
         }
         _ => false,
-    }
-}
-
-fn constant(e: &Expr, params: &[Value]) -> Option<Value> {
-    match &e.kind {
-        ExprKind::Literal(v) => Some(v.clone()),
-        ExprKind::Param(i) => params.get(*i).cloned(),
-        _ => None,
     }
 }
 

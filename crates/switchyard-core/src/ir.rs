@@ -450,6 +450,15 @@ pub enum ExprKind {
 }
 
 impl Expr {
+    /// The value of a literal or parameter (`params` are the statement's parameter values).
+    pub fn constant(&self, params: &[Value]) -> Option<Value> {
+        match &self.kind {
+            ExprKind::Literal(v) => Some(v.clone()),
+            ExprKind::Param(i) => params.get(*i).cloned(),
+            _ => None,
+        }
+    }
+
     /// The AND-ed parts of a condition (the expression itself when it is not an AND).
     pub fn conjuncts(&self) -> Vec<&Expr> {
         match &self.kind {

@@ -452,15 +452,6 @@ fn column_ref(e: &Expr) -> Option<ColumnRef> {
     }
 }
 
-/// The value of a literal or parameter.
-fn constant(e: &Expr, params: &[Value]) -> Option<Value> {
-    match &e.kind {
-        ExprKind::Literal(v) => Some(v.clone()),
-        ExprKind::Param(i) => params.get(*i).cloned(),
-        _ => None,
-    }
-}
-
 /// `column op constants` (either side), as a predicate on one access.
 fn simple_predicate(e: &Expr, params: &[Value]) -> Option<(AccessId, Predicate)> {
     let mk = |c: ColumnRef, op, values| {
@@ -476,8 +467,8 @@ fn simple_predicate(e: &Expr, params: &[Value]) -> Option<(AccessId, Predicate)>
     match &e.kind {
         ExprKind::Binary { op, left, right } if op.is_comparison() => {
             let (c, v, flipped) = match (column_ref(left), column_ref(right)) {
-                (Some(c), None) => (c, constant(right, params)?, false),
-                (None, Some(c)) => (c, constant(left, params)?, true),
+                (Some(c), None) => (c, right.constant(params)?, false),
+                (None, Some(c)) => (c, left.constant(params)?, true),
                 _ => return None,
             };
             let op = match (op, flipped) {
@@ -496,7 +487,7 @@ fn simple_predicate(e: &Expr, params: &[Value]) -> Option<(AccessId, Predicate)>
             list,
             negated: false,
         } => {
-            let values: Option<Vec<Value>> = list.iter().map(|x| constant(x, params)).collect();
+            let values: Option<Vec<Value>> = list.iter().map(|x| x.constant(params)).collect();
             mk(column_ref(expr)?, CompareOp::InList, values?)
         }
         ExprKind::Between {
@@ -507,7 +498,7 @@ fn simple_predicate(e: &Expr, params: &[Value]) -> Option<(AccessId, Predicate)>
         } => mk(
             column_ref(expr)?,
             CompareOp::Between,
-            vec![constant(low, params)?, constant(high, params)?],
+            vec![low.constant(params)?, high.constant(params)?],
         ),
         ExprKind::Like {
             expr,
@@ -516,7 +507,7 @@ fn simple_predicate(e: &Expr, params: &[Value]) -> Option<(AccessId, Predicate)>
         } => mk(
             column_ref(expr)?,
             CompareOp::Like,
-            vec![constant(pattern, params)?],
+            vec![pattern.constant(params)?],
         ),
         ExprKind::IsNull { expr, negated } => mk(
             column_ref(expr)?,
@@ -574,7 +565,7 @@ fn inserted_keys(
         .map(|row| {
             positions
                 .iter()
-                .map(|&p| row.get(p).and_then(|e| constant(e, params)))
+                .map(|&p| row.get(p).and_then(|e| e.constant(params)))
                 .collect()
         })
         .collect()
