@@ -76,17 +76,9 @@ impl MongoBackend {
     }
 
     fn map_err(&self, err: mongodb::error::Error) -> BackendError {
-        use mongodb::error::{ErrorKind, WriteFailure};
+        use mongodb::error::ErrorKind;
         let backend = self.name.clone();
-        let duplicate = match err.kind.as_ref() {
-            ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-            ErrorKind::InsertMany(e) => e
-                .write_errors
-                .as_ref()
-                .is_some_and(|ws| ws.iter().any(|w| w.code == 11000)),
-            ErrorKind::Command(c) => c.code == 11000,
-            _ => false,
-        };
+        let duplicate = is_duplicate_key(&err);
         if duplicate {
             return BackendError::Constraint {
                 backend,
@@ -194,6 +186,24 @@ impl MongoBackend {
                     .map_err(|e| self.map_err(e))?;
                 out.rows_affected = Some(r.matched_count);
             }
+            Command::Upsert { collection, rows } => {
+                let coll = self.db.collection::<Document>(&collection);
+                let mut affected = 0;
+                for row in rows {
+                    match coll.insert_one(row.document).await {
+                        Ok(_) => affected += 1,
+                        Err(e) if is_duplicate_key(&e) => {
+                            let r = coll
+                                .update_one(row.filter, row.update)
+                                .await
+                                .map_err(|e| self.map_err(e))?;
+                            affected += r.matched_count;
+                        }
+                        Err(e) => return Err(self.map_err(e)),
+                    }
+                }
+                out.rows_affected = Some(affected);
+            }
             Command::Delete { collection, filter } => {
                 let coll = self.db.collection::<Document>(&collection);
                 let r = coll
@@ -204,6 +214,20 @@ impl MongoBackend {
             }
         }
         Ok(out)
+    }
+}
+
+/// Whether a write failed on a duplicate key (E11000).
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|ws| ws.iter().any(|w| w.code == 11000)),
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
     }
 }
 

@@ -41,6 +41,13 @@ pub enum Command {
         /// `[{$set: ...}]`.
         update: Vec<Document>,
     },
+    /// Insert each row, or update the existing document with its key.
+    Upsert {
+        /// Collection.
+        collection: String,
+        /// Rows.
+        rows: Vec<UpsertRow>,
+    },
     /// `deleteMany`.
     Delete {
         /// Collection.
@@ -76,9 +83,27 @@ impl Command {
             Command::Delete { collection, filter } => {
                 doc! { "delete": collection, "q": filter.clone(), "limit": 0 }
             }
+            Command::Upsert { collection, rows } => {
+                let steps: Vec<Document> = rows
+                    .iter()
+                    .map(|r| doc! { "insert": r.document.clone(), "onDuplicateKey": { "q": r.filter.clone(), "u": r.update.clone() } })
+                    .collect();
+                doc! { "upsert": collection, "rows": steps }
+            }
         };
         Bson::Document(value).into_relaxed_extjson().to_string()
     }
+}
+
+/// One row of an upsert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpsertRow {
+    /// The document inserted when the key is new.
+    pub document: Document,
+    /// The key, to find the existing document.
+    pub filter: Document,
+    /// The pipeline update applied to it.
+    pub update: Vec<Document>,
 }
 
 /// Why a statement cannot run on MongoDB.
@@ -197,6 +222,7 @@ pub fn translate(query: &BoundQuery, catalog: &Catalog, backend: &str) -> R<Comm
         placements: vec![placement],
         prefixed: false,
         params: &query.params,
+        excluded: None,
     };
     match &query.statement {
         Statement::Select(s) => {
@@ -208,6 +234,7 @@ pub fn translate(query: &BoundQuery, catalog: &Catalog, backend: &str) -> R<Comm
                 placements,
                 prefixed: !s.joins.is_empty(),
                 params: &query.params,
+                excluded: None,
             };
             select(s, &cx)
         }
@@ -217,10 +244,8 @@ pub fn translate(query: &BoundQuery, catalog: &Catalog, backend: &str) -> R<Comm
             let ignore_duplicates = match &ins.on_conflict {
                 None => false,
                 Some(OnConflict::DoNothing) => true,
-                Some(OnConflict::DoUpdate(_)) => {
-                    return Err(no(
-                        "INSERT ... ON CONFLICT DO UPDATE on MongoDB (use UPDATE, or DO NOTHING)",
-                    ));
+                Some(OnConflict::DoUpdate(assignments)) => {
+                    return upsert(ins, assignments, t, p, &query.params);
                 }
             };
             let mut documents = Vec::new();
@@ -288,6 +313,54 @@ struct Cx<'a> {
     /// Joined documents nest each table under `t0`, `t1`, ...
     prefixed: bool,
     params: &'a [Value],
+    /// The proposed row (by column index) in ON CONFLICT DO UPDATE.
+    excluded: Option<&'a [Value]>,
+}
+
+/// INSERT ... ON CONFLICT (key) DO UPDATE: per row, insert it, or when its key exists, apply the
+/// assignments (EXCLUDED.x is the proposed value) to the existing document.
+fn upsert(
+    ins: &switchyard_core::ir::Insert,
+    assignments: &[switchyard_core::ir::Assignment],
+    table: &Table,
+    p: &Placement,
+    params: &[Value],
+) -> R<Command> {
+    let mut rows = Vec::new();
+    for row in &ins.rows {
+        let mut full = vec![Value::Null; table.columns.len()];
+        let mut document = Document::new();
+        for (e, &col) in row.iter().zip(&ins.columns) {
+            let v = e
+                .constant(params)
+                .ok_or_else(|| no("computed values in INSERT on MongoDB"))?;
+            set_path(&mut document, &p.physical_columns[col], to_bson(&v));
+            full[col] = v;
+        }
+        let mut filter = Document::new();
+        for k in &table.primary_key {
+            filter.insert(p.physical_columns[*k].clone(), to_bson(&full[*k]));
+        }
+        let cx = Cx {
+            placements: vec![p],
+            prefixed: false,
+            params,
+            excluded: Some(&full),
+        };
+        let mut set = Document::new();
+        for a in assignments {
+            set.insert(p.physical_columns[a.column].clone(), cx.expr(&a.value)?);
+        }
+        rows.push(UpsertRow {
+            document,
+            filter,
+            update: vec![doc! { "$set": set }],
+        });
+    }
+    Ok(Command::Upsert {
+        collection: p.physical_name.clone(),
+        rows,
+    })
 }
 
 /// `{$eq: [{$ifNull: [x, null]}, null]}`: x is NULL or missing.
@@ -446,7 +519,10 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
         ExprKind::Column { table, column } => {
             Bson::String(format!("${}", cx.field(*table, *column)))
         }
-        ExprKind::Excluded { .. } => return Err(no("EXCLUDED outside ON CONFLICT")),
+        ExprKind::Excluded { column } => match cx.excluded {
+            Some(row) => literal(to_bson(row.get(*column).unwrap_or(&Value::Null))),
+            None => return Err(no("EXCLUDED outside ON CONFLICT")),
+        },
         ExprKind::Literal(_) | ExprKind::Param(_) => {
             literal(to_bson(&cx.constant(e).unwrap_or(Value::Null)))
         }
