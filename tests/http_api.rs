@@ -135,6 +135,8 @@ async fn no_route_timeout_and_unavailable_backend() {
         key_pattern: None,
         mode: None,
         ttl_seconds: None,
+        scan: Default::default(),
+        scan_max_rows: 10_000,
     }];
     config.tables.insert("sessions".to_owned(), table);
     config.server.query_timeout_ms = 300;

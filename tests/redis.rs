@@ -267,3 +267,161 @@ placements = [{{ backend = "kv", key_pattern = "probe:{{id}}", mode = "{mode}" }
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_are_opt_in_and_bounded() {
+    let sqlite = TestStore::new(Store::Sqlite);
+    let prefix = format!("{}:", unique_name("sy"));
+    let _cleanup = Cleanup(prefix.clone());
+    let mut config = shop(&sqlite, &prefix);
+    for p in &mut config.tables["product_hits"].placements {
+        p.scan = switchyard_config::ScanPolicy::Allow;
+        p.scan_max_rows = 3;
+    }
+    let server = start_server(config).await;
+    let a = server.addr;
+    for (p, h) in [("p1", 5), ("p2", 7)] {
+        query(
+            a,
+            "INSERT INTO product_hits (product_id, hits) VALUES ($1, $2)",
+            json!([p, h]),
+        )
+        .await;
+    }
+    let all = query(a, "SELECT product_id, hits FROM product_hits", json!([])).await;
+    let mut rows = all.body["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r.to_string());
+    assert_eq!(
+        rows,
+        vec![json!(["p1", 5]), json!(["p2", 7])],
+        "{}",
+        all.body
+    );
+    let e = post(
+        a,
+        "/v1/explain",
+        json!({ "sql": "SELECT * FROM product_hits" }),
+    )
+    .await;
+    assert_eq!(
+        e.body["fragments"][0]["statement"],
+        format!("SCAN 0 MATCH {prefix}hits:* COUNT 500")
+    );
+    for p in ["p3", "p4"] {
+        query(
+            a,
+            "INSERT INTO product_hits (product_id, hits) VALUES ($1, 1)",
+            json!([p]),
+        )
+        .await;
+    }
+    let big = query(a, "SELECT * FROM product_hits", json!([])).await;
+    assert_eq!(
+        (big.status, big.body["error"]["code"].clone()),
+        (422, json!("QUERY_TOO_LARGE")),
+        "{}",
+        big.body
+    );
+    // Carts did not opt in.
+    let carts = query(a, "SELECT * FROM carts", json!([])).await;
+    assert_eq!(carts.body["error"]["code"], "NEEDS_KEY");
+}
+
+/// The key-shaped queries of the shop give the same rows on Redis as on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_shaped_queries_match_sqlite() {
+    let sqlite = TestStore::new(Store::Sqlite);
+    let reference_store = TestStore::new(Store::Sqlite);
+    let prefix = format!("{}:", unique_name("sy"));
+    let _cleanup = Cleanup(prefix.clone());
+    let redis_server = start_server(shop(&sqlite, &prefix)).await;
+    let reference = start_server(common::shop_on(reference_store.backend.clone())).await;
+    for server in [&redis_server, &reference] {
+        for t in switchyard_seed::generate(1) {
+            if ["carts", "sessions", "product_hits"].contains(&t.table) {
+                server
+                    .router
+                    .seed_table(t.table, &t.columns, t.rows, 200, &|_| {})
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let carts: Vec<String> = {
+        let t = switchyard_seed::generate(1)
+            .into_iter()
+            .find(|t| t.table == "carts")
+            .unwrap();
+        let mut ids: Vec<String> = t
+            .rows
+            .iter()
+            .map(|r| match &r[0] {
+                switchyard_core::Value::Text(s) => s.clone(),
+                _ => String::new(),
+            })
+            .collect();
+        ids.dedup();
+        ids.truncate(5);
+        ids
+    };
+    let cases = [
+        (
+            "SELECT product_id, quantity FROM carts WHERE customer_id = $1",
+            json!([carts[0]]),
+        ),
+        (
+            "SELECT customer_id, product_id, quantity FROM carts WHERE customer_id IN ($1, $2, $3)",
+            json!([carts[1], carts[2], "nobody"]),
+        ),
+        (
+            "SELECT * FROM sessions WHERE session_id IN ('s000001', 's000007', 's999999')",
+            json!([]),
+        ),
+        (
+            "SELECT customer_id, data FROM sessions WHERE session_id = $1",
+            json!(["s000100"]),
+        ),
+        (
+            "SELECT * FROM product_hits WHERE product_id IN ('p000001', 'p000002', 'p001999', 'nope')",
+            json!([]),
+        ),
+        (
+            "SELECT hits FROM product_hits WHERE product_id = $1",
+            json!(["p000042"]),
+        ),
+        (
+            "UPDATE product_hits SET hits = hits + 5 WHERE product_id = 'p000042'",
+            json!([]),
+        ),
+        (
+            "SELECT hits FROM product_hits WHERE product_id = $1",
+            json!(["p000042"]),
+        ),
+        (
+            "DELETE FROM sessions WHERE session_id = 's000001'",
+            json!([]),
+        ),
+        (
+            "SELECT session_id FROM sessions WHERE session_id IN ('s000001', 's000002')",
+            json!([]),
+        ),
+        (
+            "INSERT INTO carts (customer_id, product_id, quantity) VALUES ($1, 'p000001', 4) ON CONFLICT (customer_id, product_id) DO UPDATE SET quantity = carts.quantity + EXCLUDED.quantity",
+            json!([carts[3]]),
+        ),
+        (
+            "SELECT product_id, quantity FROM carts WHERE customer_id = $1",
+            json!([carts[3]]),
+        ),
+    ];
+    for (sql, params) in cases {
+        let mut got = query(redis_server.addr, sql, params.clone()).await.body;
+        let mut want = query(reference.addr, sql, params).await.body;
+        for body in [&mut got, &mut want] {
+            if let Some(rows) = body["rows"].as_array_mut() {
+                rows.sort_by_key(|r| r.to_string());
+            }
+        }
+        assert_eq!(got, want, "{sql}");
+    }
+}

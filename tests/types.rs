@@ -43,6 +43,8 @@ fn probe_config(store: &TestStore) -> Config {
                 key_pattern: None,
                 mode: None,
                 ttl_seconds: None,
+                scan: Default::default(),
+                scan_max_rows: 10_000,
             }],
             shard_key: None,
         },

@@ -251,6 +251,8 @@ pub fn shop_on(backend: BackendConfig) -> Config {
             key_pattern: None,
             mode: None,
             ttl_seconds: None,
+            scan: Default::default(),
+            scan_max_rows: 10_000,
         }];
     }
     config

@@ -241,13 +241,18 @@ impl RedisBackend {
                 {
                     return Err(self.unsupported("Redis returns columns, not computed expressions"));
                 }
-                let partitions = pinned(&layout.key_columns).ok_or_else(|| needs_key(&key_hint))?;
-                let fields = if layout.mode == RedisMode::HashPerPartition {
-                    pinned(&layout.clustering)
-                } else {
-                    None
-                };
-                vec![Step::Read { partitions, fields }]
+                match (pinned(&layout.key_columns), layout.placement.scan_max_rows) {
+                    (Some(partitions), _) => {
+                        let fields = if layout.mode == RedisMode::HashPerPartition {
+                            pinned(&layout.clustering)
+                        } else {
+                            None
+                        };
+                        vec![Step::Read { partitions, fields }]
+                    }
+                    (None, Some(max_rows)) if s.filter.is_none() => vec![Step::Scan { max_rows }],
+                    (None, _) => return Err(needs_key(&key_hint)),
+                }
             }
             Statement::Insert(ins) => {
                 let rows: Vec<Vec<Value>> = ins
@@ -451,6 +456,59 @@ struct Layout<'a> {
 }
 
 impl Layout<'_> {
+    /// The SCAN MATCH glob of the table's keys.
+    fn glob(&self) -> String {
+        let mut out = glob_escape(&self.prefix);
+        for (literal, column) in self.segments() {
+            out.push_str(&glob_escape(&literal));
+            if column.is_some() {
+                out.push('*');
+            }
+        }
+        out
+    }
+
+    /// The pattern as (literal text, following placeholder column) pairs.
+    fn segments(&self) -> Vec<(String, Option<usize>)> {
+        let mut out = Vec::new();
+        let mut rest = self.pattern.as_str();
+        while let Some(open) = rest.find('{') {
+            let literal = rest[..open].to_owned();
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
+            let name = &rest[open + 1..open + close];
+            out.push((literal, self.table.column_index(name)));
+            rest = &rest[open + close + 1..];
+        }
+        out.push((rest.to_owned(), None));
+        out
+    }
+
+    /// The key-column values a key encodes (None when it does not fit the pattern).
+    fn parse_key(&self, key: &str) -> Option<Vec<Value>> {
+        let mut rest = key.strip_prefix(self.prefix.as_str())?;
+        let segments = self.segments();
+        let mut values = std::collections::HashMap::new();
+        for (i, (literal, column)) in segments.iter().enumerate() {
+            rest = rest.strip_prefix(literal.as_str())?;
+            if let Some(c) = column {
+                let next_literal = segments.get(i + 1).map_or("", |(l, _)| l.as_str());
+                let end = if next_literal.is_empty() {
+                    rest.len()
+                } else {
+                    rest.find(next_literal)?
+                };
+                values.insert(*c, decode(&rest[..end], self.table.columns[*c].ty).ok()?);
+                rest = &rest[end..];
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        self.key_columns.iter().map(|c| values.remove(c)).collect()
+    }
+
     /// The key of a tuple of `key_columns` values.
     fn key(&self, tuple: &[Value]) -> String {
         let mut key = self.pattern.clone();
@@ -486,6 +544,17 @@ impl Layout<'_> {
     }
 }
 
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn json_of(layout: &Layout<'_>, row: &[Value], columns: &[usize]) -> String {
     let object: serde_json::Map<String, serde_json::Value> = columns
         .iter()
@@ -500,6 +569,9 @@ fn json_of(layout: &Layout<'_>, row: &[Value], columns: &[usize]) -> String {
     serde_json::Value::Object(object).to_string()
 }
 
+/// Keys asked per SCAN round trip.
+const SCAN_COUNT: u64 = 500;
+
 /// Inserts a hash row unless its key exists: returns 1 when written, 0 when present.
 /// KEYS[1] the key; ARGV[1] the TTL in seconds (0: none); ARGV[2..] field, value pairs.
 const INSERT_HASH_SCRIPT: &str = "if redis.call('HSETNX', KEYS[1], '__row', '1') == 0 then return 0 end \
@@ -509,6 +581,8 @@ return 1";
 
 /// One unit of work.
 enum Step {
+    /// Every row, found with SCAN over the key pattern, up to `max_rows`.
+    Scan { max_rows: u64 },
     Read {
         partitions: Vec<Vec<Value>>,
         fields: Option<Vec<Vec<Value>>>,
@@ -583,6 +657,17 @@ impl RedisBackend {
             }
         };
         match step {
+            Step::Scan { .. } => {
+                out.push(
+                    redis::cmd("SCAN")
+                        .arg(0)
+                        .arg("MATCH")
+                        .arg(layout.glob())
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT)
+                        .to_owned(),
+                );
+            }
             Step::Read { partitions, fields } => match layout.mode {
                 RedisMode::Json | RedisMode::Counter => {
                     let mut mget = redis::cmd("MGET");
@@ -776,12 +861,65 @@ impl RedisBackend {
         out
     }
 
+    /// Every key of the table, by SCAN, decoded into key tuples; fails past `max_rows` keys.
+    async fn scan_keys(
+        &self,
+        layout: &Layout<'_>,
+        max_rows: u64,
+    ) -> Result<Vec<Vec<Value>>, BackendError> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        let too_large = || BackendError::TooLarge {
+            backend: self.name.clone(),
+            what: format!("a scan of `{}`", layout.table.name),
+            limit: max_rows,
+        };
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(layout.glob())
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<String>) = cmd
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.map_err(e))?;
+            seen.extend(keys);
+            if seen.len() as u64 > max_rows && layout.mode != RedisMode::HashPerPartition {
+                return Err(too_large());
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(seen.iter().filter_map(|k| layout.parse_key(k)).collect())
+    }
+
     async fn run(
         &self,
         layout: &Layout<'_>,
         step: &Step,
         fragment: Fragment<'_>,
     ) -> Result<ResultSet, BackendError> {
+        if let Step::Scan { max_rows } = step {
+            let partitions = self.scan_keys(layout, *max_rows).await?;
+            let read = Step::Read {
+                partitions,
+                fields: None,
+            };
+            let result = Box::pin(self.run(layout, &read, fragment)).await?;
+            if result.rows.len() as u64 > *max_rows {
+                return Err(BackendError::TooLarge {
+                    backend: self.name.clone(),
+                    what: format!("a scan of `{}`", layout.table.name),
+                    limit: *max_rows,
+                });
+            }
+            return Ok(result);
+        }
         let columns = fragment.query.statement.result_columns();
         let mut conn = self.conn.clone();
         let commands = self.commands(layout, step);
@@ -816,6 +954,7 @@ impl RedisBackend {
             rows_affected: None,
         };
         match step {
+            Step::Scan { .. } => {}
             Step::Read { partitions, fields } => {
                 let decode_err = |column: &str, message: String| BackendError::Decode {
                     backend: self.name.clone(),
@@ -1036,7 +1175,10 @@ impl Backend for RedisBackend {
         let mut text = Vec::new();
         for step in &steps {
             let commands = self.commands(&layout, step);
-            let wrap = !matches!(step, Step::Read { .. });
+            let wrap = matches!(
+                step,
+                Step::Insert { .. } | Step::Update { .. } | Step::Delete { .. }
+            );
             if wrap {
                 text.push("MULTI".to_owned());
             }

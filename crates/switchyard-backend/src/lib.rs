@@ -102,6 +102,16 @@ pub enum BackendError {
         /// What to add.
         hint: String,
     },
+    /// The answer would pass a configured row bound.
+    #[error("backend `{backend}`: {what} passes the bound of {limit} rows")]
+    TooLarge {
+        /// Backend name.
+        backend: String,
+        /// What grew too large.
+        what: String,
+        /// The bound.
+        limit: u64,
+    },
     /// The backend cannot run this fragment (capability or not yet implemented).
     #[error("backend `{backend}` cannot run this: {what}")]
     Unsupported {
@@ -122,6 +132,7 @@ impl BackendError {
             Self::Rejected { .. } | Self::Decode { .. } => ErrorCode::BackendError,
             Self::Unsupported { .. } => ErrorCode::NoRoute,
             Self::NeedsKey { .. } => ErrorCode::NeedsKey,
+            Self::TooLarge { .. } => ErrorCode::QueryTooLarge,
         }
     }
 }

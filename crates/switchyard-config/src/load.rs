@@ -541,6 +541,9 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
                             "applies only to redis backends".to_owned(),
                         ));
                     }
+                    if !redis && p.scan == crate::model::ScanPolicy::Allow {
+                        out.push((pat("scan"), "applies only to redis backends".to_owned()));
+                    }
                     if !redis && p.mode.is_some() {
                         out.push((pat("mode"), "applies only to redis backends".to_owned()));
                     }

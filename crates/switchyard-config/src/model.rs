@@ -40,6 +40,12 @@ pub mod defaults {
     pub(crate) fn tenant_context_key() -> String {
         TENANT_CONTEXT_KEY.to_owned()
     }
+    /// `placements[].scan_max_rows`.
+    pub const SCAN_MAX_ROWS: u64 = 10_000;
+
+    pub(crate) fn scan_max_rows() -> u64 {
+        SCAN_MAX_ROWS
+    }
     pub(crate) fn yes() -> bool {
         true
     }
@@ -332,6 +338,24 @@ pub struct PlacementConfig {
     /// Not enforced by SQLite placements.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// Redis only: whether reads without the key may scan the keyspace (`SCAN`), bounded by
+    /// `scan_max_rows`; by default they are refused with `NEEDS_KEY`.
+    #[serde(default)]
+    pub scan: ScanPolicy,
+    /// Redis only: the most rows a scan may return before the query fails with `QUERY_TOO_LARGE`.
+    #[serde(default = "defaults::scan_max_rows")]
+    pub scan_max_rows: u64,
+}
+
+/// Whether a key-value placement may be read without its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanPolicy {
+    /// Reads must give the key.
+    #[default]
+    Deny,
+    /// Reads without the key scan the keyspace, up to `scan_max_rows` rows.
+    Allow,
 }
 
 impl PlacementConfig {

@@ -62,6 +62,8 @@ pub struct Placement {
     pub mode: Option<RedisMode>,
     /// Entry time to live in seconds.
     pub ttl_seconds: Option<u64>,
+    /// Most rows a keyspace scan may return; `None`: reads need the key.
+    pub scan_max_rows: Option<u64>,
 }
 
 impl Catalog {
@@ -116,6 +118,8 @@ impl Catalog {
                         key_pattern: p.key_pattern.clone(),
                         mode: p.mode,
                         ttl_seconds: p.ttl_seconds,
+                        scan_max_rows: (p.scan == switchyard_config::ScanPolicy::Allow)
+                            .then_some(p.scan_max_rows),
                     })
                     .collect();
                 let shard_key = t

@@ -42,6 +42,8 @@ pub enum ErrorCode {
     NoRoute,
     /// A key-value store was asked to read without the key.
     NeedsKey,
+    /// A query would hold more rows than its bound allows.
+    QueryTooLarge,
     /// A backend could not be reached.
     BackendUnavailable,
     /// A backend refused or failed the statement.
@@ -83,6 +85,7 @@ impl ErrorCode {
             Self::BadParams => "BAD_PARAMS",
             Self::NoRoute => "NO_ROUTE",
             Self::NeedsKey => "NEEDS_KEY",
+            Self::QueryTooLarge => "QUERY_TOO_LARGE",
             Self::BackendUnavailable => "BACKEND_UNAVAILABLE",
             Self::BackendError => "BACKEND_ERROR",
             Self::Timeout => "TIMEOUT",
@@ -96,7 +99,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -114,6 +117,7 @@ impl ErrorCode {
         Self::BadParams,
         Self::NoRoute,
         Self::NeedsKey,
+        Self::QueryTooLarge,
         Self::BackendUnavailable,
         Self::BackendError,
         Self::Timeout,
