@@ -64,10 +64,11 @@ async fn run() {
                 )
                 .await;
                 if r.status == 200 {
-                    ok.fetch_add(1, Ordering::Relaxed)
+                    ok.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    failed.fetch_add(1, Ordering::Relaxed)
-                };
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("failed during reload: {} {}", r.status, r.body);
+                }
             }
         }));
     }

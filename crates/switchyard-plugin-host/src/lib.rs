@@ -181,6 +181,46 @@ struct State {
     plugin: Arc<str>,
     max_memory: usize,
     memory_exceeded: bool,
+    /// The running call's budget: CPU time of the calling thread, and a wall-clock cap.
+    call: CallBudget,
+}
+
+/// A call's deadline. The epoch ticker wakes the check every millisecond; the call is interrupted
+/// once its thread has used `cpu` of CPU time, or `wall` has passed (a descheduled call on a busy
+/// machine is not failed for time it did not run; a spinning one is stopped).
+#[derive(Clone, Copy)]
+struct CallBudget {
+    /// CPU time of the calling thread when the call started (calls are synchronous: the check
+    /// runs on the same thread).
+    started_cpu: Option<Duration>,
+    started_wall: std::time::Instant,
+    cpu: Duration,
+    wall: Duration,
+}
+
+fn thread_cpu() -> Option<Duration> {
+    cpu_time::ThreadTime::try_now()
+        .ok()
+        .map(|t| t.as_duration())
+}
+
+impl CallBudget {
+    fn start(cpu: Duration) -> CallBudget {
+        CallBudget {
+            started_cpu: thread_cpu(),
+            started_wall: std::time::Instant::now(),
+            cpu,
+            wall: cpu * 20,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        let cpu_used = match (self.started_cpu, thread_cpu()) {
+            (Some(start), Some(now)) => now.saturating_sub(start),
+            _ => self.started_wall.elapsed(),
+        };
+        cpu_used >= self.cpu || self.started_wall.elapsed() >= self.wall
+    }
 }
 
 impl WasiView for State {
@@ -557,8 +597,8 @@ struct Instance {
 
 impl Instance {
     fn arm(&mut self, limits: HostLimits) {
-        let ticks = (limits.call_timeout.as_millis() as u64).max(1);
-        self.store.set_epoch_deadline(ticks);
+        self.store.data_mut().call = CallBudget::start(limits.call_timeout);
+        self.store.set_epoch_deadline(1);
         self.store.data_mut().memory_exceeded = false;
     }
 
@@ -612,18 +652,26 @@ impl LoadedPlugin {
             plugin: self.name_tag.clone(),
             max_memory: self.limits.max_memory_bytes,
             memory_exceeded: false,
+            // Instantiation and `configure` get ten call budgets.
+            call: CallBudget::start(self.limits.call_timeout * 10),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
-        store.set_epoch_deadline((self.limits.call_timeout.as_millis() as u64).max(1) * 10);
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if ctx.data().call.exhausted() {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         let bindings = match guarded(|| self.pre.instantiate(&mut store)) {
             Ok(b) => b,
             Err(e) => return Err(self.classify(e, &mut store)),
         };
         let mut instance = Instance { store, bindings };
-        instance
-            .store
-            .set_epoch_deadline((self.limits.call_timeout.as_millis() as u64).max(1) * 10);
+        instance.store.data_mut().call = CallBudget::start(self.limits.call_timeout * 10);
+        instance.store.set_epoch_deadline(1);
         let (bindings, store) = (&instance.bindings, &mut instance.store);
         let answer = guarded(|| {
             bindings
