@@ -124,3 +124,84 @@ async fn bad_input_gets_clear_errors_and_nothing_half_written() {
     .await;
     assert_eq!(left.body["error"]["code"], "NO_ROUTE", "{}", left.body);
 }
+
+/// Columns mapped to nested field paths and to `_id`: written as subdocuments, filtered and
+/// projected by path, and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_field_paths_round_trip() {
+    let store = TestStore::new(Store::Mongo);
+    let text = format!(
+        r#"
+[backends.docs]
+kind = "mongodb"
+url = "{url}"
+[tables.shipments]
+columns = {{ shipment_id = "text", city = "text", zip = "text", weight = "decimal(10,3)" }}
+primary_key = ["shipment_id"]
+placements = [{{ backend = "docs", columns = {{ shipment_id = "_id", city = "address.city", zip = "address.zip" }} }}]
+"#,
+        url = store.backend.url
+    );
+    let config = switchyard_config::parse_str(&text, "nested.toml", &|_| None).unwrap();
+    let server = start_server(config).await;
+    let a = server.addr;
+    server
+        .router
+        .seed_table("shipments", &[], vec![], 10, &|_| {})
+        .await
+        .unwrap();
+    for (id, city, zip) in [
+        ("s1", "Recife", "50000"),
+        ("s2", "Natal", "59000"),
+        ("s3", "Recife", "50100"),
+    ] {
+        let r = query(
+            a,
+            "INSERT INTO shipments (shipment_id, city, zip, weight) VALUES ($1, $2, $3, 1.5)",
+            json!([id, city, zip]),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let got = query(
+        a,
+        "SELECT shipment_id, zip, weight FROM shipments WHERE city = $1 ORDER BY zip DESC",
+        json!(["Recife"]),
+    )
+    .await;
+    assert_eq!(
+        got.body["rows"],
+        json!([["s3", "50100", "1.500"], ["s1", "50000", "1.500"]]),
+        "{}",
+        got.body
+    );
+    let e = post(
+        a,
+        "/v1/explain",
+        json!({ "sql": "SELECT zip FROM shipments WHERE city = 'Natal'" }),
+    )
+    .await;
+    let statement = e.body["fragments"][0]["statement"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        statement.contains("\"address.city\":{\"$eq\":\"Natal\"}")
+            && statement.contains("\"$address.zip\""),
+        "{statement}"
+    );
+    let moved = query(
+        a,
+        "UPDATE shipments SET city = 'Olinda' WHERE shipment_id = 's1'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(moved.body["rows_affected"], 1);
+    let after = query(
+        a,
+        "SELECT city, zip FROM shipments WHERE shipment_id = 's1'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(after.body["rows"], json!([["Olinda", "50000"]]));
+}
