@@ -185,17 +185,19 @@ struct State {
     call: CallBudget,
 }
 
-/// A call's deadline. The epoch ticker wakes the check every millisecond; the call is interrupted
-/// once its thread has used `cpu` of CPU time, or `wall` has passed (a descheduled call on a busy
-/// machine is not failed for time it did not run; a spinning one is stopped).
+/// A call's deadline. The epoch ticker wakes the check once per millisecond tick; the first
+/// check reads the calling thread's CPU clock, later ones charge the CPU time used since, plus one
+/// tick for the time before it. The call is interrupted once that reaches `cpu` or `wall_ticks`
+/// ticks have passed: a descheduled call on a busy machine is not failed for time it did not run,
+/// a spinning one is stopped, and calls that finish within a tick never touch a clock.
 #[derive(Clone, Copy)]
 struct CallBudget {
-    /// CPU time of the calling thread when the call started (calls are synchronous: the check
-    /// runs on the same thread).
-    started_cpu: Option<Duration>,
-    started_wall: std::time::Instant,
+    /// CPU time of the calling thread at the first tick (calls are synchronous: every check runs
+    /// on the same thread).
+    cpu_at_first_tick: Option<Duration>,
+    ticks: u64,
     cpu: Duration,
-    wall: Duration,
+    wall_ticks: u64,
 }
 
 fn thread_cpu() -> Option<Duration> {
@@ -206,20 +208,27 @@ fn thread_cpu() -> Option<Duration> {
 
 impl CallBudget {
     fn start(cpu: Duration) -> CallBudget {
+        let ms = u64::try_from(cpu.as_millis()).unwrap_or(u64::MAX).max(1);
         CallBudget {
-            started_cpu: thread_cpu(),
-            started_wall: std::time::Instant::now(),
+            cpu_at_first_tick: None,
+            ticks: 0,
             cpu,
-            wall: cpu * 20,
+            wall_ticks: ms.saturating_mul(20),
         }
     }
 
-    fn exhausted(&self) -> bool {
-        let cpu_used = match (self.started_cpu, thread_cpu()) {
-            (Some(start), Some(now)) => now.saturating_sub(start),
-            _ => self.started_wall.elapsed(),
+    /// Called at each epoch tick during the call; true when the call must stop.
+    fn tick(&mut self) -> bool {
+        self.ticks += 1;
+        let now = thread_cpu();
+        let first = *self
+            .cpu_at_first_tick
+            .get_or_insert(now.unwrap_or_default());
+        let cpu_used = match now {
+            Some(now) => now.saturating_sub(first) + TICK,
+            None => TICK * u32::try_from(self.ticks).unwrap_or(u32::MAX),
         };
-        cpu_used >= self.cpu || self.started_wall.elapsed() >= self.wall
+        cpu_used >= self.cpu || self.ticks >= self.wall_ticks
     }
 }
 
@@ -657,8 +666,8 @@ impl LoadedPlugin {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
-        store.epoch_deadline_callback(|ctx| {
-            Ok(if ctx.data().call.exhausted() {
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().call.tick() {
                 wasmtime::UpdateDeadline::Interrupt
             } else {
                 wasmtime::UpdateDeadline::Continue(1)
