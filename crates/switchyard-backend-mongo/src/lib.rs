@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
-use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement};
+use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement, within};
 use switchyard_config::BackendConfig;
 use switchyard_core::ir::{ExprKind, Statement};
 use switchyard_core::{BackendKind, ResultColumn, ResultSet, Table, Value};
@@ -284,29 +284,16 @@ impl Backend for MongoBackend {
     async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
         let command = self.command(fragment)?;
         let columns = fragment.query.statement.result_columns();
-        match tokio::time::timeout(
-            self.timeout,
-            self.run(command, &columns, &fragment.query.statement),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(BackendError::Timeout {
-                backend: self.name.clone(),
-                after_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-            }),
-        }
+        let run = self.run(command, &columns, &fragment.query.statement);
+        within(&self.name, self.timeout, run).await
     }
 
     async fn health(&self) -> Result<(), BackendError> {
         let ping = self.db.run_command(doc! { "ping": 1 });
-        match tokio::time::timeout(self.timeout, ping).await {
-            Ok(r) => r.map(|_| ()).map_err(|e| self.map_err(e)),
-            Err(_) => Err(BackendError::Timeout {
-                backend: self.name.clone(),
-                after_ms: self.timeout.as_millis() as u64,
-            }),
-        }
+        within(&self.name, self.timeout, async {
+            ping.await.map(|_| ()).map_err(|e| self.map_err(e))
+        })
+        .await
     }
 
     async fn ensure_table(&self, table: &Table) -> Result<(), BackendError> {

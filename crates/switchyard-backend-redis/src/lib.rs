@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement};
+use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement, within};
 use switchyard_config::{BackendConfig, RedisMode};
 use switchyard_core::ir::{BinaryOp, Expr, ExprKind, OnConflict, Statement};
 use switchyard_core::routing::{CompareOp, Route, build_request};
@@ -1199,26 +1199,17 @@ impl Backend for RedisBackend {
         let Some(step) = steps.first() else {
             return Ok(ResultSet::default());
         };
-        match tokio::time::timeout(self.timeout, self.run(&layout, step, fragment)).await {
-            Ok(r) => r,
-            Err(_) => Err(BackendError::Timeout {
-                backend: self.name.clone(),
-                after_ms: self.timeout.as_millis() as u64,
-            }),
-        }
+        within(&self.name, self.timeout, self.run(&layout, step, fragment)).await
     }
 
     async fn health(&self) -> Result<(), BackendError> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
-        match tokio::time::timeout(self.timeout, ping).await {
-            Ok(r) => r.map(|_| ()).map_err(|e| self.map_err(e)),
-            Err(_) => Err(BackendError::Timeout {
-                backend: self.name.clone(),
-                after_ms: self.timeout.as_millis() as u64,
-            }),
-        }
+        within(&self.name, self.timeout, async {
+            ping.await.map(|_| ()).map_err(|e| self.map_err(e))
+        })
+        .await
     }
 
     async fn ensure_table(&self, _table: &Table) -> Result<(), BackendError> {

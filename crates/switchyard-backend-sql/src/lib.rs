@@ -19,7 +19,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
-use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement};
+use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement, within};
 use switchyard_config::BackendConfig;
 use switchyard_core::value::format_timestamp;
 use switchyard_core::{BackendKind, LogicalType, ResultColumn, ResultSet, Statement, Table, Value};
@@ -176,13 +176,10 @@ impl SqlBackend {
                 Pool::Sqlite(p) => sqlx::query(AssertSqlSafe(sql)).execute(p).await.map(|_| ()),
             }
         };
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(|e| self.map_err(e)),
-            Err(_) => Err(BackendError::Timeout {
-                backend: self.name.clone(),
-                after_ms: self.timeout_ms(),
-            }),
-        }
+        within(&self.name, self.timeout, async {
+            fut.await.map_err(|e| self.map_err(e))
+        })
+        .await
     }
 }
 
@@ -331,15 +328,10 @@ impl Backend for SqlBackend {
                 }
             }
         };
-        let fetched: Fetched = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(|e| self.map_err(e))?,
-            Err(_) => {
-                return Err(BackendError::Timeout {
-                    backend: self.name.clone(),
-                    after_ms: self.timeout_ms(),
-                });
-            }
-        };
+        let fetched: Fetched = within(&self.name, self.timeout, async {
+            fut.await.map_err(|e| self.map_err(e))
+        })
+        .await?;
         let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
             backend: self.name.clone(),
             column: column.name.clone(),

@@ -137,6 +137,21 @@ impl BackendError {
     }
 }
 
+/// Runs `work`, failing with [`BackendError::Timeout`] for `backend` once `limit` has passed.
+pub async fn within<T>(
+    backend: &str,
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => Err(BackendError::Timeout {
+            backend: backend.to_owned(),
+            after_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        }),
+    }
+}
+
 /// A store behind the router.
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
