@@ -131,6 +131,13 @@ pub fn parse_str(
                     config.plugins = p;
                 }
             }
+            "execution" => {
+                if let Some(e) =
+                    loader.entry::<crate::model::ExecutionConfig>(value, &[Seg::key("execution")])
+                {
+                    config.execution = e;
+                }
+            }
             "admin" => {
                 if let Some(a) =
                     loader.entry::<crate::model::AdminConfig>(value, &[Seg::key("admin")])
@@ -150,7 +157,7 @@ pub fn parse_str(
                 text,
                 key.span(),
                 other.to_owned(),
-                "unknown section, expected one of: server, backends, tables, plugins, admin",
+                "unknown section, expected one of: server, backends, tables, plugins, admin, execution",
             )),
         }
     }
@@ -371,6 +378,23 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
                 config.server.listen
             ),
         ));
+    }
+    if config.execution.semi_join_batch_size == 0 {
+        out.push((
+            vec![k("execution"), k("semi_join_batch_size")],
+            "must be at least 1".to_owned(),
+        ));
+    }
+    for (field, value) in [
+        ("max_query_rows", config.execution.max_query_rows),
+        ("max_query_bytes", config.execution.max_query_bytes),
+    ] {
+        if value == 0 {
+            out.push((
+                vec![k("execution"), k(field)],
+                "must be at least 1".to_owned(),
+            ));
+        }
     }
     for (name, b) in &config.backends {
         let at = |field: &str| vec![k("backends"), k(name), k(field)];
@@ -671,7 +695,7 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
           router.toml:15:29: tables.t.columns.v: unknown column type `varchar`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, json
           router.toml:21:16: tables.u.primary_key[0]: unknown column `nope`, expected one of: id
           router.toml:22:27: tables.u.placements[0].backend: unknown backend `missing`, expected one of: my
-          router.toml:24:2: extra: unknown section, expected one of: server, backends, tables, plugins, admin
+          router.toml:24:2: extra: unknown section, expected one of: server, backends, tables, plugins, admin, execution
         ");
     }
 

@@ -42,6 +42,27 @@ pub mod defaults {
     }
     /// `placements[].scan_max_rows`.
     pub const SCAN_MAX_ROWS: u64 = 10_000;
+    /// `execution.max_query_rows`.
+    pub const MAX_QUERY_ROWS: u64 = 1_000_000;
+    /// `execution.max_query_bytes`: 256 MiB.
+    pub const MAX_QUERY_BYTES: u64 = 256 * 1024 * 1024;
+    /// `execution.semi_join_max_keys`.
+    pub const SEMI_JOIN_MAX_KEYS: u64 = 10_000;
+    /// `execution.semi_join_batch_size`.
+    pub const SEMI_JOIN_BATCH_SIZE: u64 = 1_000;
+
+    pub(crate) fn max_query_rows() -> u64 {
+        MAX_QUERY_ROWS
+    }
+    pub(crate) fn max_query_bytes() -> u64 {
+        MAX_QUERY_BYTES
+    }
+    pub(crate) fn semi_join_max_keys() -> u64 {
+        SEMI_JOIN_MAX_KEYS
+    }
+    pub(crate) fn semi_join_batch_size() -> u64 {
+        SEMI_JOIN_BATCH_SIZE
+    }
 
     pub(crate) fn scan_max_rows() -> u64 {
         SCAN_MAX_ROWS
@@ -86,6 +107,41 @@ pub struct Config {
     /// The admin endpoints (`/admin/...`).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// How the router executes routes that span several fragments.
+    #[serde(default)]
+    pub execution: ExecutionConfig,
+}
+
+/// `[execution]`: limits and strategies of cross-store execution in the router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionConfig {
+    /// Rows one query may hold in the router at once (fragment answers, join and aggregate
+    /// state); past it the query fails with `QUERY_TOO_LARGE`.
+    #[serde(default = "defaults::max_query_rows")]
+    pub max_query_rows: u64,
+    /// Bytes (estimated) one query may hold in the router at once; past it `QUERY_TOO_LARGE`.
+    #[serde(default = "defaults::max_query_bytes")]
+    pub max_query_bytes: u64,
+    /// Semi-join reduction: when one side of a cross-store join has at most this many distinct
+    /// join keys, they are pushed into the other side's fragment (IN list / `$in` / key lookups)
+    /// instead of reading it whole. 0 turns the reduction off.
+    #[serde(default = "defaults::semi_join_max_keys")]
+    pub semi_join_max_keys: u64,
+    /// Keys per pushed IN list (per statement sent to the big side).
+    #[serde(default = "defaults::semi_join_batch_size")]
+    pub semi_join_batch_size: u64,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        Self {
+            max_query_rows: defaults::MAX_QUERY_ROWS,
+            max_query_bytes: defaults::MAX_QUERY_BYTES,
+            semi_join_max_keys: defaults::SEMI_JOIN_MAX_KEYS,
+            semi_join_batch_size: defaults::SEMI_JOIN_BATCH_SIZE,
+        }
+    }
 }
 
 /// `[plugins]`: WebAssembly placement plugins and which one serves which request.

@@ -44,6 +44,9 @@ pub enum ErrorCode {
     NeedsKey,
     /// A query would hold more rows than its bound allows.
     QueryTooLarge,
+    /// A value made the statement fail while the router evaluated it (division by zero, integer
+    /// out of range).
+    DataError,
     /// A backend could not be reached.
     BackendUnavailable,
     /// A backend refused or failed the statement.
@@ -86,6 +89,7 @@ impl ErrorCode {
             Self::NoRoute => "NO_ROUTE",
             Self::NeedsKey => "NEEDS_KEY",
             Self::QueryTooLarge => "QUERY_TOO_LARGE",
+            Self::DataError => "DATA_ERROR",
             Self::BackendUnavailable => "BACKEND_UNAVAILABLE",
             Self::BackendError => "BACKEND_ERROR",
             Self::Timeout => "TIMEOUT",
@@ -99,7 +103,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -118,6 +122,7 @@ impl ErrorCode {
         Self::NoRoute,
         Self::NeedsKey,
         Self::QueryTooLarge,
+        Self::DataError,
         Self::BackendUnavailable,
         Self::BackendError,
         Self::Timeout,
@@ -234,6 +239,20 @@ pub enum CoreError {
         /// Why.
         reason: String,
     },
+    /// The query would hold more than its budget in the router.
+    #[error("the query holds more than {limit} {what} in the router (execution.max_query_{what}); add filters or a LIMIT")]
+    QueryTooLarge {
+        /// `rows` or `bytes`.
+        what: &'static str,
+        /// The budget.
+        limit: u64,
+    },
+    /// A value made evaluation in the router fail.
+    #[error("{message}")]
+    Data {
+        /// What went wrong, e.g. `division by zero`.
+        message: String,
+    },
 }
 
 fn hint(candidates: &[String]) -> String {
@@ -257,6 +276,8 @@ impl CoreError {
             Self::BadGrouping { .. } => ErrorCode::BadGrouping,
             Self::BadParams { .. } => ErrorCode::BadParams,
             Self::NoRoute { .. } => ErrorCode::NoRoute,
+            Self::QueryTooLarge { .. } => ErrorCode::QueryTooLarge,
+            Self::Data { .. } => ErrorCode::DataError,
         }
     }
 
@@ -271,7 +292,7 @@ impl CoreError {
             | Self::TypeMismatch { position, .. }
             | Self::BadGrouping { position, .. }
             | Self::BadParams { position, .. } => *position,
-            Self::NoRoute { .. } => None,
+            Self::NoRoute { .. } | Self::QueryTooLarge { .. } | Self::Data { .. } => None,
         }
     }
 }

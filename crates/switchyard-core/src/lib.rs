@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod describe;
 pub mod error;
+pub mod exec;
 pub mod ir;
 pub mod plan;
 pub mod result;

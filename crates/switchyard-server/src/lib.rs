@@ -43,7 +43,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::NoRoute | ErrorCode::QueryTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::NoRoute | ErrorCode::QueryTooLarge | ErrorCode::DataError => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ErrorCode::ConstraintViolation => StatusCode::CONFLICT,
         ErrorCode::BackendError => StatusCode::BAD_GATEWAY,
         ErrorCode::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
