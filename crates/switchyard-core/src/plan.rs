@@ -85,14 +85,9 @@ pub fn default_route(
         });
         return Ok(route);
     }
-    if let Some(sharded) = access_tables.iter().find(|t| t.primary().is_none()) {
-        if access_tables.len() > 1 {
-            return Err(no_route(format!(
-                "table `{}` is sharded; joining it needs a placement plugin that chooses the shards",
-                sharded.name
-            )));
-        }
-        return Ok(scatter(catalog, sharded, request));
+    let any_sharded = access_tables.iter().any(|t| t.primary().is_none());
+    if any_sharded && access_tables.len() == 1 {
+        return Ok(scatter(catalog, access_tables[0], request));
     }
     // One backend for everything, if there is one.
     let primaries: Vec<&str> = access_tables
@@ -111,35 +106,69 @@ pub fn default_route(
         })
     };
     let single = shared
+        .filter(|_| !any_sharded)
         .and_then(backend_id)
         .or_else(|| catalog.backends.keys().position(readable));
     if let Some(backend) = single {
         return Ok(Route::single(backend, access_tables.len()));
     }
-    // One fragment per primary backend, hash-joined along the join edges.
+    // One fragment per primary backend (a sharded table: one per shard under a union),
+    // hash-joined along the join edges.
     let mut fragments: Vec<RouteFragment> = Vec::new();
-    for (access, backend) in primaries.iter().enumerate() {
-        let id = backend_id(backend)
-            .ok_or_else(|| no_route(format!("backend `{backend}` is not configured")))?;
-        match fragments.iter_mut().find(|f| f.backend == id) {
-            Some(f) => f.accesses.push(access),
-            None => fragments.push(RouteFragment {
-                backend: id,
-                accesses: vec![access],
-            }),
+    let mut nodes = Vec::new();
+    // (accesses, input) per unit to join, in FROM order of their first access.
+    let mut units: Vec<(Vec<usize>, Input)> = Vec::new();
+    let mut by_backend: Vec<(usize, usize)> = Vec::new();
+    for (access, table) in access_tables.iter().enumerate() {
+        match table.primary() {
+            Some(p) => {
+                let id = backend_id(&p.backend)
+                    .ok_or_else(|| no_route(format!("backend `{}` is not configured", p.backend)))?;
+                match by_backend.iter().find(|(b, _)| *b == id).map(|(_, k)| *k) {
+                    Some(k) => {
+                        fragments[k].accesses.push(access);
+                        if let Some(unit) = units.iter_mut().find(|(_, i)| *i == Input::Fragment(k))
+                        {
+                            unit.0.push(access);
+                        }
+                    }
+                    None => {
+                        fragments.push(RouteFragment {
+                            backend: id,
+                            accesses: vec![access],
+                        });
+                        by_backend.push((id, fragments.len() - 1));
+                        units.push((vec![access], Input::Fragment(fragments.len() - 1)));
+                    }
+                }
+            }
+            None => {
+                let first = fragments.len();
+                for p in table.shards() {
+                    let id = backend_id(&p.backend)
+                        .ok_or_else(|| no_route(format!("backend `{}` is not configured", p.backend)))?;
+                    fragments.push(RouteFragment {
+                        backend: id,
+                        accesses: vec![access],
+                    });
+                }
+                nodes.push(MergeNode {
+                    op: MergeOp::UnionAll,
+                    inputs: (first..fragments.len()).map(Input::Fragment).collect(),
+                });
+                units.push((vec![access], Input::Node(nodes.len() - 1)));
+            }
         }
     }
-    let mut nodes = Vec::new();
-    let mut joined: Vec<usize> = fragments[0].accesses.clone();
-    let mut current = Input::Fragment(0);
-    for (k, fragment) in fragments.iter().enumerate().skip(1) {
+    let mut joined: Vec<usize> = units[0].0.clone();
+    let mut current = units[0].1;
+    for (accesses, input) in units.iter().skip(1) {
         let edge = request.joins.iter().position(|e| {
-            (joined.contains(&e.left.access) && fragment.accesses.contains(&e.right.access))
-                || (joined.contains(&e.right.access) && fragment.accesses.contains(&e.left.access))
+            (joined.contains(&e.left.access) && accesses.contains(&e.right.access))
+                || (joined.contains(&e.right.access) && accesses.contains(&e.left.access))
         });
         let Some(edge) = edge else {
-            let names: Vec<&str> = fragment
-                .accesses
+            let names: Vec<&str> = accesses
                 .iter()
                 .map(|a| access_tables[*a].name.as_str())
                 .collect();
@@ -150,10 +179,10 @@ pub fn default_route(
         };
         nodes.push(MergeNode {
             op: MergeOp::HashJoin { edge },
-            inputs: vec![current, Input::Fragment(k)],
+            inputs: vec![current, *input],
         });
         current = Input::Node(nodes.len() - 1);
-        joined.extend(fragment.accesses.iter().copied());
+        joined.extend(accesses.iter().copied());
     }
     Ok(Route {
         fragments,

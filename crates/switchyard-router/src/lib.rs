@@ -5,6 +5,7 @@
 //! on a request path panics. API boundary: [`Router::query`], [`Router::explain`],
 //! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
 
+mod exec;
 mod stats;
 
 use std::collections::HashMap;
@@ -109,6 +110,10 @@ impl RouterError {
 /// One backend's part of an `explain`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExplainedFragment {
+    /// Index of the route fragment this statement belongs to.
+    pub fragment: usize,
+    /// How the fragment is executed beyond its statement (semi-join reduction, first-hit).
+    pub note: Option<String>,
     /// Backend name.
     pub backend: String,
     /// Backend kind.
@@ -457,21 +462,42 @@ impl Router {
                 })
             });
         }
-        match route.as_single() {
-            Some(backend) => self.run_on(backend, fragment).await,
-            None => Err(RouterError::Plan(CoreError::NoRoute {
-                reason: format!(
-                    "the route merges {} fragments ({}); cross-store execution is not available yet",
-                    route.fragments.len(),
-                    route
-                        .nodes
-                        .iter()
-                        .map(|n| n.op.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+        match (route.as_single(), &query.statement) {
+            (Some(backend), Statement::Select(select)) => {
+                match self.run_on(backend, fragment).await {
+                    // The store cannot take the whole statement (a key-value store asked for a
+                    // filter, sort or aggregate): read what it can and finish in the router.
+                    Err(RouterError::Backend(BackendError::Unsupported { .. })) => {
+                        let budget = self.budget();
+                        exec::Exec::new(self, query, select, route, &budget)
+                            .run()
+                            .await
+                    }
+                    other => other,
+                }
+            }
+            (Some(backend), _) => self.run_on(backend, fragment).await,
+            (None, Statement::Select(select)) => {
+                let budget = self.budget();
+                let result = exec::Exec::new(self, query, select, route, &budget)
+                    .run()
+                    .await;
+                let (rows, bytes) = budget.used();
+                tracing::debug!(rows, bytes, "cross-store query memory");
+                result
+            }
+            (None, _) => Err(RouterError::Plan(CoreError::NoRoute {
+                reason: "a write needs a write plan".to_owned(),
             })),
         }
+    }
+
+    /// The memory guard of one query, from `[execution]`.
+    fn budget(&self) -> switchyard_core::exec::Budget {
+        switchyard_core::exec::Budget::new(
+            self.config.execution.max_query_rows,
+            self.config.execution.max_query_bytes,
+        )
     }
 
     /// Runs a fragment on backend `id`, recording its latency, failures and reachability.
@@ -541,6 +567,15 @@ impl Router {
             (None, Some(b)) => vec![b],
             (None, None) => Vec::new(),
         };
+        if let (None, None, Statement::Select(select)) = (
+            &plan.route.write,
+            plan.route.as_single(),
+            &plan.query.statement,
+        ) {
+            let budget = self.budget();
+            fragments =
+                exec::Exec::new(self, &plan.query, select, &plan.route, &budget).explain()?;
+        }
         for id in targets {
             let b = self.backend_by_id(id)?;
             let native = b.explain(Fragment {
@@ -548,6 +583,8 @@ impl Router {
                 catalog: &self.catalog,
             })?;
             fragments.push(ExplainedFragment {
+                fragment: 0,
+                note: None,
                 backend: b.name().to_owned(),
                 backend_kind: b.kind().as_str(),
                 native,

@@ -264,6 +264,8 @@ async fn query(
                     .map(|v| v.to_json(switchyard_core::LogicalType::Text))
                     .collect();
                 json!({
+                    "fragment": f.fragment,
+                    "note": f.note,
                     "backend": f.backend,
                     "backend_kind": f.backend_kind,
                     "language": f.native.language,

@@ -1,0 +1,1225 @@
+//! Execution of SELECT routes with more than one fragment: fragments run concurrently (the first
+//! error cancels the rest), semi-join reduction pushes the small side's join keys into the big
+//! side's fragment, first-hit reads a cache before the source of truth, shard merges push the
+//! statement (or its partial aggregates) into every shard, and whatever a backend could not take
+//! is finished in the router by `switchyard_core::exec`.
+
+use std::collections::HashSet;
+
+use futures::future::{BoxFuture, FutureExt, try_join_all};
+use futures::{StreamExt, TryStreamExt};
+use switchyard_backend::{BackendError, Capabilities, Fragment, NativeStatement};
+use switchyard_core::exec::ops::{self, JoinSpec, Key, Row, SortSpec};
+use switchyard_core::exec::{Budget, Layout, accesses_of, agg, map_accesses, rejects_nulls_of};
+use switchyard_core::ir::{
+    BinaryOp, Expr, ExprKind, Insert, JoinKind, OnConflict, OutputColumn, Select,
+    Statement,
+};
+use switchyard_core::routing::{
+    AccessId, CompareOp, Input, MergeNode, MergeOp, RouteRequest, build_request,
+};
+use switchyard_core::{BoundQuery, CoreError, LogicalType, ResultSet, Route, Value};
+
+use crate::{ExplainedFragment, Router, RouterError};
+
+/// Rows over a set of table accesses, as wide rows of the statement's layout.
+#[derive(Debug)]
+struct Relation {
+    accesses: Vec<AccessId>,
+    rows: Vec<Row>,
+}
+
+/// One statement sent to one backend, and where its output columns land in the wide row.
+#[derive(Debug, Clone)]
+struct Scan {
+    backend: usize,
+    accesses: Vec<AccessId>,
+    select: Select,
+    /// `(access, column)` per output column.
+    slots: Vec<(AccessId, usize)>,
+}
+
+fn no_route(reason: impl Into<String>) -> RouterError {
+    RouterError::Plan(CoreError::NoRoute {
+        reason: reason.into(),
+    })
+}
+
+fn boolean(kind: ExprKind) -> Expr {
+    Expr {
+        kind,
+        ty: LogicalType::Bool,
+    }
+}
+
+fn and_all(parts: Vec<Expr>) -> Option<Expr> {
+    parts.into_iter().reduce(|a, b| {
+        boolean(ExprKind::Binary {
+            op: BinaryOp::And,
+            left: Box::new(a),
+            right: Box::new(b),
+        })
+    })
+}
+
+/// `column IN (values)` on a table access.
+fn in_list(access: AccessId, column: usize, ty: LogicalType, values: &[Value]) -> Expr {
+    let col = Expr {
+        kind: ExprKind::Column {
+            table: access,
+            column,
+        },
+        ty,
+    };
+    boolean(ExprKind::InList {
+        expr: Box::new(col),
+        list: values
+            .iter()
+            .map(|v| Expr {
+                kind: ExprKind::Literal(v.clone()),
+                ty,
+            })
+            .collect(),
+        negated: false,
+    })
+}
+
+/// The multi-fragment executor for one SELECT.
+pub(crate) struct Exec<'a> {
+    router: &'a Router,
+    query: &'a BoundQuery,
+    select: &'a Select,
+    route: &'a Route,
+    request: RouteRequest,
+    layout: Layout,
+    budget: &'a Budget,
+}
+
+impl<'a> Exec<'a> {
+    pub(crate) fn new(
+        router: &'a Router,
+        query: &'a BoundQuery,
+        select: &'a Select,
+        route: &'a Route,
+        budget: &'a Budget,
+    ) -> Exec<'a> {
+        let request = build_request(
+            query,
+            &router.catalog,
+            route.clone(),
+            Vec::new(),
+            Vec::new(),
+        );
+        Exec {
+            router,
+            query,
+            select,
+            route,
+            request,
+            layout: Layout::of(select, &router.catalog),
+            budget,
+        }
+    }
+
+    fn caps(&self, backend: usize) -> Capabilities {
+        self.router
+            .backends
+            .get_index(backend)
+            .map(|(_, b)| b.capabilities())
+            .unwrap_or(Capabilities {
+                full_sql: false,
+                joins: false,
+                aggregates: false,
+                sort_limit: false,
+                needs_key: true,
+                transactions: false,
+            })
+    }
+
+    fn table(&self, access: AccessId) -> Option<&switchyard_core::Table> {
+        self.select
+            .from
+            .get(access)
+            .and_then(|t| self.router.catalog.table(&t.table))
+    }
+
+    fn join_kind(&self, access: AccessId) -> JoinKind {
+        match access.checked_sub(1).and_then(|j| self.select.joins.get(j)) {
+            Some(j) => j.kind,
+            None => JoinKind::Inner,
+        }
+    }
+
+    fn on(&self, access: AccessId) -> Option<&Expr> {
+        access
+            .checked_sub(1)
+            .and_then(|j| self.select.joins.get(j))
+            .map(|j| &j.on)
+    }
+
+    /// The root input is a shard merge over fragments that each hold every table access.
+    fn scatter(&self) -> Option<(&MergeNode, Vec<usize>)> {
+        let Input::Node(n) = self.route.root else {
+            return None;
+        };
+        let node = self.route.nodes.get(n)?;
+        if !matches!(
+            node.op,
+            MergeOp::UnionAll | MergeOp::UnionDistinct | MergeOp::TopK { .. } | MergeOp::AggregateCombine
+        ) {
+            return None;
+        }
+        let all: Vec<usize> = (0..self.select.from.len()).collect();
+        let mut fragments = Vec::new();
+        for input in &node.inputs {
+            let Input::Fragment(f) = input else {
+                return None;
+            };
+            let frag = self.route.fragments.get(*f)?;
+            let mut acc = frag.accesses.clone();
+            acc.sort_unstable();
+            acc.dedup();
+            let caps = self.caps(frag.backend);
+            if acc != all || caps.needs_key || (all.len() > 1 && !caps.joins) {
+                return None;
+            }
+            fragments.push(*f);
+        }
+        Some((node, fragments))
+    }
+
+    /// Runs the route.
+    pub(crate) async fn run(&self) -> Result<ResultSet, RouterError> {
+        let columns = self.query.statement.result_columns();
+        if let Some((node, fragments)) = self.scatter()
+            && let Some(rows) = self.run_scatter(node, &fragments).await?
+        {
+            return Ok(ResultSet {
+                columns,
+                rows,
+                rows_affected: None,
+            });
+        }
+        let relations = self.eval(self.route.root, None).await?;
+        let rows = self.join_all(relations)?;
+        let rows = switchyard_core::exec::finish_select(
+            self.select,
+            rows,
+            &self.layout,
+            &self.query.params,
+            self.budget,
+        )?;
+        Ok(ResultSet {
+            columns,
+            rows,
+            rows_affected: None,
+        })
+    }
+
+    // ---- shard merges -------------------------------------------------------------------
+
+    /// The statement each shard runs for a non-aggregate merge: the output plus hidden ORDER BY
+    /// keys, sorted, with LIMIT + OFFSET as the limit. `None` when DISTINCT would change meaning.
+    fn shard_select(&self) -> Option<Select> {
+        let s = self.select;
+        let mut projection = s.projection.clone();
+        for (i, o) in s.order_by.iter().enumerate() {
+            if s.distinct && !s.projection.iter().any(|c| c.expr == o.expr) {
+                return None;
+            }
+            projection.push(OutputColumn {
+                name: format!("__sort{i}"),
+                expr: o.expr.clone(),
+            });
+        }
+        Some(Select {
+            projection,
+            limit: s.limit.map(|l| l.saturating_add(s.offset.unwrap_or(0))),
+            offset: None,
+            ..s.clone()
+        })
+    }
+
+    fn aggregate_plan(&self, fragments: &[usize]) -> Option<(agg::PartialPlan, Vec<Expr>)> {
+        let all_aggregate = fragments.iter().all(|f| {
+            self.route
+                .fragments
+                .get(*f)
+                .is_some_and(|fr| self.caps(fr.backend).aggregates)
+        });
+        if !all_aggregate {
+            return None;
+        }
+        let aggregates = agg::collect_aggregates(self.select);
+        agg::partial_plan(self.select, &aggregates).map(|p| (p, aggregates))
+    }
+
+    async fn run_scatter(
+        &self,
+        node: &MergeNode,
+        fragments: &[usize],
+    ) -> Result<Option<Vec<Row>>, RouterError> {
+        let s = self.select;
+        let backends: Vec<usize> = fragments
+            .iter()
+            .filter_map(|f| self.route.fragments.get(*f).map(|fr| fr.backend))
+            .collect();
+        if s.is_aggregate() {
+            let Some((plan, aggregates)) = self.aggregate_plan(fragments) else {
+                return Ok(None);
+            };
+            let parts = self.run_everywhere(&backends, &plan.shard).await?;
+            let rows = ops::union_all(parts);
+            let groups = agg::combine(&rows, &plan, &aggregates, self.budget)?;
+            return Ok(Some(switchyard_core::exec::finish_groups(
+                s,
+                &aggregates,
+                groups,
+                &self.query.params,
+            )?));
+        }
+        let Some(shard) = self.shard_select() else {
+            return Ok(None);
+        };
+        let width = s.projection.len();
+        let parts = self.run_everywhere(&backends, &shard).await?;
+        let offset = usize::try_from(s.offset.unwrap_or(0)).unwrap_or(usize::MAX);
+        let limit = s
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let keys: Vec<usize> = (width..width + s.order_by.len()).collect();
+        let specs: Vec<SortSpec> = switchyard_core::exec::order_specs(s);
+        let dedupe = s.distinct || node.op == MergeOp::UnionDistinct;
+        let mut rows = if dedupe {
+            let mut rows = ops::distinct(ops::union_all(parts), Some(width));
+            ops::sort(&mut rows, &keys, &specs);
+            rows
+        } else if keys.is_empty() {
+            ops::union_all(parts)
+        } else {
+            ops::top_k(parts, &keys, &specs, limit.saturating_add(offset))
+        };
+        rows = rows.into_iter().skip(offset).take(limit).collect();
+        for r in &mut rows {
+            r.truncate(width);
+        }
+        Ok(Some(rows))
+    }
+
+    /// Runs `select` on every backend concurrently.
+    async fn run_everywhere(
+        &self,
+        backends: &[usize],
+        select: &Select,
+    ) -> Result<Vec<Vec<Row>>, RouterError> {
+        let q = BoundQuery {
+            statement: Statement::Select(select.clone()),
+            params: self.query.params.clone(),
+        };
+        try_join_all(backends.iter().map(|&b| {
+            let q = &q;
+            async move {
+                let rs = self
+                    .router
+                    .run_on(
+                        b,
+                        Fragment {
+                            query: q,
+                            catalog: &self.router.catalog,
+                        },
+                    )
+                    .await?;
+                self.budget.charge(&rs.rows)?;
+                Ok::<_, RouterError>(rs.rows)
+            }
+        }))
+        .await
+    }
+
+    // ---- scans ----------------------------------------------------------------------------
+
+    /// Columns to read of `access`: every column the statement uses, plus the primary key.
+    fn needed(&self, access: AccessId, all: bool) -> Vec<usize> {
+        let Some(table) = self.table(access) else {
+            return Vec::new();
+        };
+        if all {
+            return (0..table.columns.len()).collect();
+        }
+        let mut cols: Vec<usize> = self
+            .request
+            .accesses
+            .get(access)
+            .map(|a| a.columns.clone())
+            .unwrap_or_default();
+        for k in &table.primary_key {
+            if !cols.contains(k) {
+                cols.push(*k);
+            }
+        }
+        cols.sort_unstable();
+        cols
+    }
+
+    /// Whether `c` is `key = constant` or `key IN (constants)` on a primary-key column.
+    fn key_predicate(&self, c: &Expr) -> bool {
+        let is_key_col = |e: &Expr| match e.kind {
+            ExprKind::Column { table, column } => self
+                .table(table)
+                .is_some_and(|t| t.primary_key.contains(&column)),
+            _ => false,
+        };
+        let is_const = |e: &Expr| matches!(e.kind, ExprKind::Literal(_) | ExprKind::Param(_));
+        match &c.kind {
+            ExprKind::Binary {
+                op: BinaryOp::Eq,
+                left,
+                right,
+            } => (is_key_col(left) && is_const(right)) || (is_key_col(right) && is_const(left)),
+            ExprKind::InList {
+                expr,
+                list,
+                negated: false,
+            } => is_key_col(expr) && list.iter().all(is_const),
+            _ => false,
+        }
+    }
+
+    /// Whether the accesses of one fragment can be pushed down as one join statement: the
+    /// backend joins, and every join among them is INNER with its ON inside the fragment.
+    fn pushable_join(&self, accesses: &[AccessId], caps: &Capabilities) -> bool {
+        if accesses.len() < 2 {
+            return true;
+        }
+        if !caps.joins || caps.needs_key {
+            return false;
+        }
+        accesses.iter().enumerate().all(|(i, &a)| {
+            let inner = a == 0 || self.join_kind(a) == JoinKind::Inner;
+            let contained = i == 0
+                || self
+                    .on(a)
+                    .is_some_and(|on| accesses_of(on).iter().all(|x| accesses.contains(x)));
+            inner && contained
+        })
+    }
+
+    /// The scans of fragment `f` (one, or one per access when its join cannot be pushed).
+    fn fragment_scans(&self, f: usize, all_columns: bool) -> Result<Vec<Scan>, RouterError> {
+        let frag = self
+            .route
+            .fragments
+            .get(f)
+            .ok_or_else(|| no_route(format!("fragment {f} does not exist")))?;
+        let caps = self.caps(frag.backend);
+        let mut accesses = frag.accesses.clone();
+        accesses.sort_unstable();
+        accesses.dedup();
+        if self.pushable_join(&accesses, &caps) {
+            Ok(vec![self.scan(frag.backend, &accesses, &caps, all_columns)])
+        } else {
+            Ok(accesses
+                .iter()
+                .map(|a| self.scan(frag.backend, &[*a], &caps, all_columns))
+                .collect())
+        }
+    }
+
+    fn scan(
+        &self,
+        backend: usize,
+        accesses: &[AccessId],
+        caps: &Capabilities,
+        all_columns: bool,
+    ) -> Scan {
+        let local = |a: usize| accesses.iter().position(|x| *x == a).unwrap_or(usize::MAX);
+        let inside = |e: &Expr| {
+            let used = accesses_of(e);
+            !used.is_empty() && used.iter().all(|a| accesses.contains(a))
+        };
+        let mut conjuncts: Vec<&Expr> = Vec::new();
+        if let Some(f) = &self.select.filter {
+            for c in f.conjuncts() {
+                let ok = inside(c)
+                    && (accesses.len() > 1
+                        || self.join_kind(accesses[0]) == JoinKind::Inner
+                        || rejects_nulls_of(c, accesses[0], &self.layout, &self.query.params));
+                if ok {
+                    conjuncts.push(c);
+                }
+            }
+        }
+        // ON conditions of the first access that only read it filter it before the join.
+        if let Some(on) = self.on(accesses[0]) {
+            for c in on.conjuncts() {
+                if accesses_of(c) == [accesses[0]] {
+                    conjuncts.push(c);
+                }
+            }
+        }
+        if caps.needs_key {
+            conjuncts.retain(|c| self.key_predicate(c));
+        }
+        let joins = accesses
+            .iter()
+            .skip(1)
+            .filter_map(|a| self.on(*a))
+            .map(|on| switchyard_core::ir::Join {
+                kind: JoinKind::Inner,
+                on: map_accesses(on, &local),
+            })
+            .collect();
+        let mut projection = Vec::new();
+        let mut slots = Vec::new();
+        for &a in accesses {
+            let Some(table) = self.table(a) else { continue };
+            for c in self.needed(a, all_columns) {
+                projection.push(OutputColumn {
+                    name: format!("c{}", projection.len()),
+                    expr: Expr {
+                        kind: ExprKind::Column {
+                            table: local(a),
+                            column: c,
+                        },
+                        ty: table.columns[c].ty,
+                    },
+                });
+                slots.push((a, c));
+            }
+        }
+        let filter = and_all(
+            conjuncts
+                .into_iter()
+                .map(|c| map_accesses(c, &local))
+                .collect(),
+        );
+        Scan {
+            backend,
+            accesses: accesses.to_vec(),
+            select: Select {
+                distinct: false,
+                from: accesses
+                    .iter()
+                    .filter_map(|a| self.select.from.get(*a).cloned())
+                    .collect(),
+                joins,
+                filter,
+                group_by: Vec::new(),
+                having: None,
+                projection,
+                order_by: Vec::new(),
+                limit: None,
+                offset: None,
+            },
+            slots,
+        }
+    }
+
+    /// Adds `extra` (over statement accesses) to a scan's filter.
+    fn restricted(&self, scan: &Scan, extra: Expr) -> Scan {
+        let accesses = scan.accesses.clone();
+        let local = move |a: usize| accesses.iter().position(|x| *x == a).unwrap_or(usize::MAX);
+        let extra = map_accesses(&extra, &local);
+        let mut s = scan.clone();
+        s.select.filter = Some(match s.select.filter.take() {
+            Some(f) => boolean(ExprKind::Binary {
+                op: BinaryOp::And,
+                left: Box::new(f),
+                right: Box::new(extra),
+            }),
+            None => extra,
+        });
+        s
+    }
+
+    async fn run_scan(&self, scan: &Scan) -> Result<Relation, RouterError> {
+        let q = BoundQuery {
+            statement: Statement::Select(scan.select.clone()),
+            params: self.query.params.clone(),
+        };
+        let fragment = Fragment {
+            query: &q,
+            catalog: &self.router.catalog,
+        };
+        let rs = match self.router.run_on(scan.backend, fragment).await {
+            // Key predicates that do not pin a whole key (a cart's product without its
+            // customer): read without them where the store may scan; the router filters.
+            Err(RouterError::Backend(BackendError::NeedsKey { .. }))
+                if scan.select.filter.is_some() && self.caps(scan.backend).needs_key =>
+            {
+                let q = BoundQuery {
+                    statement: Statement::Select(Select {
+                        filter: None,
+                        ..scan.select.clone()
+                    }),
+                    params: self.query.params.clone(),
+                };
+                let fragment = Fragment {
+                    query: &q,
+                    catalog: &self.router.catalog,
+                };
+                self.router.run_on(scan.backend, fragment).await?
+            }
+            other => other?,
+        };
+        self.budget.charge(&rs.rows)?;
+        let width = self.layout.width();
+        let rows = rs
+            .rows
+            .into_iter()
+            .map(|r| {
+                let mut wide = vec![Value::Null; width];
+                for (v, (a, c)) in r.into_iter().zip(&scan.slots) {
+                    if let Some(slot) = self.layout.offsets.get(*a).map(|o| o + c)
+                        && let Some(dst) = wide.get_mut(slot)
+                    {
+                        *dst = v;
+                    }
+                }
+                wide
+            })
+            .collect();
+        Ok(Relation {
+            accesses: scan.accesses.clone(),
+            rows,
+        })
+    }
+
+    /// Runs a scan once per batch of `keys` (as `column IN (batch)`), a few batches at a time.
+    async fn run_reduced(
+        &self,
+        scan: &Scan,
+        access: AccessId,
+        column: usize,
+        keys: &[Value],
+    ) -> Result<Relation, RouterError> {
+        let ty = self
+            .table(access)
+            .and_then(|t| t.columns.get(column))
+            .map_or(LogicalType::Text, |c| c.ty);
+        let batch = usize::try_from(self.router.config.execution.semi_join_batch_size)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let scans: Vec<Scan> = keys
+            .chunks(batch)
+            .map(|chunk| self.restricted(scan, in_list(access, column, ty, chunk)))
+            .collect();
+        let mut runs: Vec<BoxFuture<'_, Result<Relation, RouterError>>> = Vec::new();
+        for s in &scans {
+            runs.push(self.run_scan(s).boxed());
+        }
+        let parts: Vec<Relation> = futures::stream::iter(runs)
+            .buffer_unordered(4)
+            .try_collect()
+            .await?;
+        Ok(Relation {
+            accesses: scan.accesses.clone(),
+            rows: ops::union_all(parts.into_iter().map(|p| p.rows).collect()),
+        })
+    }
+
+    fn run_maybe_reduced<'s>(
+        &'s self,
+        scan: &'s Scan,
+        reduce: Option<&'s Reduce>,
+    ) -> BoxFuture<'s, Result<Relation, RouterError>> {
+        async move {
+            match reduce {
+                Some(r) if scan.accesses.contains(&r.access) => {
+                    self.run_reduced(scan, r.access, r.column, &r.keys).await
+                }
+                _ => self.run_scan(scan).await,
+            }
+        }
+        .boxed()
+    }
+
+    // ---- the route tree -------------------------------------------------------------------
+
+    fn input_accesses(&self, input: Input) -> Vec<AccessId> {
+        match input {
+            Input::Fragment(f) => self
+                .route
+                .fragments
+                .get(f)
+                .map(|fr| fr.accesses.clone())
+                .unwrap_or_default(),
+            Input::Node(n) => self
+                .route
+                .nodes
+                .get(n)
+                .map(|node| {
+                    let mut out: Vec<AccessId> = node
+                        .inputs
+                        .iter()
+                        .flat_map(|i| self.input_accesses(*i))
+                        .collect();
+                    out.sort_unstable();
+                    out.dedup();
+                    out
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A guess of the rows an input returns: key lookups know their count; fragments on stores
+    /// that need a key are small; anything else is unknown (`None`, treated as large).
+    fn estimate(&self, input: Input) -> Option<usize> {
+        let keyed = |a: &AccessId| {
+            self.request
+                .accesses
+                .get(*a)
+                .and_then(|x| x.key_lookup.as_ref())
+                .map(Vec::len)
+        };
+        match input {
+            Input::Fragment(f) => {
+                let frag = self.route.fragments.get(f)?;
+                let by_key = frag.accesses.iter().filter_map(keyed).min();
+                // A key-value read pinned by part of its key (a cart by customer) is small.
+                let pinned = frag.accesses.iter().any(|a| {
+                    let pk = self.table(*a).map(|t| t.primary_key.clone()).unwrap_or_default();
+                    self.request.accesses.get(*a).is_some_and(|x| {
+                        x.predicates.iter().any(|p| {
+                            pk.contains(&p.column)
+                                && matches!(p.op, CompareOp::Eq | CompareOp::InList)
+                        })
+                    })
+                });
+                by_key.or_else(|| (self.caps(frag.backend).needs_key && pinned).then_some(100))
+            }
+            Input::Node(n) => {
+                let node = self.route.nodes.get(n)?;
+                match node.op {
+                    MergeOp::FirstHit { .. } => node
+                        .inputs
+                        .first()
+                        .and_then(|i| self.estimate(*i)),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// For a hash-join node: which input runs first, and whether the second may be reduced by
+    /// the first's join keys (semi-join reduction), with the edge columns `(first, second)`.
+    fn join_order(&self, node: &MergeNode, edge: usize) -> JoinOrder {
+        let (x, y) = (node.inputs[0], node.inputs[1]);
+        let swap = match (self.estimate(x), self.estimate(y)) {
+            (Some(a), Some(b)) => b < a,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let (first, second) = if swap { (y, x) } else { (x, y) };
+        let Some(e) = self.request.joins.get(edge) else {
+            return JoinOrder {
+                first,
+                second,
+                reduce: None,
+            };
+        };
+        let second_acc = self.input_accesses(second);
+        let (from, to) = if second_acc.contains(&e.right.access) {
+            (e.left, e.right)
+        } else {
+            (e.right, e.left)
+        };
+        let reducible_input = match second {
+            Input::Fragment(_) => true,
+            Input::Node(n) => self.route.nodes.get(n).is_some_and(|nd| {
+                matches!(nd.op, MergeOp::UnionAll | MergeOp::UnionDistinct)
+                    && nd.inputs.iter().all(|i| matches!(i, Input::Fragment(_)))
+            }),
+        };
+        let allowed = second_acc.contains(&e.right.access) || e.kind == JoinKind::Inner;
+        let enabled = self.router.config.execution.semi_join_max_keys > 0;
+        JoinOrder {
+            first,
+            second,
+            reduce: (reducible_input && allowed && enabled && second_acc.contains(&to.access))
+                .then_some((from.access, from.column, to.access, to.column)),
+        }
+    }
+
+    /// Distinct non-NULL values of `(access, column)` in relations, up to `max` (None past it).
+    fn keys_of(
+        &self,
+        relations: &[Relation],
+        access: AccessId,
+        column: usize,
+        max: usize,
+    ) -> Option<Vec<Value>> {
+        let rel = relations.iter().find(|r| r.accesses.contains(&access))?;
+        let slot = self.layout.offsets.get(access)? + column;
+        let mut seen: HashSet<Key> = HashSet::new();
+        let mut out = Vec::new();
+        for r in &rel.rows {
+            let v = r.get(slot)?;
+            if !v.is_null() && seen.insert(ops::key_of(v)) {
+                if out.len() >= max {
+                    return None;
+                }
+                out.push(v.clone());
+            }
+        }
+        Some(out)
+    }
+
+    /// Evaluates an input of the route into relations (not yet joined with each other).
+    /// `reduce` restricts the scans of `(access, column)` to the given keys.
+    fn eval(
+        &self,
+        input: Input,
+        reduce: Option<Reduce>,
+    ) -> BoxFuture<'_, Result<Vec<Relation>, RouterError>> {
+        async move {
+            match input {
+                Input::Fragment(f) => {
+                    let scans = self.fragment_scans(f, false)?;
+                    let mut runs = Vec::with_capacity(scans.len());
+                    for s in &scans {
+                        runs.push(self.run_maybe_reduced(s, reduce.as_ref()));
+                    }
+                    try_join_all(runs).await
+                }
+                Input::Node(n) => {
+                    let node = self
+                        .route
+                        .nodes
+                        .get(n)
+                        .ok_or_else(|| no_route(format!("node {n} does not exist")))?;
+                    let pass = |i: Input| {
+                        reduce
+                            .clone()
+                            .filter(|r| self.input_accesses(i).contains(&r.access))
+                    };
+                    match &node.op {
+                        MergeOp::HashJoin { edge } if node.inputs.len() == 2 => {
+                            let order = self.join_order(node, *edge);
+                            let mut out;
+                            match order.reduce {
+                                Some((fa, fc, ta, tc)) => {
+                                    out = self.eval(order.first, pass(order.first)).await?;
+                                    let max = usize::try_from(
+                                        self.router.config.execution.semi_join_max_keys,
+                                    )
+                                    .unwrap_or(usize::MAX);
+                                    let next = match self.keys_of(&out, fa, fc, max) {
+                                        Some(keys) => {
+                                            tracing::debug!(
+                                                keys = keys.len(),
+                                                "semi-join reduction"
+                                            );
+                                            Some(Reduce {
+                                                access: ta,
+                                                column: tc,
+                                                keys,
+                                            })
+                                        }
+                                        None => pass(order.second),
+                                    };
+                                    out.extend(self.eval(order.second, next).await?);
+                                }
+                                None => {
+                                    let (a, b) = futures::future::try_join(
+                                        self.eval(order.first, pass(order.first)),
+                                        self.eval(order.second, pass(order.second)),
+                                    )
+                                    .await?;
+                                    out = a;
+                                    out.extend(b);
+                                }
+                            }
+                            Ok(out)
+                        }
+                        MergeOp::FirstHit { fill, .. } if node.inputs.len() == 2 => {
+                            self.first_hit(node, *fill).await
+                        }
+                        MergeOp::HashJoin { .. } | MergeOp::FirstHit { .. } => Err(no_route(
+                            format!("node {n} ({}) needs two inputs", node.op.as_str()),
+                        )),
+                        MergeOp::UnionAll
+                        | MergeOp::UnionDistinct
+                        | MergeOp::TopK { .. }
+                        | MergeOp::AggregateCombine => {
+                            let parts = try_join_all(
+                                node.inputs.iter().map(|i| self.eval(*i, pass(*i))),
+                            )
+                            .await?;
+                            let mut accesses: Option<Vec<AccessId>> = None;
+                            let mut inputs = Vec::new();
+                            for mut part in parts {
+                                let one = match (part.len(), part.pop()) {
+                                    (1, Some(r)) => r,
+                                    _ => {
+                                        return Err(no_route(format!(
+                                            "node {n} ({}) merges inputs that are not one table each",
+                                            node.op.as_str()
+                                        )));
+                                    }
+                                };
+                                let mut acc = one.accesses.clone();
+                                acc.sort_unstable();
+                                if accesses.get_or_insert_with(|| acc.clone()) != &acc {
+                                    return Err(no_route(format!(
+                                        "node {n} ({}) merges inputs over different tables",
+                                        node.op.as_str()
+                                    )));
+                                }
+                                inputs.push(one.rows);
+                            }
+                            let mut rows = ops::union_all(inputs);
+                            if node.op == MergeOp::UnionDistinct {
+                                rows = ops::distinct(rows, None);
+                            }
+                            Ok(vec![Relation {
+                                accesses: accesses.unwrap_or_default(),
+                                rows,
+                            }])
+                        }
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    /// Cache-aside over one table access: the cache fragment answers the keys it holds; the
+    /// source of truth answers the rest, which are written back to the cache when `fill`.
+    async fn first_hit(&self, node: &MergeNode, fill: bool) -> Result<Vec<Relation>, RouterError> {
+        let Input::Fragment(cf) = node.inputs[0] else {
+            return Err(no_route("first-hit reads its cache from a fragment"));
+        };
+        let source = node.inputs[1];
+        let frag = self
+            .route
+            .fragments
+            .get(cf)
+            .ok_or_else(|| no_route(format!("fragment {cf} does not exist")))?;
+        let [access] = frag.accesses.as_slice() else {
+            return Err(no_route("first-hit covers exactly one table"));
+        };
+        let access = *access;
+        let Some(table) = self.table(access) else {
+            return Err(no_route("first-hit over an unknown table"));
+        };
+        let Some(keys) = self
+            .request
+            .accesses
+            .get(access)
+            .and_then(|a| a.key_lookup.clone())
+        else {
+            // Without keys the cache cannot answer: read the source of truth.
+            return self.eval(source, None).await;
+        };
+        let pk = table.primary_key.clone();
+        let offset = self.layout.offsets.get(access).copied().unwrap_or(0);
+        let row_key = |r: &Row| -> Vec<Key> {
+            pk.iter()
+                .map(|c| ops::key_of(r.get(offset + c).unwrap_or(&Value::Null)))
+                .collect()
+        };
+        let by_keys = |scan: &Scan, tuples: &[Vec<Value>]| -> Scan {
+            let mut s = scan.clone();
+            s.select.filter = None;
+            for (i, &c) in pk.iter().enumerate() {
+                let mut values: Vec<Value> = Vec::new();
+                let mut seen = HashSet::new();
+                for t in tuples {
+                    if let Some(v) = t.get(i)
+                        && seen.insert(ops::key_of(v))
+                    {
+                        values.push(v.clone());
+                    }
+                }
+                s = self.restricted(&s, in_list(access, c, table.columns[c].ty, &values));
+            }
+            s
+        };
+        let caps = self.caps(frag.backend);
+        let cache_scan = by_keys(&self.scan(frag.backend, &[access], &caps, true), &keys);
+        let cached = match self.run_scan(&cache_scan).await {
+            Ok(r) => r.rows,
+            Err(err) => {
+                tracing::warn!(error = %err, "cache read failed; reading the source of truth");
+                Vec::new()
+            }
+        };
+        let hits: HashSet<Vec<Key>> = cached.iter().map(&row_key).collect();
+        let missing: Vec<Vec<Value>> = keys
+            .into_iter()
+            .filter(|k| !hits.contains(&ops::keys_of(k)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(vec![Relation {
+                accesses: vec![access],
+                rows: cached,
+            }]);
+        }
+        let source_rows = match source {
+            Input::Fragment(sf)
+                if self
+                    .route
+                    .fragments
+                    .get(sf)
+                    .is_some_and(|f| f.accesses == [access]) =>
+            {
+                let backend = self.route.fragments[sf].backend;
+                let caps = self.caps(backend);
+                let scan = by_keys(&self.scan(backend, &[access], &caps, true), &missing);
+                self.run_scan(&scan).await?.rows
+            }
+            other => self
+                .eval(other, None)
+                .await?
+                .into_iter()
+                .find(|r| r.accesses.contains(&access))
+                .map(|r| r.rows)
+                .unwrap_or_default(),
+        };
+        let (rows, filled) = ops::first_hit(cached, source_rows, row_key);
+        if fill && !filled.is_empty() {
+            self.fill_cache(frag.backend, access, table, &filled).await;
+        }
+        Ok(vec![Relation {
+            accesses: vec![access],
+            rows,
+        }])
+    }
+
+    /// Writes rows read from the source of truth into the cache (`INSERT ... ON CONFLICT DO
+    /// NOTHING`, so a concurrent fill or write wins). A failure is logged, not returned.
+    async fn fill_cache(
+        &self,
+        backend: usize,
+        access: AccessId,
+        table: &switchyard_core::Table,
+        rows: &[Row],
+    ) {
+        let offset = self.layout.offsets.get(access).copied().unwrap_or(0);
+        let columns: Vec<usize> = (0..table.columns.len()).collect();
+        let insert = Insert {
+            table: table.name.clone(),
+            columns: columns.clone(),
+            rows: rows
+                .iter()
+                .map(|r| {
+                    columns
+                        .iter()
+                        .map(|&c| Expr {
+                            kind: ExprKind::Literal(
+                                r.get(offset + c).cloned().unwrap_or(Value::Null),
+                            ),
+                            ty: table.columns[c].ty,
+                        })
+                        .collect()
+                })
+                .collect(),
+            on_conflict: Some(OnConflict::DoNothing),
+        };
+        let q = BoundQuery {
+            statement: Statement::Insert(insert),
+            params: Vec::new(),
+        };
+        if let Err(err) = self
+            .router
+            .run_on(
+                backend,
+                Fragment {
+                    query: &q,
+                    catalog: &self.router.catalog,
+                },
+            )
+            .await
+        {
+            tracing::warn!(table = %table.name, error = %err, "cache fill failed");
+        }
+    }
+
+    /// Joins the relations in FROM order with each access's ON condition and join kind, so the
+    /// answer is the one a single database gives whatever order the fragments ran in.
+    fn join_all(&self, mut relations: Vec<Relation>) -> Result<Vec<Row>, RouterError> {
+        let Some(first) = relations.iter().position(|r| r.accesses.contains(&0)) else {
+            return Err(no_route("the route does not read the first table"));
+        };
+        let mut current = relations.swap_remove(first);
+        let mut joined = current.accesses.clone();
+        for access in 1..self.select.from.len() {
+            if joined.contains(&access) {
+                continue;
+            }
+            let Some(pos) = relations.iter().position(|r| r.accesses.contains(&access)) else {
+                return Err(no_route(format!("table access {access} is not read")));
+            };
+            let right = relations.swap_remove(pos);
+            let on = self.on(access);
+            let mut left_keys = Vec::new();
+            let mut right_keys = Vec::new();
+            if let Some(on) = on {
+                for c in on.conjuncts() {
+                    if let ExprKind::Binary {
+                        op: BinaryOp::Eq,
+                        left,
+                        right: r,
+                    } = &c.kind
+                    {
+                        let side = |e: &Expr| {
+                            let used = accesses_of(e);
+                            if used.is_empty() {
+                                0
+                            } else if used.iter().all(|a| joined.contains(a)) {
+                                1
+                            } else if used.iter().all(|a| right.accesses.contains(a)) {
+                                2
+                            } else {
+                                0
+                            }
+                        };
+                        match (side(left), side(r)) {
+                            (1, 2) => {
+                                left_keys.push((**left).clone());
+                                right_keys.push((**r).clone());
+                            }
+                            (2, 1) => {
+                                left_keys.push((**r).clone());
+                                right_keys.push((**left).clone());
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            let slots: Vec<(usize, usize)> = right
+                .accesses
+                .iter()
+                .map(|a| self.layout.slots(*a))
+                .collect();
+            let spec = JoinSpec {
+                kind: self.join_kind(access),
+                left_keys: &left_keys,
+                right_keys: &right_keys,
+                right_slots: &slots,
+                condition: on,
+                offsets: &self.layout.offsets,
+                params: &self.query.params,
+            };
+            current.rows = ops::hash_join(current.rows, right.rows, &spec, self.budget)?;
+            joined.extend(right.accesses.iter().copied());
+        }
+        Ok(current.rows)
+    }
+
+    // ---- explain --------------------------------------------------------------------------
+
+    /// The statements the fragments run, for `explain` (before runtime key lists).
+    pub(crate) fn explain(&self) -> Result<Vec<ExplainedFragment>, RouterError> {
+        let mut out = Vec::new();
+        let scatter = self.scatter();
+        let mut notes: Vec<(Input, String)> = Vec::new();
+        for node in &self.route.nodes {
+            if let MergeOp::HashJoin { edge } = node.op
+                && node.inputs.len() == 2
+            {
+                let order = self.join_order(node, edge);
+                if let Some((fa, fc, ta, tc)) = order.reduce {
+                    let name = |a: AccessId, c: usize| {
+                        let t = self.select.from.get(a).map_or("?", |t| t.alias.as_str());
+                        let col = self
+                            .table(a)
+                            .and_then(|t| t.columns.get(c))
+                            .map_or("?", |c| c.name.as_str());
+                        format!("{t}.{col}")
+                    };
+                    notes.push((
+                        order.second,
+                        format!(
+                            "semi-join reduction: runs after its join partner with `{} IN (distinct {})` in batches of {} when there are at most {} keys",
+                            name(ta, tc),
+                            name(fa, fc),
+                            self.router.config.execution.semi_join_batch_size,
+                            self.router.config.execution.semi_join_max_keys
+                        ),
+                    ));
+                }
+            }
+            if let MergeOp::FirstHit { fill, .. } = node.op
+                && let (Some(Input::Fragment(c)), Some(src)) = (node.inputs.first(), node.inputs.get(1))
+            {
+                notes.push((Input::Fragment(*c), "first-hit: reads the cached keys".to_owned()));
+                notes.push((
+                    *src,
+                    format!(
+                        "first-hit: reads the keys the cache missed{}",
+                        if fill { " and writes them back to the cache" } else { "" }
+                    ),
+                ));
+            }
+        }
+        for (f, frag) in self.route.fragments.iter().enumerate() {
+            let scans: Vec<(usize, Select)> = match &scatter {
+                Some((_, frags)) if frags.contains(&f) => {
+                    let select = if self.select.is_aggregate() {
+                        self.aggregate_plan(frags).map(|(p, _)| p.shard)
+                    } else {
+                        self.shard_select()
+                    };
+                    match select {
+                        Some(s) => vec![(frag.backend, s)],
+                        None => self
+                            .fragment_scans(f, false)?
+                            .into_iter()
+                            .map(|s| (s.backend, s.select))
+                            .collect(),
+                    }
+                }
+                _ => self
+                    .fragment_scans(f, false)?
+                    .into_iter()
+                    .map(|s| (s.backend, s.select))
+                    .collect(),
+            };
+            let note = notes
+                .iter()
+                .filter(|(i, _)| {
+                    *i == Input::Fragment(f)
+                        || matches!(i, Input::Node(_))
+                            && self.input_accesses(*i) == frag.accesses
+                })
+                .map(|(_, n)| n.clone())
+                .collect::<Vec<_>>();
+            for (backend, select) in scans {
+                let b = self.router.backend_by_id(backend)?;
+                let q = BoundQuery {
+                    statement: Statement::Select(select),
+                    params: self.query.params.clone(),
+                };
+                let native: NativeStatement = b.explain(Fragment {
+                    query: &q,
+                    catalog: &self.router.catalog,
+                })?;
+                out.push(ExplainedFragment {
+                    fragment: f,
+                    backend: b.name().to_owned(),
+                    backend_kind: b.kind().as_str(),
+                    native,
+                    note: (!note.is_empty()).then(|| note.join("; ")),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Keys pushed into a scan by semi-join reduction.
+#[derive(Debug, Clone)]
+struct Reduce {
+    access: AccessId,
+    column: usize,
+    keys: Vec<Value>,
+}
+
+struct JoinOrder {
+    first: Input,
+    second: Input,
+    reduce: Option<(AccessId, usize, AccessId, usize)>,
+}
