@@ -183,7 +183,12 @@ fn normalize(rows: &J) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn same_answer(env: &Env, server: &TestServer, sql: &str, ordered: bool) -> Result<(), String> {
+async fn same_answer(
+    env: &Env,
+    server: &TestServer,
+    sql: &str,
+    ordered: bool,
+) -> Result<(), String> {
     let got = query(server.addr, sql, json!([])).await;
     let want = query(env.oracle.addr, sql, json!([])).await;
     if want.status != 200 {
@@ -244,8 +249,16 @@ fn explain_text(env: &Env, body: &J) -> String {
     let mut out = String::new();
     let route = &body["route"];
     out.push_str(&format!("planner: {}\n", body["planner"]));
-    for (i, f) in route["fragments"].as_array().into_iter().flatten().enumerate() {
-        out.push_str(&format!("fragment {i}: {} {}\n", f["backend"], f["accesses"]));
+    for (i, f) in route["fragments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        out.push_str(&format!(
+            "fragment {i}: {} {}\n",
+            f["backend"], f["accesses"]
+        ));
     }
     for (i, n) in route["nodes"].as_array().into_iter().flatten().enumerate() {
         out.push_str(&format!("node {i}: {n}\n"));
@@ -257,7 +270,10 @@ fn explain_text(env: &Env, body: &J) -> String {
             f["fragment"],
             f["backend"],
             f["language"],
-            f["note"].as_str().map(|n| format!(" [{n}]")).unwrap_or_default(),
+            f["note"]
+                .as_str()
+                .map(|n| format!(" [{n}]"))
+                .unwrap_or_default(),
             f["statement"].as_str().unwrap_or("")
         ));
     }
@@ -344,7 +360,8 @@ async fn memory_guard_and_fragment_errors() {
     config.execution.max_query_rows = 3_000;
     let server = start_server(config.clone()).await;
     // 5,000 orders joined with 1,000 customers passes a 3,000-row budget.
-    let big = "SELECT o.order_id, c.name FROM orders o JOIN customers c ON c.customer_id = o.customer_id";
+    let big =
+        "SELECT o.order_id, c.name FROM orders o JOIN customers c ON c.customer_id = o.customer_id";
     let r = query(server.addr, big, json!([])).await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(r.body["error"]["code"], "QUERY_TOO_LARGE", "{}", r.body);
@@ -414,13 +431,70 @@ mod generator {
     }
 
     const TABLES: &[(&str, &[(&str, Ty)])] = &[
-        ("customers", &[("customer_id", Ty::Text), ("name", Ty::Text), ("city", Ty::Text), ("state", Ty::Text), ("created_at", Ty::Ts)]),
-        ("products", &[("product_id", Ty::Text), ("name", Ty::Text), ("brand", Ty::Text), ("category", Ty::Text), ("retail_price", Ty::Dec), ("discounted_price", Ty::Dec), ("rating", Ty::Float)]),
-        ("inventory", &[("product_id", Ty::Text), ("stock", Ty::Int), ("warehouse", Ty::Text), ("updated_at", Ty::Ts)]),
-        ("orders", &[("order_id", Ty::Text), ("customer_id", Ty::Text), ("status", Ty::Text), ("total", Ty::Dec), ("created_at", Ty::Ts)]),
-        ("payments", &[("payment_id", Ty::Text), ("order_id", Ty::Text), ("customer_id", Ty::Text), ("payment_type", Ty::Text), ("installments", Ty::Int), ("amount", Ty::Dec)]),
-        ("carts", &[("customer_id", Ty::Text), ("product_id", Ty::Text), ("quantity", Ty::Int)]),
-        ("product_hits", &[("product_id", Ty::Text), ("hits", Ty::Int)]),
+        (
+            "customers",
+            &[
+                ("customer_id", Ty::Text),
+                ("name", Ty::Text),
+                ("city", Ty::Text),
+                ("state", Ty::Text),
+                ("created_at", Ty::Ts),
+            ],
+        ),
+        (
+            "products",
+            &[
+                ("product_id", Ty::Text),
+                ("name", Ty::Text),
+                ("brand", Ty::Text),
+                ("category", Ty::Text),
+                ("retail_price", Ty::Dec),
+                ("discounted_price", Ty::Dec),
+                ("rating", Ty::Float),
+            ],
+        ),
+        (
+            "inventory",
+            &[
+                ("product_id", Ty::Text),
+                ("stock", Ty::Int),
+                ("warehouse", Ty::Text),
+                ("updated_at", Ty::Ts),
+            ],
+        ),
+        (
+            "orders",
+            &[
+                ("order_id", Ty::Text),
+                ("customer_id", Ty::Text),
+                ("status", Ty::Text),
+                ("total", Ty::Dec),
+                ("created_at", Ty::Ts),
+            ],
+        ),
+        (
+            "payments",
+            &[
+                ("payment_id", Ty::Text),
+                ("order_id", Ty::Text),
+                ("customer_id", Ty::Text),
+                ("payment_type", Ty::Text),
+                ("installments", Ty::Int),
+                ("amount", Ty::Dec),
+            ],
+        ),
+        (
+            "carts",
+            &[
+                ("customer_id", Ty::Text),
+                ("product_id", Ty::Text),
+                ("quantity", Ty::Int),
+            ],
+        ),
+        (
+            "product_hits",
+            &[("product_id", Ty::Text), ("hits", Ty::Int)],
+        ),
     ];
 
     /// Real join keys: (table, column, table, column).
@@ -436,7 +510,16 @@ mod generator {
     ];
 
     /// Low-cardinality columns worth grouping by.
-    const GROUPABLE: &[&str] = &["state", "city", "status", "payment_type", "category", "brand", "warehouse", "installments"];
+    const GROUPABLE: &[&str] = &[
+        "state",
+        "city",
+        "status",
+        "payment_type",
+        "category",
+        "brand",
+        "warehouse",
+        "installments",
+    ];
 
     /// Values of every column, sampled from the oracle, for constants.
     pub struct Samples(BTreeMap<(String, String), Vec<J>>);
@@ -493,8 +576,17 @@ mod generator {
             (_, 0) => format!("{col} = {}", v(rng)),
             (_, 1) => format!("{col} IN ({}, {}, {})", v(rng), v(rng), v(rng)),
             (Ty::Text, 2) => {
-                let s = rng.pick(&values).as_str().unwrap_or("").chars().take(2).collect::<String>();
-                format!("{col} LIKE '{}%'", s.replace('\'', "''").replace('%', "").replace('_', ""))
+                let s = rng
+                    .pick(&values)
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(2)
+                    .collect::<String>();
+                format!(
+                    "{col} LIKE '{}%'",
+                    s.replace('\'', "''").replace(['%', '_'], "")
+                )
             }
             (_, 3) => {
                 let (x, y) = (v(rng), v(rng));
@@ -540,7 +632,11 @@ mod generator {
             let alias = format!("t{}", accesses.len());
             let kind = if rng.chance(25) { "LEFT JOIN" } else { "JOIN" };
             let mut on = format!("{alias}.{tcol} = {}.{col}", accesses[i].alias);
-            let cols = TABLES.iter().find(|(n, _)| *n == t).map(|(_, c)| *c).unwrap_or(&[]);
+            let cols = TABLES
+                .iter()
+                .find(|(n, _)| *n == t)
+                .map(|(_, c)| *c)
+                .unwrap_or(&[]);
             let acc = Access {
                 table: t,
                 alias: alias.clone(),
@@ -563,7 +659,10 @@ mod generator {
         let mut where_ = if preds.is_empty() {
             String::new()
         } else {
-            format!(" WHERE {}", preds.join(if rng.chance(80) { " AND " } else { " OR " }))
+            format!(
+                " WHERE {}",
+                preds.join(if rng.chance(80) { " AND " } else { " OR " })
+            )
         };
         // Keep answers small enough for a quick suite: pin big tables now and then.
         if accesses.len() > 1 && preds.is_empty() && rng.chance(50) {
@@ -572,7 +671,11 @@ mod generator {
         }
         let all_cols: Vec<(String, Ty)> = accesses
             .iter()
-            .flat_map(|a| a.cols.iter().map(move |(c, ty)| (format!("{}.{c}", a.alias), *ty)))
+            .flat_map(|a| {
+                a.cols
+                    .iter()
+                    .map(move |(c, ty)| (format!("{}.{c}", a.alias), *ty))
+            })
             .collect();
         let numeric: Vec<&(String, Ty)> = all_cols
             .iter()
@@ -611,7 +714,11 @@ mod generator {
                 }
                 if rng.chance(50) {
                     let order: Vec<String> = (1..=outs.len()).map(|i| i.to_string()).collect();
-                    sql.push_str(&format!(" ORDER BY {} LIMIT {}", order.join(", "), 1 + rng.below(10)));
+                    sql.push_str(&format!(
+                        " ORDER BY {} LIMIT {}",
+                        order.join(", "),
+                        1 + rng.below(10)
+                    ));
                     return (sql, true);
                 }
             }
@@ -631,7 +738,11 @@ mod generator {
             let order: Vec<String> = (1..=outs.len())
                 .map(|i| format!("{i}{}", if rng.chance(30) { " DESC" } else { "" }))
                 .collect();
-            sql.push_str(&format!(" ORDER BY {} LIMIT {}", order.join(", "), 1 + rng.below(30)));
+            sql.push_str(&format!(
+                " ORDER BY {} LIMIT {}",
+                order.join(", "),
+                1 + rng.below(30)
+            ));
             if rng.chance(30) {
                 sql.push_str(&format!(" OFFSET {}", rng.below(10)));
             }

@@ -245,3 +245,52 @@ async fn a_statement_the_store_refuses_is_backend_error() {
     let next = query(server.addr, "SELECT stock FROM inventory", json!([])).await;
     assert_eq!(next.body["rows"], json!([[3]]));
 }
+
+/// Large answers stream with chunked transfer; `Accept: application/x-ndjson` gives one line per
+/// row between a `columns` line and a `row_count` trailer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_stream_as_chunked_json_or_ndjson() {
+    use http_body_util::{BodyExt, Full};
+    let store = TestStore::new(Store::Sqlite);
+    let server = start_server(shop_on(store.backend.clone())).await;
+    common::seed(&server.router, 1).await;
+    let sql = "SELECT order_id, total FROM orders ORDER BY order_id";
+    let send = |accept: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri("/v1/query")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .body(Full::new(bytes::Bytes::from(
+                serde_json::json!({ "sql": sql }).to_string(),
+            )))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (headers, String::from_utf8(body.to_vec()).unwrap())
+    };
+    let (headers, body) = send("application/json").await;
+    assert_eq!(headers["transfer-encoding"], "chunked");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["rows"].as_array().unwrap().len(), 5000);
+    assert_eq!(doc["columns"][1]["type"], "decimal");
+
+    let (headers, body) = send("application/x-ndjson").await;
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5002);
+    assert_eq!(lines[0]["columns"][0]["name"], "order_id");
+    assert_eq!(lines[1], doc["rows"][0]);
+    assert_eq!(lines[5001]["row_count"], 5000);
+}

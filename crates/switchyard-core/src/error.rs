@@ -240,7 +240,9 @@ pub enum CoreError {
         reason: String,
     },
     /// The query would hold more than its budget in the router.
-    #[error("the query holds more than {limit} {what} in the router (execution.max_query_{what}); add filters or a LIMIT")]
+    #[error(
+        "the query holds more than {limit} {what} in the router (execution.max_query_{what}); add filters or a LIMIT"
+    )]
     QueryTooLarge {
         /// `rows` or `bytes`.
         what: &'static str,

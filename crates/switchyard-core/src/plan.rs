@@ -122,8 +122,9 @@ pub fn default_route(
     for (access, table) in access_tables.iter().enumerate() {
         match table.primary() {
             Some(p) => {
-                let id = backend_id(&p.backend)
-                    .ok_or_else(|| no_route(format!("backend `{}` is not configured", p.backend)))?;
+                let id = backend_id(&p.backend).ok_or_else(|| {
+                    no_route(format!("backend `{}` is not configured", p.backend))
+                })?;
                 match by_backend.iter().find(|(b, _)| *b == id).map(|(_, k)| *k) {
                     Some(k) => {
                         fragments[k].accesses.push(access);
@@ -145,8 +146,9 @@ pub fn default_route(
             None => {
                 let first = fragments.len();
                 for p in table.shards() {
-                    let id = backend_id(&p.backend)
-                        .ok_or_else(|| no_route(format!("backend `{}` is not configured", p.backend)))?;
+                    let id = backend_id(&p.backend).ok_or_else(|| {
+                        no_route(format!("backend `{}` is not configured", p.backend))
+                    })?;
                     fragments.push(RouteFragment {
                         backend: id,
                         accesses: vec![access],

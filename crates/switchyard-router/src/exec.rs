@@ -12,8 +12,7 @@ use switchyard_backend::{BackendError, Capabilities, Fragment, NativeStatement};
 use switchyard_core::exec::ops::{self, JoinSpec, Key, Row, SortSpec};
 use switchyard_core::exec::{Budget, Layout, accesses_of, agg, map_accesses, rejects_nulls_of};
 use switchyard_core::ir::{
-    BinaryOp, Expr, ExprKind, Insert, JoinKind, OnConflict, OutputColumn, Select,
-    Statement,
+    BinaryOp, Expr, ExprKind, Insert, JoinKind, OnConflict, OutputColumn, Select, Statement,
 };
 use switchyard_core::routing::{
     AccessId, CompareOp, Input, MergeNode, MergeOp, RouteRequest, build_request,
@@ -165,7 +164,10 @@ impl<'a> Exec<'a> {
         let node = self.route.nodes.get(n)?;
         if !matches!(
             node.op,
-            MergeOp::UnionAll | MergeOp::UnionDistinct | MergeOp::TopK { .. } | MergeOp::AggregateCombine
+            MergeOp::UnionAll
+                | MergeOp::UnionDistinct
+                | MergeOp::TopK { .. }
+                | MergeOp::AggregateCombine
         ) {
             return None;
         }
@@ -604,6 +606,24 @@ impl<'a> Exec<'a> {
             .chunks(batch)
             .map(|chunk| self.restricted(scan, in_list(access, column, ty, chunk)))
             .collect();
+        // A key-value store that cannot take the keys (they do not pin its key) would scan
+        // once per batch: probe (no I/O) and scan once instead.
+        if let Some(first) = scans.first()
+            && self.caps(scan.backend).needs_key
+            && let Ok(b) = self.router.backend_by_id(scan.backend)
+        {
+            let q = BoundQuery {
+                statement: Statement::Select(first.select.clone()),
+                params: self.query.params.clone(),
+            };
+            let probe = b.explain(Fragment {
+                query: &q,
+                catalog: &self.router.catalog,
+            });
+            if matches!(probe, Err(BackendError::NeedsKey { .. })) {
+                return self.run_scan(scan).await;
+            }
+        }
         let mut runs: Vec<BoxFuture<'_, Result<Relation, RouterError>>> = Vec::new();
         for s in &scans {
             runs.push(self.run_scan(s).boxed());
@@ -678,7 +698,10 @@ impl<'a> Exec<'a> {
                 let by_key = frag.accesses.iter().filter_map(keyed).min();
                 // A key-value read pinned by part of its key (a cart by customer) is small.
                 let pinned = frag.accesses.iter().any(|a| {
-                    let pk = self.table(*a).map(|t| t.primary_key.clone()).unwrap_or_default();
+                    let pk = self
+                        .table(*a)
+                        .map(|t| t.primary_key.clone())
+                        .unwrap_or_default();
                     self.request.accesses.get(*a).is_some_and(|x| {
                         x.predicates.iter().any(|p| {
                             pk.contains(&p.column)
@@ -691,10 +714,7 @@ impl<'a> Exec<'a> {
             Input::Node(n) => {
                 let node = self.route.nodes.get(n)?;
                 match node.op {
-                    MergeOp::FirstHit { .. } => node
-                        .inputs
-                        .first()
-                        .and_then(|i| self.estimate(*i)),
+                    MergeOp::FirstHit { .. } => node.inputs.first().and_then(|i| self.estimate(*i)),
                     _ => None,
                 }
             }
@@ -1143,14 +1163,22 @@ impl<'a> Exec<'a> {
                 }
             }
             if let MergeOp::FirstHit { fill, .. } = node.op
-                && let (Some(Input::Fragment(c)), Some(src)) = (node.inputs.first(), node.inputs.get(1))
+                && let (Some(Input::Fragment(c)), Some(src)) =
+                    (node.inputs.first(), node.inputs.get(1))
             {
-                notes.push((Input::Fragment(*c), "first-hit: reads the cached keys".to_owned()));
+                notes.push((
+                    Input::Fragment(*c),
+                    "first-hit: reads the cached keys".to_owned(),
+                ));
                 notes.push((
                     *src,
                     format!(
                         "first-hit: reads the keys the cache missed{}",
-                        if fill { " and writes them back to the cache" } else { "" }
+                        if fill {
+                            " and writes them back to the cache"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -1182,8 +1210,7 @@ impl<'a> Exec<'a> {
                 .iter()
                 .filter(|(i, _)| {
                     *i == Input::Fragment(f)
-                        || matches!(i, Input::Node(_))
-                            && self.input_accesses(*i) == frag.accesses
+                        || matches!(i, Input::Node(_)) && self.input_accesses(*i) == frag.accesses
                 })
                 .map(|(_, n)| n.clone())
                 .collect::<Vec<_>>();

@@ -10,9 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -96,10 +98,10 @@ impl From<RouterError> for ApiError {
     }
 }
 
-type Body = Full<Bytes>;
+type Body = BoxBody<Bytes, std::convert::Infallible>;
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -247,6 +249,11 @@ async fn query(
     req: Request<Incoming>,
     explain: bool,
 ) -> Result<Response<Body>, ApiError> {
+    let ndjson = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
     let body = read_json(state, req).await?;
     if explain {
         let e = state
@@ -286,7 +293,7 @@ async fn query(
         .router
         .query(&body.sql, &body.params, &body.context)
         .await?;
-    Ok(json_response(StatusCode::OK, &result.to_json()))
+    Ok(stream_result(result, ndjson))
 }
 
 async fn ready(state: &AppState) -> Response<Body> {
@@ -493,4 +500,67 @@ fn plugins_json(router: &Router) -> serde_json::Value {
         })
         .collect();
     json!({ "plugins": plugins })
+}
+
+/// Rows per chunk of a streamed answer.
+const ROWS_PER_CHUNK: usize = 512;
+
+/// Streams a result with chunked transfer encoding, serializing [`ROWS_PER_CHUNK`] rows at a
+/// time: the JSON document `{"columns", "rows", "rows_affected"}`, or NDJSON (a `columns` line,
+/// one JSON array per row, a `row_count`/`rows_affected` trailer line).
+fn stream_result(result: switchyard_core::ResultSet, ndjson: bool) -> Response<Body> {
+    let columns: Vec<serde_json::Value> = result
+        .columns
+        .iter()
+        .map(|c| json!({ "name": c.name, "type": c.ty.name() }))
+        .collect();
+    let types: Vec<switchyard_core::LogicalType> = result.columns.iter().map(|c| c.ty).collect();
+    let row_count = result.rows.len();
+    let rows_affected = result.rows_affected;
+    let head = if ndjson {
+        format!("{}\n", json!({ "columns": columns }))
+    } else {
+        format!(
+            "{{\"columns\":{},\"rows\":[",
+            serde_json::Value::Array(columns)
+        )
+    };
+    let tail = if ndjson {
+        format!(
+            "{}\n",
+            json!({ "row_count": row_count, "rows_affected": rows_affected })
+        )
+    } else {
+        format!("],\"rows_affected\":{}}}", json!(rows_affected))
+    };
+    let mut rows = result.rows.into_iter().enumerate().peekable();
+    let chunks = std::iter::once(head)
+        .chain(std::iter::from_fn(move || {
+            rows.peek()?;
+            let mut out = String::new();
+            for (i, row) in rows.by_ref().take(ROWS_PER_CHUNK) {
+                let values: Vec<serde_json::Value> =
+                    row.iter().zip(&types).map(|(v, t)| v.to_json(*t)).collect();
+                if !ndjson && i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::Array(values).to_string());
+                if ndjson {
+                    out.push('\n');
+                }
+            }
+            Some(out)
+        }))
+        .chain(std::iter::once(tail))
+        .map(|s| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(s))));
+    let mut resp = Response::new(StreamBody::new(futures::stream::iter(chunks)).boxed());
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if ndjson {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        }),
+    );
+    resp
 }

@@ -58,11 +58,7 @@ fn add(a: Value, b: Value) -> Result<Value, CoreError> {
         (Value::Int(x), Value::Int(y)) => Value::Int(x.checked_add(y).ok_or_else(overflow)?),
         (Value::Float(x), y) => Value::Float(x + y_f64(&y)),
         (x, Value::Float(y)) => Value::Float(y_f64(&x) + y),
-        (x, y) => Value::Decimal(
-            to_dec(&x)
-                .checked_add(to_dec(&y))
-                .ok_or_else(overflow)?,
-        ),
+        (x, y) => Value::Decimal(to_dec(&x).checked_add(to_dec(&y)).ok_or_else(overflow)?),
     })
 }
 
@@ -177,14 +173,17 @@ impl Acc {
             State::Sum(s) | State::Min(s) | State::Max(s) => s.unwrap_or(Value::Null),
             State::Avg(None, _) | State::Avg(_, 0) => Value::Null,
             State::Avg(Some(s), n) => match self.ty {
-                LogicalType::Decimal { scale, .. } => Value::Decimal(
-                    (to_dec(&s) / Decimal::from(n))
-                        .round_dp_with_strategy(u32::from(scale), RoundingStrategy::MidpointAwayFromZero),
-                ),
+                LogicalType::Decimal { scale, .. } => {
+                    Value::Decimal((to_dec(&s) / Decimal::from(n)).round_dp_with_strategy(
+                        u32::from(scale),
+                        RoundingStrategy::MidpointAwayFromZero,
+                    ))
+                }
                 _ => Value::Float(y_f64(&s) / n as f64),
             },
         };
-        v.coerce(self.ty).map_err(|message| CoreError::Data { message })
+        v.coerce(self.ty)
+            .map_err(|message| CoreError::Data { message })
     }
 }
 
@@ -252,7 +251,10 @@ impl Groups {
         self.groups
             .into_iter()
             .map(|(k, accs)| {
-                let vals = accs.into_iter().map(Acc::finish).collect::<Result<_, _>>()?;
+                let vals = accs
+                    .into_iter()
+                    .map(Acc::finish)
+                    .collect::<Result<_, _>>()?;
                 Ok((k, vals))
             })
             .collect()
@@ -412,7 +414,10 @@ pub fn combine(
 ) -> Result<Vec<Group>, CoreError> {
     let mut groups = Groups::new();
     for row in rows {
-        let key_values = row.get(..plan.keys).map(<[Value]>::to_vec).unwrap_or_default();
+        let key_values = row
+            .get(..plan.keys)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default();
         let accs = groups.slot(key_values, aggregates, budget)?;
         for (acc, p) in accs.iter_mut().zip(&plan.partials) {
             match p {

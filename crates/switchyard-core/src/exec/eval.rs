@@ -498,7 +498,10 @@ mod tests {
                 scale: 6,
             },
         );
-        assert_eq!(run(&q).ok(), Some(Value::Decimal(Decimal::new(3_333_333, 6))));
+        assert_eq!(
+            run(&q).ok(),
+            Some(Value::Decimal(Decimal::new(3_333_333, 6)))
+        );
     }
 
     #[test]

@@ -300,7 +300,10 @@ fn output_of(select: &Select, scope: &Scope<'_>) -> Result<(Row, Row), CoreError
     let mut out = Vec::with_capacity(select.projection.len());
     for c in &select.projection {
         let v = eval(&c.expr, scope)?;
-        out.push(v.coerce(c.expr.ty).map_err(|message| CoreError::Data { message })?);
+        out.push(
+            v.coerce(c.expr.ty)
+                .map_err(|message| CoreError::Data { message })?,
+        );
     }
     let mut keys = Vec::with_capacity(select.order_by.len());
     for o in &select.order_by {

@@ -276,8 +276,10 @@ pub fn top_k(
             .map(|&c| r.get(c).cloned().unwrap_or(Value::Null))
             .collect()
     };
-    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Row>>> =
-        inputs.into_iter().map(|i| i.into_iter().peekable()).collect();
+    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Row>>> = inputs
+        .into_iter()
+        .map(|i| i.into_iter().peekable())
+        .collect();
     let mut out = Vec::with_capacity(limit.min(1024));
     while out.len() < limit {
         let mut best: Option<(usize, Vec<Value>)> = None;
@@ -319,7 +321,10 @@ pub fn first_hit<K: Eq + Hash>(
     key: impl Fn(&Row) -> K,
 ) -> (Vec<Row>, Vec<Row>) {
     let hits: HashSet<K> = cached.iter().map(&key).collect();
-    let fill: Vec<Row> = source.into_iter().filter(|r| !hits.contains(&key(r))).collect();
+    let fill: Vec<Row> = source
+        .into_iter()
+        .filter(|r| !hits.contains(&key(r)))
+        .collect();
     let mut out = cached;
     out.extend(fill.iter().cloned());
     (out, fill)
@@ -356,7 +361,16 @@ mod tests {
             params: &[],
         };
         let mut out = hash_join(left, right, &spec, &Budget::unlimited()).expect("joins");
-        out.sort_by(|a, b| order_cmp(a, b, &[SortSpec { desc: false, nulls_first: false }; 4]));
+        out.sort_by(|a, b| {
+            order_cmp(
+                a,
+                b,
+                &[SortSpec {
+                    desc: false,
+                    nulls_first: false,
+                }; 4],
+            )
+        });
         out
     }
 
@@ -426,7 +440,10 @@ mod tests {
             &Budget::unlimited(),
         )
         .expect("joins");
-        assert_eq!(out, vec![vec![int(1), Value::Text("a".into()), int(1), int(11)]]);
+        assert_eq!(
+            out,
+            vec![vec![int(1), Value::Text("a".into()), int(1), int(11)]]
+        );
     }
 
     #[test]
@@ -470,9 +487,15 @@ mod tests {
         let b = Budget::new(2, u64::MAX);
         assert!(b.charge(&[vec![int(1)], vec![int(2)]]).is_ok());
         let err = b.charge(&[vec![int(3)]]);
-        assert!(matches!(err, Err(CoreError::QueryTooLarge { what: "rows", .. })));
+        assert!(matches!(
+            err,
+            Err(CoreError::QueryTooLarge { what: "rows", .. })
+        ));
         let b = Budget::new(u64::MAX, 100);
         let err = b.charge(&[vec![Value::Text("x".repeat(200))]]);
-        assert!(matches!(err, Err(CoreError::QueryTooLarge { what: "bytes", .. })));
+        assert!(matches!(
+            err,
+            Err(CoreError::QueryTooLarge { what: "bytes", .. })
+        ));
     }
 }
