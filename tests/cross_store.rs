@@ -10,32 +10,14 @@
 
 mod common;
 
-use common::{Store, TestServer, TestStore, plugin_wasm, query, start_server, with_plugins};
+use common::{
+    RedisCleanup, Store, TestServer, TestStore, plugin_wasm, query, redis_url, start_server,
+    with_plugins,
+};
 use serde_json::{Value as J, json};
 use switchyard_config::{BackendConfig, BackendKind, Config, PlacementConfig, Role, ScanPolicy};
 use switchyard_core::Value;
 use switchyard_router::Router;
-
-fn redis_url() -> String {
-    std::env::var("SWITCHYARD_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
-}
-
-struct RedisCleanup(String);
-
-impl Drop for RedisCleanup {
-    fn drop(&mut self) {
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut conn = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.0))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap_or(());
-        }
-    }
-}
 
 /// The shipped catalog on the test stores; Redis tables may be scanned (the generator reads
 /// carts and hits without keys).

@@ -4,14 +4,11 @@
 
 mod common;
 
-use common::{Store, TestStore, http, post, query, start_server, unique_name};
+use common::{
+    RedisCleanup, Store, TestStore, http, post, query, redis_url, start_server, unique_name,
+};
 use serde_json::json;
 use switchyard_config::{BackendConfig, BackendKind, Config};
-
-fn redis_url() -> String {
-    std::env::var("SWITCHYARD_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
-}
 
 /// The shop catalog: Redis tables on a real Redis under a unique key prefix, the rest on SQLite.
 fn shop(sqlite: &TestStore, prefix: &str) -> Config {
@@ -29,22 +26,6 @@ fn shop(sqlite: &TestStore, prefix: &str) -> Config {
     config
 }
 
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut conn = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.0))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap_or(());
-        }
-    }
-}
-
 fn ttl(key: &str) -> i64 {
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_connection().unwrap();
@@ -55,7 +36,7 @@ fn ttl(key: &str) -> i64 {
 async fn carts_sessions_and_hits_live_in_redis() {
     let sqlite = TestStore::new(Store::Sqlite);
     let prefix = format!("{}:", unique_name("sy"));
-    let _cleanup = Cleanup(prefix.clone());
+    let _cleanup = RedisCleanup(prefix.clone());
     let server = start_server(shop(&sqlite, &prefix)).await;
     let a = server.addr;
 
@@ -231,7 +212,7 @@ async fn carts_sessions_and_hits_live_in_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_in_hash_and_json_layouts() {
     let prefix = format!("{}:", unique_name("sy"));
-    let _cleanup = Cleanup(prefix.clone());
+    let _cleanup = RedisCleanup(prefix.clone());
     for mode in ["hash", "json"] {
         let text = format!(
             r#"
@@ -279,7 +260,7 @@ placements = [{{ backend = "kv", key_pattern = "probe:{{id}}", mode = "{mode}" }
 async fn scans_are_opt_in_and_bounded() {
     let sqlite = TestStore::new(Store::Sqlite);
     let prefix = format!("{}:", unique_name("sy"));
-    let _cleanup = Cleanup(prefix.clone());
+    let _cleanup = RedisCleanup(prefix.clone());
     let mut config = shop(&sqlite, &prefix);
     for p in &mut config.tables["product_hits"].placements {
         p.scan = switchyard_config::ScanPolicy::Allow;
@@ -340,7 +321,7 @@ async fn key_shaped_queries_match_sqlite() {
     let sqlite = TestStore::new(Store::Sqlite);
     let reference_store = TestStore::new(Store::Sqlite);
     let prefix = format!("{}:", unique_name("sy"));
-    let _cleanup = Cleanup(prefix.clone());
+    let _cleanup = RedisCleanup(prefix.clone());
     let redis_server = start_server(shop(&sqlite, &prefix)).await;
     let reference = start_server(common::shop_on(reference_store.backend.clone())).await;
     for server in [&redis_server, &reference] {

@@ -211,7 +211,11 @@ impl RedisBackend {
             .copied()
             .collect();
         let by_key_only = |filter: Option<&Expr>| {
-            filter.is_none_or(|f| f.conjuncts().iter().all(|c| key_predicate(c, &allowed)))
+            filter.is_none_or(|f| {
+                f.conjuncts()
+                    .iter()
+                    .all(|c| c.is_key_predicate(&|_, column| allowed.contains(&column)))
+            })
         };
         let key_hint = format!(
             "add WHERE {} = ... (or IN (...))",
@@ -354,26 +358,6 @@ impl RedisBackend {
             }
         };
         Ok((layout, steps))
-    }
-}
-
-/// `column = constant` / `column IN (constants)` on one of `columns`.
-fn key_predicate(e: &Expr, columns: &[usize]) -> bool {
-    let is_key =
-        |x: &Expr| matches!(x.kind, ExprKind::Column { column, .. } if columns.contains(&column));
-    let is_const = |x: &Expr| matches!(x.kind, ExprKind::Literal(_) | ExprKind::Param(_));
-    match &e.kind {
-        ExprKind::Binary {
-            op: BinaryOp::Eq,
-            left,
-            right,
-        } => (is_key(left) && is_const(right)) || (is_key(right) && is_const(left)),
-        ExprKind::InList {
-            expr,
-            list,
-            negated: false,
-        } => is_key(expr) && list.iter().all(is_const),
-        _ => false,
     }
 }
 

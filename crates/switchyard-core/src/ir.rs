@@ -475,6 +475,26 @@ impl Expr {
         }
     }
 
+    /// Whether this is `column = constant` or `column IN (constants)` on a column that
+    /// `is_key(table, column)` accepts: a predicate a key-value store can answer by key.
+    pub fn is_key_predicate(&self, is_key: &dyn Fn(usize, usize) -> bool) -> bool {
+        let key = |x: &Expr| matches!(x.kind, ExprKind::Column { table, column } if is_key(table, column));
+        let constant = |x: &Expr| matches!(x.kind, ExprKind::Literal(_) | ExprKind::Param(_));
+        match &self.kind {
+            ExprKind::Binary {
+                op: BinaryOp::Eq,
+                left,
+                right,
+            } => (key(left) && constant(right)) || (key(right) && constant(left)),
+            ExprKind::InList {
+                expr,
+                list,
+                negated: false,
+            } => key(expr) && list.iter().all(constant),
+            _ => false,
+        }
+    }
+
     /// Whether an aggregate call occurs anywhere inside.
     pub fn contains_aggregate(&self) -> bool {
         let mut found = false;

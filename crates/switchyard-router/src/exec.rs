@@ -14,9 +14,7 @@ use switchyard_core::exec::{Budget, Layout, accesses_of, agg, map_accesses, reje
 use switchyard_core::ir::{
     BinaryOp, Expr, ExprKind, Insert, JoinKind, OnConflict, OutputColumn, Select, Statement,
 };
-use switchyard_core::routing::{
-    AccessId, CompareOp, Input, MergeNode, MergeOp, RouteRequest, build_request,
-};
+use switchyard_core::routing::{AccessId, CompareOp, Input, MergeNode, MergeOp, RouteRequest};
 use switchyard_core::{BoundQuery, CoreError, LogicalType, ResultSet, Route, Value};
 
 use crate::{ExplainedFragment, Router, RouterError};
@@ -89,7 +87,7 @@ pub(crate) struct Exec<'a> {
     query: &'a BoundQuery,
     select: &'a Select,
     route: &'a Route,
-    request: RouteRequest,
+    request: &'a RouteRequest,
     layout: Layout,
     budget: &'a Budget,
 }
@@ -100,15 +98,9 @@ impl<'a> Exec<'a> {
         query: &'a BoundQuery,
         select: &'a Select,
         route: &'a Route,
+        request: &'a RouteRequest,
         budget: &'a Budget,
     ) -> Exec<'a> {
-        let request = build_request(
-            query,
-            &router.catalog,
-            route.clone(),
-            Vec::new(),
-            Vec::new(),
-        );
         Exec {
             router,
             query,
@@ -363,30 +355,6 @@ impl<'a> Exec<'a> {
         cols
     }
 
-    /// Whether `c` is `key = constant` or `key IN (constants)` on a primary-key column.
-    fn key_predicate(&self, c: &Expr) -> bool {
-        let is_key_col = |e: &Expr| match e.kind {
-            ExprKind::Column { table, column } => self
-                .table(table)
-                .is_some_and(|t| t.primary_key.contains(&column)),
-            _ => false,
-        };
-        let is_const = |e: &Expr| matches!(e.kind, ExprKind::Literal(_) | ExprKind::Param(_));
-        match &c.kind {
-            ExprKind::Binary {
-                op: BinaryOp::Eq,
-                left,
-                right,
-            } => (is_key_col(left) && is_const(right)) || (is_key_col(right) && is_const(left)),
-            ExprKind::InList {
-                expr,
-                list,
-                negated: false,
-            } => is_key_col(expr) && list.iter().all(is_const),
-            _ => false,
-        }
-    }
-
     /// Whether the accesses of one fragment can be pushed down as one join statement: the
     /// backend joins, and every join among them is INNER with its ON inside the fragment.
     fn pushable_join(&self, accesses: &[AccessId], caps: &Capabilities) -> bool {
@@ -460,7 +428,11 @@ impl<'a> Exec<'a> {
             }
         }
         if caps.needs_key {
-            conjuncts.retain(|c| self.key_predicate(c));
+            let primary_key = |table: usize, column: usize| {
+                self.table(table)
+                    .is_some_and(|t| t.primary_key.contains(&column))
+            };
+            conjuncts.retain(|c| c.is_key_predicate(&primary_key));
         }
         let joins = accesses
             .iter()

@@ -22,7 +22,8 @@ use switchyard_config::{Config, OnPluginError};
 use switchyard_core::BackendKind;
 use switchyard_core::ir::{Expr, ExprKind, Insert, OnConflict, Statement};
 use switchyard_core::{
-    BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultSet, Route, Value,
+    BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultSet, Route, RouteRequest,
+    Value,
 };
 use switchyard_plugin_host::{
     HostLimits, PluginEngine, PluginError, PluginListing, PluginSet, PluginSpec, ReloadOutcome,
@@ -352,6 +353,18 @@ impl Router {
         params: &[serde_json::Value],
         context: &Context,
     ) -> Result<(Plan, Planner), RouterError> {
+        let (plan, planner, _) = self.routed(sql, params, context).await?;
+        Ok((plan, planner))
+    }
+
+    /// [`Router::route`], also returning the route request (table accesses, key lookups, join
+    /// edges) that execution reuses.
+    async fn routed(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        context: &Context,
+    ) -> Result<(Plan, Planner, RouteRequest), RouterError> {
         let mut ctx: Vec<(String, String)> = context
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -365,7 +378,7 @@ impl Router {
             self.backend_status(),
         )?;
         let Some((module, plugin)) = self.plugins.as_ref().and_then(|s| s.select(context)) else {
-            return Ok((plan, Planner::Default));
+            return Ok((plan, Planner::Default, request));
         };
         match plugin.route(&request) {
             Ok(route) => {
@@ -375,7 +388,7 @@ impl Router {
                     name: plugin.info.name.clone(),
                     version: plugin.info.version.clone(),
                 };
-                Ok((plan, planner))
+                Ok((plan, planner, request))
             }
             Err(err) if self.config.plugins.on_error == OnPluginError::Fallback => {
                 plugin
@@ -390,6 +403,7 @@ impl Router {
                         version: plugin.info.version.clone(),
                         error: err.code(),
                     },
+                    request,
                 ))
             }
             Err(err) => Err(err.into()),
@@ -403,19 +417,21 @@ impl Router {
         params: &[serde_json::Value],
         _context: &Context,
     ) -> Result<ResultSet, RouterError> {
-        let (plan, planner) = self.route(sql, params, _context).await?;
+        let (plan, planner, request) = self.routed(sql, params, _context).await?;
         let kind = plan.query.statement.kind().as_str();
         let span = tracing::info_span!("query", statement = kind, planner = %planner.describe());
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.query_timeout, self.execute(&plan.query, &plan.route))
-                .instrument(span)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(RouterError::Timeout {
-                        after_ms: self.timeout_ms(),
-                    })
-                });
+        let result = tokio::time::timeout(
+            self.query_timeout,
+            self.execute(&plan.query, &plan.route, &request),
+        )
+        .instrument(span)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RouterError::Timeout {
+                after_ms: self.timeout_ms(),
+            })
+        });
         match &result {
             Ok(rs) => tracing::debug!(
                 statement = kind,
@@ -442,7 +458,12 @@ impl Router {
 
     /// Runs a routed statement: reads on their single backend, writes on every target, then
     /// cache invalidation.
-    async fn execute(&self, query: &BoundQuery, route: &Route) -> Result<ResultSet, RouterError> {
+    async fn execute(
+        &self,
+        query: &BoundQuery,
+        route: &Route,
+        request: &RouteRequest,
+    ) -> Result<ResultSet, RouterError> {
         let fragment = Fragment {
             query,
             catalog: &self.catalog,
@@ -453,8 +474,9 @@ impl Router {
                 let rs = self.run_on(target, fragment).await?;
                 result.get_or_insert(rs);
             }
+            let keys = request.accesses.first().and_then(|a| a.key_lookup.clone());
             for &cache in &write.invalidate {
-                self.invalidate(query, cache).await;
+                self.invalidate(query, cache, keys.clone()).await;
             }
             return result.ok_or_else(|| {
                 RouterError::Plan(CoreError::NoRoute {
@@ -469,7 +491,7 @@ impl Router {
                     // filter, sort or aggregate): read what it can and finish in the router.
                     Err(RouterError::Backend(BackendError::Unsupported { .. })) => {
                         let budget = self.budget();
-                        exec::Exec::new(self, query, select, route, &budget)
+                        exec::Exec::new(self, query, select, route, request, &budget)
                             .run()
                             .await
                     }
@@ -479,7 +501,7 @@ impl Router {
             (Some(backend), _) => self.run_on(backend, fragment).await,
             (None, Statement::Select(select)) => {
                 let budget = self.budget();
-                let result = exec::Exec::new(self, query, select, route, &budget)
+                let result = exec::Exec::new(self, query, select, route, request, &budget)
                     .run()
                     .await;
                 let (rows, bytes) = budget.used();
@@ -514,7 +536,7 @@ impl Router {
 
     /// Drops the written rows from a cache placement: the keys when the statement pins them, the
     /// whole cache table otherwise. A failure is logged, not returned: the write itself happened.
-    async fn invalidate(&self, query: &BoundQuery, cache: usize) {
+    async fn invalidate(&self, query: &BoundQuery, cache: usize, keys: Option<Vec<Vec<Value>>>) {
         let Some(table_name) = query
             .statement
             .access_tables()
@@ -529,14 +551,6 @@ impl Router {
         let Some(table) = self.catalog.table(&table_name) else {
             return;
         };
-        let request = switchyard_core::routing::build_request(
-            query,
-            &self.catalog,
-            Route::single(cache, 1),
-            Vec::new(),
-            Vec::new(),
-        );
-        let keys = request.accesses.first().and_then(|a| a.key_lookup.clone());
         let delete = invalidation_statement(table, keys);
         let q = BoundQuery {
             statement: delete,
@@ -560,7 +574,7 @@ impl Router {
         params: &[serde_json::Value],
         context: &Context,
     ) -> Result<Explain, RouterError> {
-        let (plan, planner) = self.route(sql, params, context).await?;
+        let (plan, planner, request) = self.routed(sql, params, context).await?;
         let mut fragments = Vec::new();
         let targets: Vec<usize> = match (&plan.route.write, plan.route.as_single()) {
             (Some(w), _) => w.targets.clone(),
@@ -573,8 +587,8 @@ impl Router {
             &plan.query.statement,
         ) {
             let budget = self.budget();
-            fragments =
-                exec::Exec::new(self, &plan.query, select, &plan.route, &budget).explain()?;
+            fragments = exec::Exec::new(self, &plan.query, select, &plan.route, &request, &budget)
+                .explain()?;
         }
         for id in targets {
             let b = self.backend_by_id(id)?;

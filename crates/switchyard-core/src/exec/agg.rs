@@ -198,6 +198,17 @@ fn agg_parts(e: &Expr) -> (AggFunc, bool, Option<&Expr>) {
     }
 }
 
+/// Empty accumulators, one per aggregate.
+fn fresh(aggregates: &[Expr]) -> Vec<Acc> {
+    aggregates
+        .iter()
+        .map(|a| {
+            let (f, d, _) = agg_parts(a);
+            Acc::new(f, d, a.ty)
+        })
+        .collect()
+}
+
 struct Groups {
     index: HashMap<Vec<Key>, usize>,
     groups: Vec<(Vec<Value>, Vec<Acc>)>,
@@ -222,14 +233,7 @@ impl Groups {
             Some(i) => *i,
             None => {
                 budget.charge(std::slice::from_ref(&key_values))?;
-                let accs = aggregates
-                    .iter()
-                    .map(|a| {
-                        let (f, d, _) = agg_parts(a);
-                        Acc::new(f, d, a.ty)
-                    })
-                    .collect();
-                self.groups.push((key_values, accs));
+                self.groups.push((key_values, fresh(aggregates)));
                 self.index.insert(keys, self.groups.len() - 1);
                 self.groups.len() - 1
             }
@@ -239,14 +243,7 @@ impl Groups {
 
     fn finish(mut self, no_keys: bool, aggregates: &[Expr]) -> Result<Vec<Group>, CoreError> {
         if no_keys && self.groups.is_empty() {
-            let accs = aggregates
-                .iter()
-                .map(|a| {
-                    let (f, d, _) = agg_parts(a);
-                    Acc::new(f, d, a.ty)
-                })
-                .collect();
-            self.groups.push((Vec::new(), accs));
+            self.groups.push((Vec::new(), fresh(aggregates)));
         }
         self.groups
             .into_iter()

@@ -78,8 +78,30 @@ pub struct SortSpec {
 
 /// Compares two tuples of sort-key values.
 pub fn order_cmp(a: &[Value], b: &[Value], specs: &[SortSpec]) -> Ordering {
-    for ((x, y), s) in a.iter().zip(b).zip(specs) {
-        let o = match (x.is_null(), y.is_null()) {
+    a.iter()
+        .zip(b)
+        .zip(specs)
+        .map(|((x, y), s)| cmp_one(x, y, *s))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
+}
+
+/// Compares two rows on the values at `key_columns`, without copying them.
+pub fn cmp_at(a: &Row, b: &Row, key_columns: &[usize], specs: &[SortSpec]) -> Ordering {
+    key_columns
+        .iter()
+        .zip(specs)
+        .map(|(&c, s)| {
+            let null = Value::Null;
+            cmp_one(a.get(c).unwrap_or(&null), b.get(c).unwrap_or(&null), *s)
+        })
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
+}
+
+fn cmp_one(x: &Value, y: &Value, s: SortSpec) -> Ordering {
+    {
+        match (x.is_null(), y.is_null()) {
             (true, true) => Ordering::Equal,
             (true, false) => {
                 if s.nulls_first {
@@ -99,12 +121,8 @@ pub fn order_cmp(a: &[Value], b: &[Value], specs: &[SortSpec]) -> Ordering {
                 let o = super::eval::sql_cmp(x, y);
                 if s.desc { o.reverse() } else { o }
             }
-        };
-        if o != Ordering::Equal {
-            return o;
         }
     }
-    Ordering::Equal
 }
 
 /// Which slots of a wide row an input fills: `(start, end)` ranges.
@@ -265,51 +283,33 @@ pub fn distinct(rows: Vec<Row>, width: Option<usize>) -> Vec<Row> {
 /// Merges inputs that are each sorted on the values at `key_columns` and keeps the first
 /// `limit` rows (k-way merge; only the heads of the inputs are compared).
 pub fn top_k(
-    inputs: Vec<Vec<Row>>,
+    mut inputs: Vec<Vec<Row>>,
     key_columns: &[usize],
     specs: &[SortSpec],
     limit: usize,
 ) -> Vec<Row> {
-    let key = |r: &Row| -> Vec<Value> {
-        key_columns
-            .iter()
-            .map(|&c| r.get(c).cloned().unwrap_or(Value::Null))
-            .collect()
-    };
-    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Row>>> = inputs
-        .into_iter()
-        .map(|i| i.into_iter().peekable())
-        .collect();
+    let mut pos = vec![0usize; inputs.len()];
     let mut out = Vec::with_capacity(limit.min(1024));
     while out.len() < limit {
-        let mut best: Option<(usize, Vec<Value>)> = None;
-        for (i, it) in iters.iter_mut().enumerate() {
-            if let Some(head) = it.peek() {
-                let k = key(head);
-                let better = match &best {
-                    None => true,
-                    Some((_, b)) => order_cmp(&k, b, specs) == Ordering::Less,
-                };
-                if better {
-                    best = Some((i, k));
-                }
+        let mut best: Option<(usize, &Row)> = None;
+        for (i, input) in inputs.iter().enumerate() {
+            let Some(head) = input.get(pos[i]) else {
+                continue;
+            };
+            if best.is_none_or(|(_, b)| cmp_at(head, b, key_columns, specs) == Ordering::Less) {
+                best = Some((i, head));
             }
         }
         let Some((i, _)) = best else { break };
-        if let Some(row) = iters[i].next() {
-            out.push(row);
-        }
+        out.push(std::mem::take(&mut inputs[i][pos[i]]));
+        pos[i] += 1;
     }
     out
 }
 
 /// Sorts rows stably by the values at `key_columns`.
 pub fn sort(rows: &mut [Row], key_columns: &[usize], specs: &[SortSpec]) {
-    rows.sort_by(|a, b| {
-        let ka: Vec<Value> = key_columns.iter().map(|&c| a[c].clone()).collect();
-        let kb: Vec<Value> = key_columns.iter().map(|&c| b[c].clone()).collect();
-        order_cmp(&ka, &kb, specs)
-    });
+    rows.sort_by(|a, b| cmp_at(a, b, key_columns, specs));
 }
 
 /// Cache-aside: the rows the cache answered plus, for every wanted key the cache missed, the
