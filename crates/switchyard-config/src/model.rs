@@ -47,7 +47,7 @@ pub mod defaults {
     /// `execution.max_query_bytes`: 256 MiB.
     pub const MAX_QUERY_BYTES: u64 = 256 * 1024 * 1024;
     /// `execution.semi_join_max_keys`.
-    pub const SEMI_JOIN_MAX_KEYS: u64 = 10_000;
+    pub const SEMI_JOIN_MAX_KEYS: u64 = 1_000;
     /// `execution.semi_join_batch_size`.
     pub const SEMI_JOIN_BATCH_SIZE: u64 = 1_000;
 
