@@ -378,6 +378,26 @@ async fn key_shaped_queries_match_sqlite() {
             json!(["p000042"]),
         ),
         (
+            "SELECT product_id, hits FROM product_hits WHERE product_id IN ('p000001', 'p000002', 'p000003') AND product_id = 'p000002'",
+            json!([]),
+        ),
+        (
+            "SELECT product_id FROM product_hits WHERE product_id IN ('p000001', 'p000001', 'p000002') AND product_id IN ('p000001', 'p000003')",
+            json!([]),
+        ),
+        (
+            "SELECT product_id FROM product_hits WHERE product_id = 'p000001' AND product_id = 'p000002'",
+            json!([]),
+        ),
+        (
+            "UPDATE product_hits SET hits = hits + 5 WHERE product_id = 'p000042' AND product_id IN ('p000001')",
+            json!([]),
+        ),
+        (
+            "DELETE FROM sessions WHERE session_id = 's000001' AND session_id = 's000002'",
+            json!([]),
+        ),
+        (
             "UPDATE product_hits SET hits = hits + 5 WHERE product_id = 'p000042'",
             json!([]),
         ),

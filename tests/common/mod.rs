@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use switchyard_config::{BackendConfig, BackendKind, Config, PlacementConfig, Role};
+use switchyard_config::{BackendConfig, BackendKind, Config, PlacementConfig, Role, ScanPolicy};
 use switchyard_router::Router;
 
 /// Which store a test environment uses.
@@ -462,5 +462,45 @@ impl Drop for RedisCleanup {
         if !keys.is_empty() {
             let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap_or(());
         }
+    }
+}
+
+/// The shipped catalog on the test stores; Redis tables may be scanned (the generator reads
+/// carts and hits without keys).
+pub fn polyglot(pg: &TestStore, mongo: &TestStore, prefix: &str) -> Config {
+    let mut config = shop_config();
+    config.backends.insert("pg".to_owned(), pg.backend.clone());
+    config
+        .backends
+        .insert("mongo".to_owned(), mongo.backend.clone());
+    config.backends.insert(
+        "redis".to_owned(),
+        BackendConfig {
+            key_prefix: Some(prefix.to_owned()),
+            ..backend(BackendKind::Redis, redis_url())
+        },
+    );
+    for t in config.tables.values_mut() {
+        for p in &mut t.placements {
+            if p.backend == "redis" {
+                p.scan = ScanPolicy::Allow;
+                p.scan_max_rows = 100_000;
+            }
+        }
+    }
+    config
+}
+
+pub fn placement(backend: &str, role: Role) -> PlacementConfig {
+    PlacementConfig {
+        backend: backend.to_owned(),
+        role,
+        name: None,
+        columns: Default::default(),
+        key_pattern: None,
+        mode: None,
+        ttl_seconds: None,
+        scan: ScanPolicy::Deny,
+        scan_max_rows: 10_000,
     }
 }

@@ -190,15 +190,26 @@ impl RedisBackend {
         let pinned = |columns: &[usize]| -> Option<Vec<Vec<Value>>> {
             let mut tuples: Vec<Vec<Value>> = vec![Vec::new()];
             for c in columns {
-                let p = access.predicates.iter().find(|p| {
+                // Every key predicate on the column must hold: intersect them
+                // (`k IN (a, b) AND k = 'b'` reads `b` only), each value once.
+                let mut keyed = access.predicates.iter().filter(|p| {
                     p.column == *c && matches!(p.op, CompareOp::Eq | CompareOp::InList)
-                })?;
+                });
+                let mut values: Vec<&Value> = Vec::new();
+                for v in &keyed.next()?.values {
+                    if !values.contains(&v) {
+                        values.push(v);
+                    }
+                }
+                for other in keyed {
+                    values.retain(|v| other.values.contains(v));
+                }
                 tuples = tuples
                     .iter()
                     .flat_map(|t| {
-                        p.values
+                        values
                             .iter()
-                            .map(move |v| [t.clone(), vec![v.clone()]].concat())
+                            .map(move |v| [t.clone(), vec![(*v).clone()]].concat())
                     })
                     .collect();
             }
@@ -905,6 +916,21 @@ impl RedisBackend {
             return Ok(result);
         }
         let columns = fragment.query.statement.result_columns();
+        // No key to read (contradictory key predicates, an empty scan): no
+        // round trip, and no `MGET` without arguments.
+        if let Step::Read { partitions, fields }
+        | Step::Update {
+            partitions, fields, ..
+        }
+        | Step::Delete { partitions, fields } = step
+            && (partitions.is_empty() || fields.as_ref().is_some_and(Vec::is_empty))
+        {
+            return Ok(ResultSet {
+                columns,
+                rows: Vec::new(),
+                rows_affected: (!matches!(step, Step::Read { .. })).then_some(0),
+            });
+        }
         let mut conn = self.conn.clone();
         let commands = self.commands(layout, step);
         let mut pipe = redis::pipe();

@@ -14,7 +14,9 @@ use switchyard_core::exec::{Budget, Layout, accesses_of, agg, map_accesses, reje
 use switchyard_core::ir::{
     BinaryOp, Expr, ExprKind, Insert, JoinKind, OnConflict, OutputColumn, Select, Statement,
 };
-use switchyard_core::routing::{AccessId, CompareOp, Input, MergeNode, MergeOp, RouteRequest};
+use switchyard_core::routing::{
+    AccessId, ColumnRef, CompareOp, Input, JoinEdge, MergeNode, MergeOp, RouteRequest,
+};
 use switchyard_core::{BoundQuery, CoreError, LogicalType, ResultSet, Route, Value};
 
 use crate::{ExplainedFragment, Router, RouterError};
@@ -654,6 +656,24 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// The fragments an input reads.
+    fn fragments_under(&self, input: Input) -> Vec<usize> {
+        match input {
+            Input::Fragment(f) => vec![f],
+            Input::Node(n) => self
+                .route
+                .nodes
+                .get(n)
+                .map(|node| {
+                    node.inputs
+                        .iter()
+                        .flat_map(|i| self.fragments_under(*i))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
     /// A guess of the rows an input returns: key lookups know their count; fragments on stores
     /// that need a key are small; anything else is unknown (`None`, treated as large).
     fn estimate(&self, input: Input) -> Option<usize> {
@@ -693,44 +713,204 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// For a hash-join node: which input runs first, and whether the second may be reduced by
-    /// the first's join keys (semi-join reduction), with the edge columns `(first, second)`.
-    fn join_order(&self, node: &MergeNode, edge: usize) -> JoinOrder {
-        let (x, y) = (node.inputs[0], node.inputs[1]);
-        let swap = match (self.estimate(x), self.estimate(y)) {
-            (Some(a), Some(b)) => b < a,
-            (None, Some(_)) => true,
-            _ => false,
+    /// The units of the join group rooted at `input`: hash joins are flattened, every fragment
+    /// gives its scans, any other merge node (first-hit, a union of shards) is one unit.
+    fn group_units(&self, input: Input, out: &mut Vec<Unit>) -> Result<(), RouterError> {
+        match input {
+            Input::Fragment(f) => {
+                for scan in self.fragment_scans(f, false)? {
+                    out.push(Unit::Scan {
+                        fragment: f,
+                        scan: Box::new(scan),
+                    });
+                }
+            }
+            Input::Node(n) => {
+                let node = self
+                    .route
+                    .nodes
+                    .get(n)
+                    .ok_or_else(|| no_route(format!("node {n} does not exist")))?;
+                match node.op {
+                    MergeOp::HashJoin { .. } if node.inputs.len() == 2 => {
+                        self.group_units(node.inputs[0], out)?;
+                        self.group_units(node.inputs[1], out)?;
+                    }
+                    _ => out.push(Unit::Node(input)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unit_accesses(&self, unit: &Unit) -> Vec<AccessId> {
+        match unit {
+            Unit::Scan { scan, .. } => scan.accesses.clone(),
+            Unit::Node(input) => self.input_accesses(*input),
+        }
+    }
+
+    /// How selective a unit looks before it runs: 0 key lookups (and first-hit), 1 filtered,
+    /// 2 a whole table.
+    fn rank(&self, unit: &Unit) -> u8 {
+        let accesses = self.unit_accesses(unit);
+        let pinned = accesses.iter().any(|a| {
+            let pk = self
+                .table(*a)
+                .map(|t| t.primary_key.clone())
+                .unwrap_or_default();
+            self.request.accesses.get(*a).is_some_and(|x| {
+                x.key_lookup.is_some()
+                    || x.predicates.iter().any(|p| {
+                        pk.contains(&p.column) && matches!(p.op, CompareOp::Eq | CompareOp::InList)
+                    })
+            })
+        });
+        let filtered = match unit {
+            Unit::Scan { scan, .. } => scan.select.filter.is_some(),
+            Unit::Node(_) => accesses.iter().any(|a| {
+                self.request
+                    .accesses
+                    .get(*a)
+                    .is_some_and(|x| !x.predicates.is_empty())
+            }),
         };
-        let (first, second) = if swap { (y, x) } else { (x, y) };
-        let Some(e) = self.request.joins.get(edge) else {
-            return JoinOrder {
-                first,
-                second,
-                reduce: None,
-            };
-        };
-        let second_acc = self.input_accesses(second);
-        let (from, to) = if second_acc.contains(&e.right.access) {
-            (e.left, e.right)
-        } else {
-            (e.right, e.left)
-        };
-        let reducible_input = match second {
-            Input::Fragment(_) => true,
-            Input::Node(n) => self.route.nodes.get(n).is_some_and(|nd| {
+        match unit {
+            Unit::Node(input) if self.estimate(*input).is_some() => 0,
+            _ if pinned => 0,
+            _ if filtered => 1,
+            _ => 2,
+        }
+    }
+
+    /// Whether join keys may be pushed into a unit: scans, and unions of shard fragments.
+    fn reducible(&self, unit: &Unit) -> bool {
+        match unit {
+            Unit::Scan { .. } => true,
+            Unit::Node(Input::Node(n)) => self.route.nodes.get(*n).is_some_and(|nd| {
                 matches!(nd.op, MergeOp::UnionAll | MergeOp::UnionDistinct)
                     && nd.inputs.iter().all(|i| matches!(i, Input::Fragment(_)))
             }),
-        };
-        let allowed = second_acc.contains(&e.right.access) || e.kind == JoinKind::Inner;
-        let enabled = self.router.config.execution.semi_join_max_keys > 0;
-        JoinOrder {
-            first,
-            second,
-            reduce: (reducible_input && allowed && enabled && second_acc.contains(&to.access))
-                .then_some((from.access, from.column, to.access, to.column)),
+            Unit::Node(Input::Fragment(_)) => true,
         }
+    }
+
+    /// Whether rows of `to` that match no `from` value can be dropped before the join: always
+    /// under an inner join's ON; under a LEFT JOIN only on its nullable (joined) side, never
+    /// on the preserved side.
+    fn may_reduce(&self, edge: &JoinEdge, from: ColumnRef, to: ColumnRef) -> bool {
+        if edge.kind == JoinKind::Inner {
+            return true;
+        }
+        let is_col = |e: &Expr, c: ColumnRef| matches!(e.kind, ExprKind::Column { table, column } if table == c.access && column == c.column);
+        to == edge.right
+            && self.join_kind(to.access) == JoinKind::Left
+            && self.on(to.access).is_some_and(|on| {
+                on.conjuncts().iter().any(|c| {
+                    matches!(&c.kind, ExprKind::Binary { op: BinaryOp::Eq, left, right }
+                        if (is_col(left, from) && is_col(right, to))
+                            || (is_col(left, to) && is_col(right, from)))
+                })
+            })
+    }
+
+    /// A join edge from an access already fetched into one of `target`'s.
+    fn reducing_edge(&self, done: &[AccessId], target: &[AccessId]) -> Option<Reduction> {
+        self.request.joins.iter().find_map(|e| {
+            [(e.left, e.right), (e.right, e.left)]
+                .into_iter()
+                .find(|(from, to)| {
+                    done.contains(&from.access)
+                        && target.contains(&to.access)
+                        && !target.contains(&from.access)
+                        && self.may_reduce(e, *from, *to)
+                })
+                .map(|(from, to)| Reduction { from, to })
+        })
+    }
+
+    /// When each unit of a join group runs (dynamic filtering): stage by stage, the units of a
+    /// stage concurrently. A unit a join edge reaches from a fetched unit runs next, restricted
+    /// to the fetched keys; when none is reachable, the most selective-looking units run.
+    fn schedule(&self, units: &[Unit]) -> Vec<Vec<(usize, Option<Reduction>)>> {
+        if self.router.config.execution.semi_join_max_keys == 0 {
+            return vec![(0..units.len()).map(|u| (u, None)).collect()];
+        }
+        let accesses: Vec<Vec<AccessId>> = units.iter().map(|u| self.unit_accesses(u)).collect();
+        let mut done: Vec<AccessId> = Vec::new();
+        let mut left: Vec<usize> = (0..units.len()).collect();
+        let mut stages = Vec::new();
+        while !left.is_empty() {
+            let mut stage: Vec<(usize, Option<Reduction>)> = left
+                .iter()
+                .filter(|u| self.reducible(&units[**u]))
+                .filter_map(|&u| {
+                    self.reducing_edge(&done, &accesses[u])
+                        .map(|r| (u, Some(r)))
+                })
+                .collect();
+            if stage.is_empty() {
+                let best = left
+                    .iter()
+                    .map(|u| self.rank(&units[*u]))
+                    .min()
+                    .unwrap_or(0);
+                stage = left
+                    .iter()
+                    .filter(|u| self.rank(&units[**u]) == best)
+                    .map(|u| (*u, None))
+                    .collect();
+            }
+            left.retain(|u| !stage.iter().any(|(s, _)| s == u));
+            for (u, _) in &stage {
+                done.extend(accesses[*u].iter().copied());
+            }
+            stages.push(stage);
+        }
+        stages
+    }
+
+    /// Runs the join group rooted at `input` by its schedule; `incoming` restricts the unit
+    /// holding its access when no edge of the group reduces it.
+    async fn run_group(
+        &self,
+        input: Input,
+        incoming: Option<Reduce>,
+    ) -> Result<Vec<Relation>, RouterError> {
+        let mut units = Vec::new();
+        self.group_units(input, &mut units)?;
+        let max =
+            usize::try_from(self.router.config.execution.semi_join_max_keys).unwrap_or(usize::MAX);
+        let mut relations: Vec<Relation> = Vec::new();
+        for stage in self.schedule(&units) {
+            let mut runs: Vec<BoxFuture<'_, Result<Vec<Relation>, RouterError>>> = Vec::new();
+            for (u, reduction) in stage {
+                let unit = &units[u];
+                let accesses = self.unit_accesses(unit);
+                let reduce = reduction
+                    .and_then(|r| {
+                        let keys = self.keys_of(&relations, r.from.access, r.from.column, max)?;
+                        tracing::debug!(keys = keys.len(), "semi-join reduction");
+                        Some(Reduce {
+                            access: r.to.access,
+                            column: r.to.column,
+                            keys,
+                        })
+                    })
+                    .or_else(|| incoming.clone().filter(|r| accesses.contains(&r.access)));
+                runs.push(match unit {
+                    Unit::Scan { scan, .. } => async move {
+                        Ok(vec![self.run_maybe_reduced(scan, reduce.as_ref()).await?])
+                    }
+                    .boxed(),
+                    Unit::Node(i) => self.eval(*i, reduce),
+                });
+            }
+            for part in try_join_all(runs).await? {
+                relations.extend(part);
+            }
+        }
+        Ok(relations)
     }
 
     /// Distinct non-NULL values of `(access, column)` in relations, up to `max` (None past it).
@@ -766,14 +946,7 @@ impl<'a> Exec<'a> {
     ) -> BoxFuture<'_, Result<Vec<Relation>, RouterError>> {
         async move {
             match input {
-                Input::Fragment(f) => {
-                    let scans = self.fragment_scans(f, false)?;
-                    let mut runs = Vec::with_capacity(scans.len());
-                    for s in &scans {
-                        runs.push(self.run_maybe_reduced(s, reduce.as_ref()));
-                    }
-                    try_join_all(runs).await
-                }
+                Input::Fragment(_) => self.run_group(input, reduce).await,
                 Input::Node(n) => {
                     let node = self
                         .route
@@ -786,43 +959,8 @@ impl<'a> Exec<'a> {
                             .filter(|r| self.input_accesses(i).contains(&r.access))
                     };
                     match &node.op {
-                        MergeOp::HashJoin { edge } if node.inputs.len() == 2 => {
-                            let order = self.join_order(node, *edge);
-                            let mut out;
-                            match order.reduce {
-                                Some((fa, fc, ta, tc)) => {
-                                    out = self.eval(order.first, pass(order.first)).await?;
-                                    let max = usize::try_from(
-                                        self.router.config.execution.semi_join_max_keys,
-                                    )
-                                    .unwrap_or(usize::MAX);
-                                    let next = match self.keys_of(&out, fa, fc, max) {
-                                        Some(keys) => {
-                                            tracing::debug!(
-                                                keys = keys.len(),
-                                                "semi-join reduction"
-                                            );
-                                            Some(Reduce {
-                                                access: ta,
-                                                column: tc,
-                                                keys,
-                                            })
-                                        }
-                                        None => pass(order.second),
-                                    };
-                                    out.extend(self.eval(order.second, next).await?);
-                                }
-                                None => {
-                                    let (a, b) = futures::future::try_join(
-                                        self.eval(order.first, pass(order.first)),
-                                        self.eval(order.second, pass(order.second)),
-                                    )
-                                    .await?;
-                                    out = a;
-                                    out.extend(b);
-                                }
-                            }
-                            Ok(out)
+                        MergeOp::HashJoin { .. } if node.inputs.len() == 2 => {
+                            self.run_group(input, reduce).await
                         }
                         MergeOp::FirstHit { fill, .. } if node.inputs.len() == 2 => {
                             self.first_hit(node, *fill).await
@@ -1107,43 +1245,51 @@ impl<'a> Exec<'a> {
     pub(crate) fn explain(&self) -> Result<Vec<ExplainedFragment>, RouterError> {
         let mut out = Vec::new();
         let scatter = self.scatter();
-        let mut notes: Vec<(Input, String)> = Vec::new();
-        for node in &self.route.nodes {
-            if let MergeOp::HashJoin { edge } = node.op
-                && node.inputs.len() == 2
-            {
-                let order = self.join_order(node, edge);
-                if let Some((fa, fc, ta, tc)) = order.reduce {
-                    let name = |a: AccessId, c: usize| {
-                        let t = self.select.from.get(a).map_or("?", |t| t.alias.as_str());
-                        let col = self
-                            .table(a)
-                            .and_then(|t| t.columns.get(c))
-                            .map_or("?", |c| c.name.as_str());
-                        format!("{t}.{col}")
-                    };
-                    notes.push((
-                        order.second,
-                        format!(
-                            "semi-join reduction: runs after its join partner with `{} IN (distinct {})` in batches of {} when there are at most {} keys",
-                            name(ta, tc),
-                            name(fa, fc),
-                            self.router.config.execution.semi_join_batch_size,
-                            self.router.config.execution.semi_join_max_keys
-                        ),
-                    ));
+        // Notes by target: a fragment (all its scans), one scan (fragment, accesses), or a
+        // node (the fragments under it).
+        let mut notes: Vec<(Input, Option<Vec<AccessId>>, String)> = Vec::new();
+        let mut units = Vec::new();
+        if scatter.is_none() && self.group_units(self.route.root, &mut units).is_ok() {
+            let name = |a: AccessId, c: usize| {
+                let t = self.select.from.get(a).map_or("?", |t| t.alias.as_str());
+                let col = self
+                    .table(a)
+                    .and_then(|t| t.columns.get(c))
+                    .map_or("?", |c| c.name.as_str());
+                format!("{t}.{col}")
+            };
+            for (u, reduction) in self.schedule(&units).into_iter().flatten() {
+                let Some(r) = reduction else { continue };
+                let text = format!(
+                    "semi-join reduction: runs after its join partner with `{} IN (distinct {})` in batches of {} when there are at most {} keys",
+                    name(r.to.access, r.to.column),
+                    name(r.from.access, r.from.column),
+                    self.router.config.execution.semi_join_batch_size,
+                    self.router.config.execution.semi_join_max_keys
+                );
+                match &units[u] {
+                    Unit::Scan { fragment, scan } => notes.push((
+                        Input::Fragment(*fragment),
+                        Some(scan.accesses.clone()),
+                        text,
+                    )),
+                    Unit::Node(input) => notes.push((*input, None, text)),
                 }
             }
+        }
+        for node in &self.route.nodes {
             if let MergeOp::FirstHit { fill, .. } = node.op
                 && let (Some(Input::Fragment(c)), Some(src)) =
                     (node.inputs.first(), node.inputs.get(1))
             {
                 notes.push((
                     Input::Fragment(*c),
+                    None,
                     "first-hit: reads the cached keys".to_owned(),
                 ));
                 notes.push((
                     *src,
+                    None,
                     format!(
                         "first-hit: reads the keys the cache missed{}",
                         if fill {
@@ -1156,7 +1302,7 @@ impl<'a> Exec<'a> {
             }
         }
         for (f, frag) in self.route.fragments.iter().enumerate() {
-            let scans: Vec<(usize, Select)> = match &scatter {
+            let scans: Vec<(usize, Vec<AccessId>, Select)> = match &scatter {
                 Some((_, frags)) if frags.contains(&f) => {
                     let select = if self.select.is_aggregate() {
                         self.aggregate_plan(frags).map(|(p, _)| p.shard)
@@ -1164,29 +1310,31 @@ impl<'a> Exec<'a> {
                         self.shard_select()
                     };
                     match select {
-                        Some(s) => vec![(frag.backend, s)],
+                        Some(s) => vec![(frag.backend, frag.accesses.clone(), s)],
                         None => self
                             .fragment_scans(f, false)?
                             .into_iter()
-                            .map(|s| (s.backend, s.select))
+                            .map(|s| (s.backend, s.accesses, s.select))
                             .collect(),
                     }
                 }
                 _ => self
                     .fragment_scans(f, false)?
                     .into_iter()
-                    .map(|s| (s.backend, s.select))
+                    .map(|s| (s.backend, s.accesses, s.select))
                     .collect(),
             };
-            let note = notes
-                .iter()
-                .filter(|(i, _)| {
-                    *i == Input::Fragment(f)
-                        || matches!(i, Input::Node(_)) && self.input_accesses(*i) == frag.accesses
-                })
-                .map(|(_, n)| n.clone())
-                .collect::<Vec<_>>();
-            for (backend, select) in scans {
+            for (backend, accesses, select) in scans {
+                let note = notes
+                    .iter()
+                    .filter(|(i, scan, _)| match i {
+                        Input::Fragment(g) => {
+                            *g == f && scan.as_ref().is_none_or(|a| *a == accesses)
+                        }
+                        Input::Node(_) => self.fragments_under(*i).contains(&f),
+                    })
+                    .map(|(_, _, n)| n.clone())
+                    .collect::<Vec<_>>();
                 let b = self.router.backend_by_id(backend)?;
                 let q = BoundQuery {
                     statement: Statement::Select(select),
@@ -1217,8 +1365,17 @@ struct Reduce {
     keys: Vec<Value>,
 }
 
-struct JoinOrder {
-    first: Input,
-    second: Input,
-    reduce: Option<(AccessId, usize, AccessId, usize)>,
+/// A join edge used for semi-join reduction: `to` is restricted to the values of `from`.
+#[derive(Debug, Clone, Copy)]
+struct Reduction {
+    from: ColumnRef,
+    to: ColumnRef,
+}
+
+/// One unit of a join group.
+enum Unit {
+    /// A statement of a fragment.
+    Scan { fragment: usize, scan: Box<Scan> },
+    /// A merge node evaluated whole (first-hit, a union of shards).
+    Node(Input),
 }

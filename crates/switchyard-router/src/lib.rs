@@ -346,6 +346,15 @@ impl Router {
         self.stats.iter().map(BackendStats::status).collect()
     }
 
+    /// Rows each backend has returned since start, by backend name.
+    pub fn rows_fetched(&self) -> Vec<(&str, u64)> {
+        self.backends
+            .keys()
+            .zip(&self.stats)
+            .map(|(name, stats)| (name.as_str(), stats.rows_fetched()))
+            .collect()
+    }
+
     /// Plans `sql` and asks the placement plugin serving `context` (if any) for the route.
     pub async fn route(
         &self,
@@ -531,6 +540,9 @@ impl Router {
         let result = backend.execute(fragment).await;
         let unreachable = matches!(result, Err(BackendError::Unavailable { .. }));
         stats.record(started.elapsed(), result.is_err(), !unreachable);
+        if let Ok(rs) = &result {
+            stats.fetched(rs.rows.len());
+        }
         Ok(result?)
     }
 

@@ -2,7 +2,8 @@
 //! machine and every backend (ChaCha8 with a fixed seed).
 //!
 //! Scale 1: 1,000 customers, 2,000 products with one inventory row each, 5,000 orders of 1-5
-//! items with one payment each, carts for 200 customers, 200 sessions, hits for every product.
+//! items with one payment each (and their lines as `order_items` rows), carts for 200 customers,
+//! 200 sessions, hits for every product.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
@@ -155,20 +156,32 @@ pub fn generate(scale: u32) -> Vec<TableData> {
 
     let mut orders = Vec::with_capacity(n_orders);
     let mut payments = Vec::with_capacity(n_orders);
+    let mut order_items = Vec::with_capacity(n_orders * 3);
     for n in 1..=n_orders {
         let customer = customer_id(rng.random_range(1..=n_customers.max(1)));
         let n_items = rng.random_range(1..=5);
         let mut items = Vec::new();
+        let mut lines = Vec::new();
         let mut total = 0i64;
-        for _ in 0..n_items {
+        for line in 1..=n_items {
             let p = rng.random_range(1..=n_products.max(1));
             let quantity: i64 = rng.random_range(1..=3);
             let price = prices.get(p - 1).copied().unwrap_or(0);
             total += price * quantity;
             items.push(json!({ "product_id": product_id(p), "quantity": quantity, "price": money(price).to_string() }));
+            lines.push((line, product_id(p), quantity, money(price)));
         }
         let created = epoch() + Duration::seconds(rng.random_range(0..365 * 86_400));
         let order_id = format!("o{n:07}");
+        for (line, product, quantity, price) in lines {
+            order_items.push(vec![
+                text(&order_id),
+                Value::Int(line),
+                text(product),
+                Value::Int(quantity),
+                Value::Decimal(price),
+            ]);
+        }
         orders.push(vec![
             text(&order_id),
             text(&customer),
@@ -291,6 +304,11 @@ pub fn generate(scale: u32) -> Vec<TableData> {
             columns: vec!["product_id", "hits"],
             rows: hits,
         },
+        TableData {
+            table: "order_items",
+            columns: vec!["order_id", "line", "product_id", "quantity", "price"],
+            rows: order_items,
+        },
     ]
 }
 
@@ -313,6 +331,8 @@ mod tests {
             ]
         );
         assert_eq!(sizes[7], ("product_hits", 2000));
+        assert_eq!(sizes[8].0, "order_items");
+        assert!((5000..=25_000).contains(&sizes[8].1), "{}", sizes[8].1);
         assert!(sizes[5].1 >= 200, "carts: {}", sizes[5].1);
         assert_eq!(a, generate(1));
         for t in &a {
