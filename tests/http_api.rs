@@ -295,3 +295,61 @@ async fn answers_stream_as_chunked_json_or_ndjson() {
     assert_eq!(lines[1], doc["rows"][0]);
     assert_eq!(lines[5001]["row_count"], 5000);
 }
+
+/// A store failing after the first rows were sent (the status line is out by then) ends the
+/// document with an `error` member (JSON) or an `{"error": ...}` line (NDJSON): a cut answer
+/// never reads as a complete one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_midway_ends_the_stream_with_an_error() {
+    let store = TestStore::new(Store::Sqlite);
+    let server = start_server(shop_on(store.backend.clone())).await;
+    common::seed(&server.router, 1).await;
+    // SQLite keeps what it is given: a text where the catalog says int, in the last row.
+    let pool = sqlx::SqlitePool::connect(&store.backend.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO order_items (order_id, line, product_id, quantity, price) \
+         VALUES ('o9999999', 1, 'p000001', 'many', 1.00)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let sql = "SELECT order_id, line, quantity FROM order_items";
+    let send = |accept: &'static str| async move {
+        use http_body_util::{BodyExt, Full};
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri("/v1/query")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .body(Full::new(bytes::Bytes::from(
+                serde_json::json!({ "sql": sql }).to_string(),
+            )))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    };
+    let (status, text) = send("application/json").await;
+    assert_eq!(status, 200, "the first rows were fine: {text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = doc["rows"].as_array().unwrap().len();
+    assert!(rows > 10_000, "{rows} rows streamed before the failure");
+    assert_eq!(doc["error"]["code"], "BACKEND_ERROR", "{}", doc["error"]);
+    assert!(doc.get("rows_affected").is_none());
+
+    let (status, text) = send("application/x-ndjson").await;
+    assert_eq!(status, 200);
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "BACKEND_ERROR", "{last}");
+    assert_eq!(last["row_count"], rows);
+    assert!(!text.contains("rows_affected"));
+}

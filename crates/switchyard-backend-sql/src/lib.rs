@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use futures::TryStreamExt;
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -19,7 +20,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
-use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement, within};
+use switchyard_backend::{
+    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, STREAM_BATCH_ROWS,
+    within,
+};
 use switchyard_config::BackendConfig;
 use switchyard_core::value::format_timestamp;
 use switchyard_core::{BackendKind, LogicalType, ResultColumn, ResultSet, Statement, Table, Value};
@@ -130,37 +134,7 @@ impl SqlBackend {
     }
 
     fn map_err(&self, err: sqlx::Error) -> BackendError {
-        let backend = self.name.clone();
-        match err {
-            sqlx::Error::Database(db) => {
-                use sqlx::error::ErrorKind as K;
-                let message = db.message().to_owned();
-                match db.kind() {
-                    K::UniqueViolation
-                    | K::ForeignKeyViolation
-                    | K::NotNullViolation
-                    | K::CheckViolation => BackendError::Constraint { backend, message },
-                    _ if db.code().as_deref() == Some("57014") => BackendError::Timeout {
-                        backend,
-                        after_ms: self.timeout_ms(),
-                    },
-                    _ => BackendError::Rejected { backend, message },
-                }
-            }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::Configuration(_) => BackendError::Unavailable {
-                backend,
-                source: Box::new(err),
-            },
-            other => BackendError::Rejected {
-                backend,
-                message: other.to_string(),
-            },
-        }
+        map_sqlx_err(&self.name, self.timeout_ms(), err)
     }
 
     fn timeout_ms(&self) -> u64 {
@@ -364,6 +338,35 @@ impl Backend for SqlBackend {
         Ok(out)
     }
 
+    async fn stream(&self, fragment: Fragment<'_>) -> Result<RowStream, BackendError> {
+        if !matches!(fragment.query.statement, Statement::Select(_)) {
+            return Ok(RowStream::whole(self.execute(fragment).await?));
+        }
+        let r = self.rendered(fragment)?;
+        let columns = fragment.query.statement.result_columns();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let task = StreamTask {
+            name: self.name.clone(),
+            timeout: self.timeout,
+            pool: self.pool.clone(),
+            sql: r.sql,
+            binds: r.binds,
+            columns: columns.clone(),
+        };
+        tokio::spawn(task.run(tx));
+        // The first batch (or the error, or the end) before the answer starts.
+        let first = match rx.recv().await {
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => return Err(e),
+            None => Vec::new(),
+        };
+        Ok(RowStream {
+            columns,
+            first,
+            rest: Some(rx),
+        })
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         self.run_ddl("SELECT 1".to_owned()).await
     }
@@ -385,6 +388,79 @@ impl Backend for SqlBackend {
         }
         self.run_ddl(ddl::create_table(self.dialect, table, placement))
             .await
+    }
+}
+
+/// A streamed SELECT, run on its own task: rows are decoded into batches of
+/// [`STREAM_BATCH_ROWS`] and sent through a bounded channel; a dropped receiver ends the task
+/// and so the statement.
+struct StreamTask {
+    name: String,
+    timeout: Duration,
+    pool: Pool,
+    sql: String,
+    binds: Vec<(Value, LogicalType)>,
+    columns: Vec<ResultColumn>,
+}
+
+type BatchSender = tokio::sync::mpsc::Sender<Result<Vec<Vec<Value>>, BackendError>>;
+
+impl StreamTask {
+    async fn run(self, tx: BatchSender) {
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let result = tokio::time::timeout(self.timeout, self.rows(&tx)).await;
+        let failure = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(_) => BackendError::Timeout {
+                backend: self.name.clone(),
+                after_ms: timeout_ms,
+            },
+        };
+        // The receiver may be gone (client disconnected): nothing left to tell.
+        let _ = tx.send(Err(failure)).await;
+    }
+
+    async fn rows(&self, tx: &BatchSender) -> Result<(), BackendError> {
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let sql_err = |e: sqlx::Error| map_sqlx_err(&self.name, timeout_ms, e);
+        let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
+            backend: self.name.clone(),
+            column: column.name.clone(),
+            message,
+        };
+        let mut batch: Vec<Vec<Value>> = Vec::with_capacity(STREAM_BATCH_ROWS);
+        macro_rules! pump {
+            ($pool:expr, $bind:ident, $decode:ident) => {{
+                let q = self.binds.iter().cloned().fold(
+                    sqlx::query(AssertSqlSafe(self.sql.as_str())),
+                    |q, (v, t)| $bind(q, v, t),
+                );
+                let mut rows = q.fetch($pool);
+                while let Some(row) = rows.try_next().await.map_err(sql_err)? {
+                    let mut values = Vec::with_capacity(self.columns.len());
+                    for (i, c) in self.columns.iter().enumerate() {
+                        let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
+                        values.push(raw.coerce(c.ty).map_err(|e| decode_err(c, e))?);
+                    }
+                    batch.push(values);
+                    if batch.len() == STREAM_BATCH_ROWS {
+                        let full =
+                            std::mem::replace(&mut batch, Vec::with_capacity(STREAM_BATCH_ROWS));
+                        if tx.send(Ok(full)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }};
+        }
+        match &self.pool {
+            Pool::Postgres(p) => pump!(p, bind_pg, decode_pg),
+            Pool::Mysql(p) => pump!(p, bind_mysql, decode_mysql),
+            Pool::Sqlite(p) => pump!(p, bind_sqlite, decode_sqlite),
+        }
+        let _ = tx.send(Ok(batch)).await;
+        Ok(())
     }
 }
 
@@ -475,4 +551,39 @@ fn decode_sqlite(row: &SqliteRow, i: usize) -> Result<Value, String> {
                 .map_err(|e| format!("type {type_name}: {e}"))?,
         ),
     })
+}
+
+/// A sqlx error as a backend error: constraint, timeout, unreachable or rejected.
+fn map_sqlx_err(name: &str, timeout_ms: u64, err: sqlx::Error) -> BackendError {
+    let backend = name.to_owned();
+    match err {
+        sqlx::Error::Database(db) => {
+            use sqlx::error::ErrorKind as K;
+            let message = db.message().to_owned();
+            match db.kind() {
+                K::UniqueViolation
+                | K::ForeignKeyViolation
+                | K::NotNullViolation
+                | K::CheckViolation => BackendError::Constraint { backend, message },
+                _ if db.code().as_deref() == Some("57014") => BackendError::Timeout {
+                    backend,
+                    after_ms: timeout_ms,
+                },
+                _ => BackendError::Rejected { backend, message },
+            }
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Configuration(_) => BackendError::Unavailable {
+            backend,
+            source: Box::new(err),
+        },
+        other => BackendError::Rejected {
+            backend,
+            message: other.to_string(),
+        },
+    }
 }

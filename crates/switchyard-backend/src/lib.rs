@@ -152,6 +152,35 @@ pub async fn within<T>(
     }
 }
 
+/// Rows per batch of a streamed SELECT.
+pub const STREAM_BATCH_ROWS: usize = 512;
+
+/// A SELECT answer that arrives in batches: the first batch is read before the stream is
+/// handed over (so an error the store reports at once still becomes the response status), the
+/// rest come through a bounded channel, so the producer waits while the consumer is behind and
+/// memory stays at a few batches. Dropping the stream cancels the statement.
+#[derive(Debug)]
+pub struct RowStream {
+    /// The output columns.
+    pub columns: Vec<switchyard_core::ResultColumn>,
+    /// The first batch (all rows when `rest` is `None`).
+    pub first: Vec<Vec<switchyard_core::Value>>,
+    /// The batches after the first, ending with an error if the store fails midway.
+    pub rest:
+        Option<tokio::sync::mpsc::Receiver<Result<Vec<Vec<switchyard_core::Value>>, BackendError>>>,
+}
+
+impl RowStream {
+    /// A stream over rows already in memory.
+    pub fn whole(result: ResultSet) -> RowStream {
+        RowStream {
+            columns: result.columns,
+            first: result.rows,
+            rest: None,
+        }
+    }
+}
+
 /// A store behind the router.
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
@@ -165,6 +194,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn explain(&self, fragment: Fragment<'_>) -> Result<NativeStatement, BackendError>;
     /// Runs a fragment.
     async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError>;
+    /// Runs a SELECT fragment, streaming its rows. The default reads the whole answer.
+    async fn stream(&self, fragment: Fragment<'_>) -> Result<RowStream, BackendError> {
+        Ok(RowStream::whole(self.execute(fragment).await?))
+    }
     /// Checks that the store answers.
     async fn health(&self) -> Result<(), BackendError>;
     /// Creates the physical table (collection, ...) of `table` on this backend if it is missing.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use futures::stream::{BoxStream, StreamExt};
 use indexmap::IndexMap;
 use switchyard_backend::{Backend, BackendError, Fragment, NativeStatement};
 use switchyard_backend_mongo::MongoBackend;
@@ -22,8 +23,8 @@ use switchyard_config::{Config, OnPluginError};
 use switchyard_core::BackendKind;
 use switchyard_core::ir::{Expr, ExprKind, Insert, OnConflict, Statement};
 use switchyard_core::{
-    BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultSet, Route, RouteRequest,
-    Value,
+    BoundQuery, Catalog, CoreError, ErrorCode, Plan, Position, ResultColumn, ResultSet, Route,
+    RouteRequest, Value,
 };
 use switchyard_plugin_host::{
     HostLimits, PluginEngine, PluginError, PluginListing, PluginSet, PluginSpec, ReloadOutcome,
@@ -106,6 +107,20 @@ impl RouterError {
             other => other.to_string(),
         }
     }
+}
+
+/// The answer of [`Router::query_stream`]: the first rows, and for a streamed SELECT the
+/// batches after them (ending with an error if the store fails midway; dropping it cancels the
+/// statement).
+pub struct Answer {
+    /// Output columns.
+    pub columns: Vec<ResultColumn>,
+    /// Rows written, for writes.
+    pub rows_affected: Option<u64>,
+    /// The first rows (all of them when `rest` is `None`).
+    pub first: Vec<Vec<Value>>,
+    /// The rest of a streamed answer.
+    pub rest: Option<BoxStream<'static, Result<Vec<Vec<Value>>, RouterError>>>,
 }
 
 /// One backend's part of an `explain`.
@@ -193,7 +208,7 @@ pub struct Router {
     config: Config,
     catalog: Catalog,
     backends: IndexMap<String, Arc<dyn Backend>>,
-    stats: Vec<BackendStats>,
+    stats: Vec<Arc<BackendStats>>,
     plugins: Option<Arc<PluginSet>>,
     watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     query_timeout: Duration,
@@ -306,7 +321,10 @@ impl Router {
     pub fn with_backends(config: Config, backends: IndexMap<String, Arc<dyn Backend>>) -> Router {
         let catalog = Catalog::from_config(&config);
         let query_timeout = Duration::from_millis(config.server.query_timeout_ms);
-        let stats = backends.keys().map(|_| BackendStats::default()).collect();
+        let stats = backends
+            .keys()
+            .map(|_| Arc::new(BackendStats::default()))
+            .collect();
         Router {
             config,
             catalog,
@@ -343,7 +361,7 @@ impl Router {
 
     /// Live status of every backend, by backend index.
     pub fn backend_status(&self) -> Vec<switchyard_core::routing::BackendStatus> {
-        self.stats.iter().map(BackendStats::status).collect()
+        self.stats.iter().map(|s| s.status()).collect()
     }
 
     /// Rows each backend has returned since start, by backend name.
@@ -419,20 +437,98 @@ impl Router {
         }
     }
 
+    /// Runs one statement; a SELECT on one SQL store streams its rows as the store sends them
+    /// (see [`RowStream`]), everything else is answered whole.
+    pub async fn query_stream(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        context: &Context,
+    ) -> Result<Answer, RouterError> {
+        let (plan, planner, request) = self.routed(sql, params, context).await?;
+        if plan.route.write.is_none()
+            && let (Some(id), Statement::Select(_)) =
+                (plan.route.as_single(), &plan.query.statement)
+        {
+            let backend = self.backend_by_id(id)?;
+            let stats = Arc::clone(&self.stats[id]);
+            let fragment = Fragment {
+                query: &plan.query,
+                catalog: &self.catalog,
+            };
+            let started = Instant::now();
+            let streamed = {
+                let _in_flight = stats.start();
+                tokio::time::timeout(self.query_timeout, backend.stream(fragment))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(BackendError::Timeout {
+                            backend: backend.name().to_owned(),
+                            after_ms: self.timeout_ms(),
+                        })
+                    })
+            };
+            let unreachable = matches!(streamed, Err(BackendError::Unavailable { .. }));
+            stats.record(started.elapsed(), streamed.is_err(), !unreachable);
+            match streamed {
+                Ok(stream) => {
+                    stats.fetched(stream.first.len());
+                    let rest = stream.rest.map(|rx| {
+                        futures::stream::unfold(rx, |mut rx| async move {
+                            rx.recv().await.map(|batch| (batch, rx))
+                        })
+                        .map(move |batch| {
+                            if let Ok(rows) = &batch {
+                                stats.fetched(rows.len());
+                            }
+                            batch.map_err(RouterError::from)
+                        })
+                        .boxed()
+                    });
+                    return Ok(Answer {
+                        columns: stream.columns,
+                        rows_affected: None,
+                        first: stream.first,
+                        rest,
+                    });
+                }
+                // Read what the store can and finish in the router (below).
+                Err(BackendError::Unsupported { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let result = self.run_routed(&plan, &planner, &request).await?;
+        Ok(Answer {
+            columns: result.columns,
+            rows_affected: result.rows_affected,
+            first: result.rows,
+            rest: None,
+        })
+    }
+
     /// Runs one statement and returns its result.
     pub async fn query(
         &self,
         sql: &str,
         params: &[serde_json::Value],
-        _context: &Context,
+        context: &Context,
     ) -> Result<ResultSet, RouterError> {
-        let (plan, planner, request) = self.routed(sql, params, _context).await?;
+        let (plan, planner, request) = self.routed(sql, params, context).await?;
+        self.run_routed(&plan, &planner, &request).await
+    }
+
+    async fn run_routed(
+        &self,
+        plan: &Plan,
+        planner: &Planner,
+        request: &RouteRequest,
+    ) -> Result<ResultSet, RouterError> {
         let kind = plan.query.statement.kind().as_str();
         let span = tracing::info_span!("query", statement = kind, planner = %planner.describe());
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.query_timeout,
-            self.execute(&plan.query, &plan.route, &request),
+            self.execute(&plan.query, &plan.route, request),
         )
         .instrument(span)
         .await

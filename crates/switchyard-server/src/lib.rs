@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use futures::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Frame;
 use hyper::body::Incoming;
@@ -98,10 +99,10 @@ impl From<RouterError> for ApiError {
     }
 }
 
-type Body = BoxBody<Bytes, std::convert::Infallible>;
+type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -291,7 +292,7 @@ async fn query(
     }
     let result = state
         .router
-        .query(&body.sql, &body.params, &body.context)
+        .query_stream(&body.sql, &body.params, &body.context)
         .await?;
     Ok(stream_result(result, ndjson))
 }
@@ -502,21 +503,72 @@ fn plugins_json(router: &Router) -> serde_json::Value {
     json!({ "plugins": plugins })
 }
 
+/// Serializes the rows of a streamed answer, counting them for the trailer.
+struct Encoder {
+    types: Vec<switchyard_core::LogicalType>,
+    ndjson: bool,
+    rows_affected: Option<u64>,
+    row_count: u64,
+}
+
+impl Encoder {
+    /// Chunks of at most [`ROWS_PER_CHUNK`] rows.
+    fn rows(&mut self, rows: Vec<Vec<switchyard_core::Value>>) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut chunk = String::new();
+            for row in rows.by_ref().take(ROWS_PER_CHUNK) {
+                let values: Vec<serde_json::Value> = row
+                    .iter()
+                    .zip(&self.types)
+                    .map(|(v, t)| v.to_json(*t))
+                    .collect();
+                if !self.ndjson && self.row_count > 0 {
+                    chunk.push(',');
+                }
+                self.row_count += 1;
+                chunk.push_str(&serde_json::Value::Array(values).to_string());
+                if self.ndjson {
+                    chunk.push('\n');
+                }
+            }
+            out.push(chunk);
+        }
+        out
+    }
+
+    /// The end of the document: the trailer, or the error that cut the answer short.
+    fn tail(&self, error: Option<ApiError>) -> String {
+        let error = error.map(|e| json!({ "code": e.code.as_str(), "message": e.message }));
+        match (self.ndjson, error) {
+            (true, None) => format!(
+                "{}\n",
+                json!({ "row_count": self.row_count, "rows_affected": self.rows_affected })
+            ),
+            (false, None) => format!("],\"rows_affected\":{}}}", json!(self.rows_affected)),
+            (true, Some(e)) => format!("{}\n", json!({ "error": e, "row_count": self.row_count })),
+            (false, Some(e)) => format!("],\"error\":{e}}}"),
+        }
+    }
+}
+
 /// Rows per chunk of a streamed answer.
 const ROWS_PER_CHUNK: usize = 512;
 
-/// Streams a result with chunked transfer encoding, serializing [`ROWS_PER_CHUNK`] rows at a
-/// time: the JSON document `{"columns", "rows", "rows_affected"}`, or NDJSON (a `columns` line,
-/// one JSON array per row, a `row_count`/`rows_affected` trailer line).
-fn stream_result(result: switchyard_core::ResultSet, ndjson: bool) -> Response<Body> {
-    let columns: Vec<serde_json::Value> = result
+/// Streams an answer with chunked transfer encoding, serializing [`ROWS_PER_CHUNK`] rows at a
+/// time as they arrive: the JSON document `{"columns", "rows", "rows_affected"}`, or NDJSON (a
+/// `columns` line, one JSON array per row, a `row_count`/`rows_affected` trailer line). A store
+/// failing midway (the status line is sent by then) ends the document with an `error` member
+/// (JSON) or an `{"error": ...}` line (NDJSON) instead of the trailer, so a cut answer is never
+/// taken for a complete one. A client that goes away drops the stream, which cancels the
+/// statement.
+fn stream_result(answer: switchyard_router::Answer, ndjson: bool) -> Response<Body> {
+    let columns: Vec<serde_json::Value> = answer
         .columns
         .iter()
         .map(|c| json!({ "name": c.name, "type": c.ty.name() }))
         .collect();
-    let types: Vec<switchyard_core::LogicalType> = result.columns.iter().map(|c| c.ty).collect();
-    let row_count = result.rows.len();
-    let rows_affected = result.rows_affected;
     let head = if ndjson {
         format!("{}\n", json!({ "columns": columns }))
     } else {
@@ -525,35 +577,39 @@ fn stream_result(result: switchyard_core::ResultSet, ndjson: bool) -> Response<B
             serde_json::Value::Array(columns)
         )
     };
-    let tail = if ndjson {
-        format!(
-            "{}\n",
-            json!({ "row_count": row_count, "rows_affected": rows_affected })
-        )
-    } else {
-        format!("],\"rows_affected\":{}}}", json!(rows_affected))
+    let mut encoder = Encoder {
+        types: answer.columns.iter().map(|c| c.ty).collect(),
+        ndjson,
+        rows_affected: answer.rows_affected,
+        row_count: 0,
     };
-    let mut rows = result.rows.into_iter().enumerate().peekable();
-    let chunks = std::iter::once(head)
-        .chain(std::iter::from_fn(move || {
-            rows.peek()?;
-            let mut out = String::new();
-            for (i, row) in rows.by_ref().take(ROWS_PER_CHUNK) {
-                let values: Vec<serde_json::Value> =
-                    row.iter().zip(&types).map(|(v, t)| v.to_json(*t)).collect();
-                if !ndjson && i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::Array(values).to_string());
-                if ndjson {
-                    out.push('\n');
-                }
-            }
-            Some(out)
-        }))
-        .chain(std::iter::once(tail))
-        .map(|s| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(s))));
-    let mut resp = Response::new(StreamBody::new(futures::stream::iter(chunks)).boxed());
+    let mut chunks = vec![head];
+    chunks.extend(encoder.rows(answer.first));
+    let body = match answer.rest {
+        None => {
+            chunks.push(encoder.tail(None));
+            futures::stream::iter(chunks).boxed()
+        }
+        Some(rest) => {
+            let more =
+                futures::stream::unfold((Some(rest), encoder), |(rest, mut encoder)| async move {
+                    let mut rest = rest?;
+                    match rest.next().await {
+                        Some(Ok(rows)) => {
+                            Some((encoder.rows(rows).concat(), (Some(rest), encoder)))
+                        }
+                        Some(Err(e)) => {
+                            let end = encoder.tail(Some(ApiError::from(e)));
+                            Some((end, (None, encoder)))
+                        }
+                        None => Some((encoder.tail(None), (None, encoder))),
+                    }
+                });
+            futures::stream::iter(chunks).chain(more).boxed()
+        }
+    };
+    let chunks = body.map(|s| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(s))));
+    let mut resp = Response::new(StreamBody::new(chunks).boxed_unsync());
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(if ndjson {
