@@ -20,7 +20,10 @@ use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
-use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement, within};
+use switchyard_backend::{
+    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, STREAM_BATCH_ROWS,
+    within,
+};
 use switchyard_config::BackendConfig;
 use switchyard_core::ir::{ExprKind, Statement};
 use switchyard_core::{BackendKind, ResultColumn, ResultSet, Table, Value};
@@ -76,31 +79,7 @@ impl MongoBackend {
     }
 
     fn map_err(&self, err: mongodb::error::Error) -> BackendError {
-        use mongodb::error::ErrorKind;
-        let backend = self.name.clone();
-        let duplicate = is_duplicate_key(&err);
-        if duplicate {
-            return BackendError::Constraint {
-                backend,
-                message: "duplicate key".to_owned(),
-            };
-        }
-        match err.kind.as_ref() {
-            ErrorKind::ServerSelection { .. }
-            | ErrorKind::Io(_)
-            | ErrorKind::ConnectionPoolCleared { .. } => BackendError::Unavailable {
-                backend,
-                source: Box::new(err),
-            },
-            ErrorKind::Command(c) => BackendError::Rejected {
-                backend,
-                message: c.message.clone(),
-            },
-            _ => BackendError::Rejected {
-                backend,
-                message: err.to_string(),
-            },
-        }
+        map_mongo_err(&self.name, err)
     }
 
     async fn run(
@@ -128,19 +107,7 @@ impl MongoBackend {
                 let docs: Vec<Document> =
                     cursor.try_collect().await.map_err(|e| self.map_err(e))?;
                 for d in docs {
-                    let mut row = Vec::with_capacity(columns.len());
-                    for (i, c) in columns.iter().enumerate() {
-                        let raw = d.get(format!("c{i}")).map_or(Ok(Value::Null), from_bson);
-                        let v = raw.and_then(|v| v.coerce(c.ty)).map_err(|message| {
-                            BackendError::Decode {
-                                backend: self.name.clone(),
-                                column: c.name.clone(),
-                                message,
-                            }
-                        })?;
-                        row.push(v);
-                    }
-                    out.rows.push(row);
+                    out.rows.push(decode_row(&d, columns, &self.name)?);
                 }
                 if global_aggregate && out.rows.is_empty() {
                     out.rows.push(empty_aggregate_row(statement, &self.name)?);
@@ -288,6 +255,64 @@ impl Backend for MongoBackend {
         within(&self.name, self.timeout, run).await
     }
 
+    async fn stream(&self, fragment: Fragment<'_>) -> Result<RowStream, BackendError> {
+        let command = self.command(fragment)?;
+        let columns = fragment.query.statement.result_columns();
+        let Command::Aggregate {
+            collection,
+            pipeline,
+            global_aggregate: false,
+        } = command
+        else {
+            let run = self.run(command, &columns, &fragment.query.statement);
+            return Ok(RowStream::whole(
+                within(&self.name, self.timeout, run).await?,
+            ));
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let coll = self.db.collection::<Document>(&collection);
+        let (name, timeout, cols) = (self.name.clone(), self.timeout, columns.clone());
+        tokio::spawn(async move {
+            let pump = async {
+                let mut cursor = coll
+                    .aggregate(pipeline)
+                    .await
+                    .map_err(|e| map_mongo_err(&name, e))?;
+                let mut batch = Vec::with_capacity(STREAM_BATCH_ROWS);
+                while let Some(d) = cursor
+                    .try_next()
+                    .await
+                    .map_err(|e| map_mongo_err(&name, e))?
+                {
+                    batch.push(decode_row(&d, &cols, &name)?);
+                    if batch.len() == STREAM_BATCH_ROWS {
+                        let full =
+                            std::mem::replace(&mut batch, Vec::with_capacity(STREAM_BATCH_ROWS));
+                        if tx.send(Ok(full)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(batch)).await;
+                Ok(())
+            };
+            if let Err(e) = within(&name, timeout, pump).await {
+                // The receiver may be gone (client disconnected): nothing left to tell.
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        let first = match rx.recv().await {
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => return Err(e),
+            None => Vec::new(),
+        };
+        Ok(RowStream {
+            columns,
+            first,
+            rest: Some(rx),
+        })
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         let ping = self.db.run_command(doc! { "ping": 1 });
         within(&self.name, self.timeout, async {
@@ -346,4 +371,54 @@ impl Backend for MongoBackend {
         }
         Ok(())
     }
+}
+
+/// A driver error as a backend error: duplicate key, unreachable or rejected.
+fn map_mongo_err(name: &str, err: mongodb::error::Error) -> BackendError {
+    use mongodb::error::ErrorKind;
+    let backend = name.to_owned();
+    let duplicate = is_duplicate_key(&err);
+    if duplicate {
+        return BackendError::Constraint {
+            backend,
+            message: "duplicate key".to_owned(),
+        };
+    }
+    match err.kind.as_ref() {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. } => BackendError::Unavailable {
+            backend,
+            source: Box::new(err),
+        },
+        ErrorKind::Command(c) => BackendError::Rejected {
+            backend,
+            message: c.message.clone(),
+        },
+        _ => BackendError::Rejected {
+            backend,
+            message: err.to_string(),
+        },
+    }
+}
+
+/// One result document (fields `c0`, `c1`, ...) as a row of the declared types.
+fn decode_row(
+    d: &Document,
+    columns: &[ResultColumn],
+    backend: &str,
+) -> Result<Vec<Value>, BackendError> {
+    let mut row = Vec::with_capacity(columns.len());
+    for (i, c) in columns.iter().enumerate() {
+        let raw = d.get(format!("c{i}")).map_or(Ok(Value::Null), from_bson);
+        let v = raw
+            .and_then(|v| v.coerce(c.ty))
+            .map_err(|message| BackendError::Decode {
+                backend: backend.to_owned(),
+                column: c.name.clone(),
+                message,
+            })?;
+        row.push(v);
+    }
+    Ok(row)
 }
