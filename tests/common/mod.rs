@@ -309,6 +309,8 @@ pub async fn start_server(config: Config) -> TestServer {
 pub struct Answer {
     pub status: u16,
     pub body: serde_json::Value,
+    /// The body as text.
+    pub text: String,
 }
 
 /// Sends one HTTP/1.1 request on a fresh connection.
@@ -336,7 +338,8 @@ pub async fn http(
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Answer { status, body }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Answer { status, body, text }
 }
 
 /// POSTs a JSON body.

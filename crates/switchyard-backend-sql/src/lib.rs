@@ -21,8 +21,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 use switchyard_backend::{
-    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, STREAM_BATCH_ROWS,
-    within,
+    Backend, BackendError, Capabilities, Fragment, NativeStatement, PoolState, RowStream,
+    STREAM_BATCH_ROWS, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::value::format_timestamp;
@@ -369,6 +369,18 @@ impl Backend for SqlBackend {
 
     async fn health(&self) -> Result<(), BackendError> {
         self.run_ddl("SELECT 1".to_owned()).await
+    }
+
+    fn pool_state(&self) -> Option<PoolState> {
+        let (size, idle) = match &self.pool {
+            Pool::Postgres(p) => (p.size(), p.num_idle()),
+            Pool::Mysql(p) => (p.size(), p.num_idle()),
+            Pool::Sqlite(p) => (p.size(), p.num_idle()),
+        };
+        Some(PoolState {
+            size,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+        })
     }
 
     async fn ensure_table(&self, table: &Table) -> Result<(), BackendError> {

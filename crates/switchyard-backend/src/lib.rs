@@ -152,6 +152,15 @@ pub async fn within<T>(
     }
 }
 
+/// Connections of a backend's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Open connections.
+    pub size: u32,
+    /// Open and idle.
+    pub idle: u32,
+}
+
 /// Rows per batch of a streamed SELECT.
 pub const STREAM_BATCH_ROWS: usize = 512;
 
@@ -200,6 +209,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// Checks that the store answers.
     async fn health(&self) -> Result<(), BackendError>;
+    /// Connections of its pool, for stores with one the router manages.
+    fn pool_state(&self) -> Option<PoolState> {
+        None
+    }
     /// Creates the physical table (collection, ...) of `table` on this backend if it is missing.
     async fn ensure_table(&self, table: &Table) -> Result<(), BackendError>;
 }

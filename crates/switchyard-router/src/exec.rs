@@ -114,6 +114,15 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// Counts a merge operator run in the router.
+    fn used(&self, operator: &str) {
+        self.router
+            .metrics
+            .merge_operators
+            .with_label_values(&[operator])
+            .inc();
+    }
+
     fn caps(&self, backend: usize) -> Capabilities {
         self.router
             .backends
@@ -255,6 +264,7 @@ impl<'a> Exec<'a> {
         node: &MergeNode,
         fragments: &[usize],
     ) -> Result<Option<Vec<Row>>, RouterError> {
+        self.used(node.op.as_str());
         let s = self.select;
         let backends: Vec<usize> = fragments
             .iter()
@@ -891,6 +901,7 @@ impl<'a> Exec<'a> {
                     .and_then(|r| {
                         let keys = self.keys_of(&relations, r.from.access, r.from.column, max)?;
                         tracing::debug!(keys = keys.len(), "semi-join reduction");
+                        self.used("semi_join");
                         Some(Reduce {
                             access: r.to.access,
                             column: r.to.column,
@@ -953,6 +964,9 @@ impl<'a> Exec<'a> {
                         .nodes
                         .get(n)
                         .ok_or_else(|| no_route(format!("node {n} does not exist")))?;
+                    if !matches!(node.op, MergeOp::HashJoin { .. }) {
+                        self.used(node.op.as_str());
+                    }
                     let pass = |i: Input| {
                         reduce
                             .clone()
@@ -1080,6 +1094,13 @@ impl<'a> Exec<'a> {
             .into_iter()
             .filter(|k| !hits.contains(&ops::keys_of(k)))
             .collect();
+        let lookups = &self.router.metrics.cache_lookups;
+        lookups
+            .with_label_values(&[table.name.as_str(), "hit"])
+            .inc_by(hits.len() as u64);
+        lookups
+            .with_label_values(&[table.name.as_str(), "miss"])
+            .inc_by(missing.len() as u64);
         if missing.is_empty() {
             return Ok(vec![Relation {
                 accesses: vec![access],
@@ -1109,6 +1130,9 @@ impl<'a> Exec<'a> {
         };
         let (rows, filled) = ops::first_hit(cached, source_rows, row_key);
         if fill && !filled.is_empty() {
+            lookups
+                .with_label_values(&[table.name.as_str(), "fill"])
+                .inc_by(filled.len() as u64);
             self.fill_cache(frag.backend, access, table, &filled).await;
         }
         Ok(vec![Relation {
@@ -1233,6 +1257,7 @@ impl<'a> Exec<'a> {
                 offsets: &self.layout.offsets,
                 params: &self.query.params,
             };
+            self.used("hash_join");
             current.rows = ops::hash_join(current.rows, right.rows, &spec, self.budget)?;
             joined.extend(right.accesses.iter().copied());
         }

@@ -6,6 +6,7 @@
 //! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
 
 mod exec;
+pub mod metrics;
 mod stats;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use switchyard_plugin_host::{
 };
 use tracing::Instrument;
 
+use metrics::Metrics;
 use stats::BackendStats;
 
 /// The request context (`"context"` of `/v1/query`), handed to placement plugins.
@@ -209,6 +211,7 @@ pub struct Router {
     catalog: Catalog,
     backends: IndexMap<String, Arc<dyn Backend>>,
     stats: Vec<Arc<BackendStats>>,
+    metrics: Metrics,
     plugins: Option<Arc<PluginSet>>,
     watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     query_timeout: Duration,
@@ -330,6 +333,7 @@ impl Router {
             catalog,
             backends,
             stats,
+            metrics: Metrics::new(),
             plugins: None,
             watcher: std::sync::Mutex::new(None),
             query_timeout,
@@ -407,7 +411,20 @@ impl Router {
         let Some((module, plugin)) = self.plugins.as_ref().and_then(|s| s.select(context)) else {
             return Ok((plan, Planner::Default, request));
         };
-        match plugin.route(&request) {
+        let call_started = Instant::now();
+        let routed = plugin.route(&request);
+        let (name, version) = (plugin.info.name.as_str(), plugin.info.version.as_str());
+        self.metrics
+            .plugin_route_duration
+            .with_label_values(&[name, version])
+            .observe(call_started.elapsed().as_secs_f64());
+        if let Err(e) = &routed {
+            self.metrics
+                .plugin_failures
+                .with_label_values(&[name, version, e.kind()])
+                .inc();
+        }
+        match routed {
             Ok(route) => {
                 plan.route = route;
                 let planner = Planner::Plugin {
@@ -422,6 +439,10 @@ impl Router {
                     .stats
                     .fallbacks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .plugin_failures
+                    .with_label_values(&[name, version, "fallback"])
+                    .inc();
                 tracing::warn!(plugin = %plugin.info.name, version = %plugin.info.version, error = %err, "plugin failed; using the default route");
                 Ok((
                     plan,
@@ -445,7 +466,38 @@ impl Router {
         params: &[serde_json::Value],
         context: &Context,
     ) -> Result<Answer, RouterError> {
+        let _in_flight = metrics::InFlight::new(&self.metrics.queries_in_flight);
+        let started = Instant::now();
+        let mut kind = "unknown";
+        let result = self.stream_inner(sql, params, context, &mut kind).await;
+        self.observe_query(kind, started, result.as_ref().err());
+        result
+    }
+
+    /// Statement latency, outcome and error code.
+    fn observe_query(&self, kind: &str, started: Instant, error: Option<&RouterError>) {
+        let outcome = if error.is_some() { "error" } else { "ok" };
+        self.metrics
+            .query_duration
+            .with_label_values(&[kind, outcome])
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(e) = error {
+            self.metrics
+                .query_errors
+                .with_label_values(&[e.code().as_str()])
+                .inc();
+        }
+    }
+
+    async fn stream_inner(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        context: &Context,
+        kind: &mut &'static str,
+    ) -> Result<Answer, RouterError> {
         let (plan, planner, request) = self.routed(sql, params, context).await?;
+        *kind = plan.query.statement.kind().as_str();
         if plan.route.write.is_none()
             && let (Some(id), Statement::Select(_)) =
                 (plan.route.as_single(), &plan.query.statement)
@@ -468,11 +520,17 @@ impl Router {
                         })
                     })
             };
-            let unreachable = matches!(streamed, Err(BackendError::Unavailable { .. }));
-            stats.record(started.elapsed(), streamed.is_err(), !unreachable);
+            self.record_fragment(
+                id,
+                started.elapsed(),
+                streamed.as_ref().map(|s| s.first.len()),
+            );
             match streamed {
                 Ok(stream) => {
-                    stats.fetched(stream.first.len());
+                    let rows_fetched = self
+                        .metrics
+                        .rows_fetched
+                        .with_label_values(&[backend.name(), backend.kind().as_str()]);
                     let rest = stream.rest.map(|rx| {
                         futures::stream::unfold(rx, |mut rx| async move {
                             rx.recv().await.map(|batch| (batch, rx))
@@ -480,6 +538,7 @@ impl Router {
                         .map(move |batch| {
                             if let Ok(rows) = &batch {
                                 stats.fetched(rows.len());
+                                rows_fetched.inc_by(rows.len() as u64);
                             }
                             batch.map_err(RouterError::from)
                         })
@@ -513,8 +572,17 @@ impl Router {
         params: &[serde_json::Value],
         context: &Context,
     ) -> Result<ResultSet, RouterError> {
-        let (plan, planner, request) = self.routed(sql, params, context).await?;
-        self.run_routed(&plan, &planner, &request).await
+        let _in_flight = metrics::InFlight::new(&self.metrics.queries_in_flight);
+        let started = Instant::now();
+        let mut kind = "unknown";
+        let result = async {
+            let (plan, planner, request) = self.routed(sql, params, context).await?;
+            kind = plan.query.statement.kind().as_str();
+            self.run_routed(&plan, &planner, &request).await
+        }
+        .await;
+        self.observe_query(kind, started, result.as_ref().err());
+        result
     }
 
     async fn run_routed(
@@ -634,12 +702,82 @@ impl Router {
         let _in_flight = stats.start();
         let started = Instant::now();
         let result = backend.execute(fragment).await;
-        let unreachable = matches!(result, Err(BackendError::Unavailable { .. }));
-        stats.record(started.elapsed(), result.is_err(), !unreachable);
-        if let Ok(rs) = &result {
-            stats.fetched(rs.rows.len());
-        }
+        self.record_fragment(
+            id,
+            started.elapsed(),
+            result.as_ref().map(|rs| rs.rows.len()),
+        );
         Ok(result?)
+    }
+
+    /// Records one statement sent to backend `id`: health, latency, rows, failures.
+    fn record_fragment(&self, id: usize, elapsed: Duration, result: Result<usize, &BackendError>) {
+        let Some(((name, backend), stats)) = self.backends.get_index(id).zip(self.stats.get(id))
+        else {
+            return;
+        };
+        let unreachable = matches!(result, Err(BackendError::Unavailable { .. }));
+        stats.record(elapsed, result.is_err(), !unreachable);
+        let kind = backend.kind().as_str();
+        let outcome = metrics::outcome(&result);
+        let m = &self.metrics;
+        m.fragments.with_label_values(&[name, kind, outcome]).inc();
+        m.fragment_duration
+            .with_label_values(&[name, kind, outcome])
+            .observe(elapsed.as_secs_f64());
+        match result {
+            Ok(rows) => {
+                stats.fetched(rows);
+                m.rows_fetched
+                    .with_label_values(&[name, kind])
+                    .inc_by(rows as u64);
+            }
+            Err(e) => m
+                .backend_errors
+                .with_label_values(&[name, metrics::backend_error_kind(e)])
+                .inc(),
+        }
+    }
+
+    /// The metric families of this router.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// `GET /metrics`: refreshes the read gauges (backend health, pools, loaded plugins,
+    /// reload totals) and renders every family in the text exposition format.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        for ((name, backend), stats) in self.backends.iter().zip(&self.stats) {
+            m.backend_up
+                .with_label_values(&[name, backend.kind().as_str()])
+                .set(i64::from(stats.status().healthy));
+            if let Some(pool) = backend.pool_state() {
+                m.pool_connections
+                    .with_label_values(&[name, "idle"])
+                    .set(i64::from(pool.idle));
+                m.pool_connections
+                    .with_label_values(&[name, "active"])
+                    .set(i64::from(pool.size.saturating_sub(pool.idle)));
+            }
+        }
+        m.plugin_info.reset();
+        for p in self.plugin_listing() {
+            if let Some(l) = &p.loaded {
+                m.plugin_info
+                    .with_label_values(&[&p.module, &l.name, &l.version, &l.contract])
+                    .set(1);
+            }
+            metrics::catch_up(
+                &m.plugin_reloads.with_label_values(&[&p.module, "loaded"]),
+                p.reloads_ok,
+            );
+            metrics::catch_up(
+                &m.plugin_reloads.with_label_values(&[&p.module, "failed"]),
+                p.reloads_failed,
+            );
+        }
+        m.render()
     }
 
     /// Drops the written rows from a cache placement: the keys when the statement pins them, the

@@ -178,17 +178,50 @@ async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -> Re
         (Method::POST, "/v1/explain") => query(&state, req, true).await,
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
         (Method::GET, "/readyz") => Ok(ready(&state).await),
+        (Method::GET, "/metrics") => {
+            let mut resp =
+                Response::new(Full::new(Bytes::from(state.router.render_metrics())).boxed_unsync());
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(resp)
+        }
         (_, p) if p.starts_with("/admin/") => admin(&state, req, peer, &method, p).await,
-        (_, "/v1/query" | "/v1/explain" | "/healthz" | "/readyz") => Err(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{method} is not allowed on {path}"),
-        )),
+        (_, "/v1/query" | "/v1/explain" | "/healthz" | "/readyz" | "/metrics") => {
+            Err(ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
         _ => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no endpoint at {path}"),
         )),
     };
     let response = result.unwrap_or_else(|e| error_response(&e));
+    let endpoint = match path.as_str() {
+        "/v1/query" => "query",
+        "/v1/explain" => "explain",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        p if p.starts_with("/admin/") => "admin",
+        _ => "other",
+    };
+    let status_class = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    state
+        .router
+        .metrics()
+        .http_requests
+        .with_label_values(&[endpoint, status_class])
+        .inc();
     tracing::debug!(method = %method, path = %path, status = response.status().as_u16(), "request served");
     response
 }
