@@ -132,6 +132,20 @@ async fn cross_store_join() {
         }
     })
     .await;
+    // Where the router's time went: statements per query and their mean latency, per store.
+    let mut spent = Vec::new();
+    for (name, kind) in [("mongo", "mongodb"), ("pg", "postgres")] {
+        let h = router
+            .metrics()
+            .fragment_duration
+            .with_label_values(&[name, kind, "ok"]);
+        let runs = (n + n / 10) as f64;
+        spent.push(format!(
+            "{name}: {:.1} statements/query, mean {:.0} us",
+            h.get_sample_count() as f64 / runs,
+            h.get_sample_sum() * 1e6 / h.get_sample_count().max(1) as f64
+        ));
+    }
     let opts: sqlx::postgres::PgConnectOptions = pg.backend.url.parse().unwrap();
     let schema = pg.backend.schema.clone().unwrap();
     let pool = sqlx::PgPool::connect_with(opts.options([("search_path", schema)]))
@@ -221,7 +235,7 @@ async fn cross_store_join() {
     let direct = direct_calls(false).await;
     let direct_pipelines = direct_calls(true).await;
     header("1. a customer's orders + payments + lines + product names (200 customers)");
-    row("router, ecommerce plugin", via_router, "");
+    row("router, ecommerce plugin", via_router, &spent.join("; "));
     row(
         "sum of the 4 direct driver calls (Mongo, PG, PG, Mongo)",
         direct,
