@@ -264,3 +264,86 @@ async fn a_workload_moves_the_expected_series() {
             .all(|k| !k.contains("SELECT") && !k.contains("c000001"))
     );
 }
+
+/// The admin views an operator reads next to the dashboards: live backend health with recent
+/// latency and pools, the catalog, and the effective configuration without secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_shows_backends_catalog_and_redacted_config() {
+    let sqlite = TestStore::new(Store::Sqlite);
+    let mut config = common::shop_on(sqlite.backend.clone());
+    // A password in a URL (PostgreSQL trusts the loopback, so it answers), and a store that is down.
+    let pg_url = common::pg_url().replacen("://postgres@", "://postgres:hunter2@", 1);
+    config.backends.insert(
+        "pg_secret".to_owned(),
+        common::backend(BackendKind::Postgres, pg_url),
+    );
+    config.backends.insert(
+        "down".to_owned(),
+        common::backend(BackendKind::Redis, "redis://127.0.0.1:1/0".to_owned()),
+    );
+    let server = start_server(config).await;
+    let customers = switchyard_seed::generate(1)
+        .into_iter()
+        .find(|t| t.table == "customers")
+        .unwrap();
+    server
+        .router
+        .seed_table(
+            "customers",
+            &customers.columns,
+            customers.rows,
+            500,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    let r = query(server.addr, "SELECT name FROM customers", json!([])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let get = |path: &'static str| common::http(server.addr, "GET", path, None, Vec::new());
+    let backends = get("/admin/backends").await;
+    assert_eq!(backends.status, 200, "{}", backends.body);
+    let find = |name: &str| {
+        backends.body["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backend"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let db = find("db");
+    assert_eq!(db["kind"], "sqlite");
+    assert_eq!(db["healthy"], true);
+    assert!(db["check_latency_us"].as_u64().is_some());
+    assert!(db["pool"]["open"].as_u64().unwrap() >= 1);
+    assert!(db["recent"]["p50_us"].as_u64().is_some());
+    let down = find("down");
+    assert_eq!(down["healthy"], false);
+    assert_eq!(down["error"]["code"], "BACKEND_UNAVAILABLE");
+    assert_eq!(find("pg_secret")["healthy"], true);
+
+    let catalog = get("/admin/catalog").await;
+    assert_eq!(catalog.status, 200);
+    assert_eq!(
+        catalog.body["tables"]["orders"]["primary_key"],
+        json!(["order_id"])
+    );
+    assert_eq!(
+        catalog.body["tables"]["orders"]["placements"][0]["backend"],
+        "db"
+    );
+
+    let effective = get("/admin/config").await;
+    assert_eq!(effective.status, 200);
+    assert!(!effective.text.contains("hunter2"), "{}", effective.text);
+    assert_eq!(
+        effective.body["backends"]["pg_secret"]["url"],
+        common::pg_url().replacen("://postgres@", "://postgres:***@", 1)
+    );
+    assert!(
+        effective.body["execution"]["max_query_rows"]
+            .as_u64()
+            .is_some()
+    );
+}

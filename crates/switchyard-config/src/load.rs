@@ -704,7 +704,7 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../router.toml");
         let text = std::fs::read_to_string(path).expect("router.toml");
         let c = parse_str(&text, "router.toml", &|_| None).expect("valid");
-        assert_eq!(c.tables.len(), 8);
+        assert_eq!(c.tables.len(), 9);
         assert!(c.backends.contains_key("pg"));
     }
 

@@ -204,6 +204,21 @@ pub struct BackendHealth {
     pub result: Result<Duration, BackendError>,
 }
 
+/// A backend as `GET /admin/backends` shows it.
+#[derive(Debug, Clone)]
+pub struct BackendDetail {
+    /// Backend name.
+    pub backend: String,
+    /// Kind.
+    pub kind: &'static str,
+    /// Health and latency of recent statements.
+    pub status: switchyard_core::routing::BackendStatus,
+    /// Pool connections, for pooled stores.
+    pub pool: Option<switchyard_backend::PoolState>,
+    /// Rows read from it since start.
+    pub rows_fetched: u64,
+}
+
 /// The engine.
 #[derive(Debug)]
 pub struct Router {
@@ -737,6 +752,21 @@ impl Router {
                 .with_label_values(&[name, metrics::backend_error_kind(e)])
                 .inc(),
         }
+    }
+
+    /// Every backend with its recent status, pool and rows fetched (`GET /admin/backends`).
+    pub fn backend_details(&self) -> Vec<BackendDetail> {
+        self.backends
+            .iter()
+            .zip(&self.stats)
+            .map(|((name, b), stats)| BackendDetail {
+                backend: name.clone(),
+                kind: b.kind().as_str(),
+                status: stats.status(),
+                pool: b.pool_state(),
+                rows_fetched: stats.rows_fetched(),
+            })
+            .collect()
     }
 
     /// The metric families of this router.

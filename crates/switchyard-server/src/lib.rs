@@ -486,7 +486,28 @@ async fn admin(
                 &json!({ "reloaded": results, "plugins": plugins_json(&state.router)["plugins"] }),
             ))
         }
-        (_, "/admin/plugins" | "/admin/plugins/reload") => Err(ApiError::new(
+        (&Method::GET, "/admin/backends") => Ok(json_response(
+            StatusCode::OK,
+            &backends_json(&state.router).await,
+        )),
+        (&Method::GET, "/admin/catalog") => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "tables": state.router.config().tables }),
+        )),
+        (&Method::GET, "/admin/config") => {
+            let mut config = serde_json::to_value(state.router.config())
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+            redact(&mut config);
+            Ok(json_response(StatusCode::OK, &config))
+        }
+        (
+            _,
+            "/admin/plugins"
+            | "/admin/plugins/reload"
+            | "/admin/backends"
+            | "/admin/catalog"
+            | "/admin/config",
+        ) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
         )),
@@ -494,6 +515,66 @@ async fn admin(
             ErrorCode::NotFound,
             format!("no endpoint at {path}"),
         )),
+    }
+}
+
+/// Every backend: a live health check (latency or error code), recent statement latency,
+/// failures, in-flight statements, pool connections and rows fetched.
+async fn backends_json(router: &Router) -> serde_json::Value {
+    let checks = router.check().await;
+    let details = router.backend_details();
+    let backends: Vec<serde_json::Value> = details
+        .iter()
+        .map(|d| {
+            let check = checks.iter().find(|c| c.backend == d.backend);
+            let (healthy, check_us, error) = match check.map(|c| &c.result) {
+                Some(Ok(elapsed)) => (
+                    true,
+                    Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)),
+                    None,
+                ),
+                // The backend error's display never carries the connection string.
+                Some(Err(e)) => (
+                    false,
+                    None,
+                    Some(json!({ "code": e.code().as_str(), "message": e.to_string() })),
+                ),
+                None => (d.status.healthy, None, None),
+            };
+            json!({
+                "backend": d.backend,
+                "kind": d.kind,
+                "healthy": healthy,
+                "check_latency_us": check_us,
+                "error": error,
+                "recent": {
+                    "p50_us": d.status.p50_micros,
+                    "p99_us": d.status.p99_micros,
+                    "error_rate": d.status.error_rate,
+                    "in_flight": d.status.in_flight,
+                },
+                "pool": d.pool.map(|p| json!({ "open": p.size, "idle": p.idle, "active": p.size.saturating_sub(p.idle) })),
+                "rows_fetched": d.rows_fetched,
+            })
+        })
+        .collect();
+    json!({ "backends": backends })
+}
+
+/// Hides secrets in the effective configuration: the password of every URL.
+fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Some((scheme, rest)) = s.split_once("://")
+                && let Some((userinfo, host)) = rest.split_once('@')
+                && let Some((user, _password)) = userinfo.split_once(':')
+            {
+                *s = format!("{scheme}://{user}:***@{host}");
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact),
+        _ => {}
     }
 }
 
