@@ -14,6 +14,8 @@ pub mod defaults {
     pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
     /// `server.query_timeout_ms`.
     pub const QUERY_TIMEOUT_MS: u64 = 30_000;
+    /// `server.slow_query_ms`.
+    pub const SLOW_QUERY_MS: u64 = 1_000;
     /// `backends.*.pool_max_connections`.
     pub const POOL_MAX_CONNECTIONS: u32 = 10;
     /// `backends.*.connect_timeout_ms`.
@@ -79,6 +81,9 @@ pub mod defaults {
     }
     pub(crate) fn query_timeout_ms() -> u64 {
         QUERY_TIMEOUT_MS
+    }
+    pub(crate) fn slow_query_ms() -> u64 {
+        SLOW_QUERY_MS
     }
     pub(crate) fn pool_max_connections() -> u32 {
         POOL_MAX_CONNECTIONS
@@ -237,6 +242,10 @@ pub struct ServerConfig {
     /// Time a whole query may take, in milliseconds; past it the client gets `TIMEOUT`.
     #[serde(default = "defaults::query_timeout_ms")]
     pub query_timeout_ms: u64,
+    /// Statements slower than this, in milliseconds, are logged at WARN with their route and
+    /// timings (never parameter values); 0 turns the slow-query log off.
+    #[serde(default = "defaults::slow_query_ms")]
+    pub slow_query_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -245,6 +254,7 @@ impl Default for ServerConfig {
             listen: defaults::listen(),
             max_body_bytes: defaults::MAX_BODY_BYTES,
             query_timeout_ms: defaults::QUERY_TIMEOUT_MS,
+            slow_query_ms: defaults::SLOW_QUERY_MS,
         }
     }
 }

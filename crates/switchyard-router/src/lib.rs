@@ -9,6 +9,7 @@ mod exec;
 pub mod metrics;
 mod stats;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -202,6 +203,29 @@ pub struct BackendHealth {
     pub kind: &'static str,
     /// `Ok` when the backend answered.
     pub result: Result<Duration, BackendError>,
+}
+
+tokio::task_local! {
+    /// The statements of the running query with their latency (backend, microseconds).
+    static FRAGMENT_TIMES: RefCell<Vec<(String, u64)>>;
+}
+
+/// What the slow-query log says of a statement besides its timings.
+#[derive(Debug)]
+struct QueryTrace {
+    kind: &'static str,
+    planner: String,
+    route: String,
+}
+
+impl Default for QueryTrace {
+    fn default() -> Self {
+        Self {
+            kind: "unknown",
+            planner: String::new(),
+            route: String::new(),
+        }
+    }
 }
 
 /// A backend as `GET /admin/backends` shows it.
@@ -427,7 +451,15 @@ impl Router {
             return Ok((plan, Planner::Default, request));
         };
         let call_started = Instant::now();
-        let routed = plugin.route(&request);
+        let routed = {
+            let _span = tracing::debug_span!(
+                "plugin_route",
+                plugin = %plugin.info.name,
+                version = %plugin.info.version
+            )
+            .entered();
+            plugin.route(&request)
+        };
         let (name, version) = (plugin.info.name.as_str(), plugin.info.version.as_str());
         self.metrics
             .plugin_route_duration
@@ -483,25 +515,92 @@ impl Router {
     ) -> Result<Answer, RouterError> {
         let _in_flight = metrics::InFlight::new(&self.metrics.queries_in_flight);
         let started = Instant::now();
-        let mut kind = "unknown";
-        let result = self.stream_inner(sql, params, context, &mut kind).await;
-        self.observe_query(kind, started, result.as_ref().err());
+        let mut trace = QueryTrace::default();
+        let (result, fragments) = FRAGMENT_TIMES
+            .scope(RefCell::new(Vec::new()), async {
+                let result = self.stream_inner(sql, params, context, &mut trace).await;
+                (result, FRAGMENT_TIMES.with(RefCell::take))
+            })
+            .await;
+        self.observe_query(&trace, sql, started, &fragments, result.as_ref().err());
         result
     }
 
-    /// Statement latency, outcome and error code.
-    fn observe_query(&self, kind: &str, started: Instant, error: Option<&RouterError>) {
+    /// Statement latency, outcome and error code; the slow-query log.
+    fn observe_query(
+        &self,
+        trace: &QueryTrace,
+        sql: &str,
+        started: Instant,
+        fragments: &[(String, u64)],
+        error: Option<&RouterError>,
+    ) {
+        let elapsed = started.elapsed();
         let outcome = if error.is_some() { "error" } else { "ok" };
         self.metrics
             .query_duration
-            .with_label_values(&[kind, outcome])
-            .observe(started.elapsed().as_secs_f64());
+            .with_label_values(&[trace.kind, outcome])
+            .observe(elapsed.as_secs_f64());
         if let Some(e) = error {
             self.metrics
                 .query_errors
                 .with_label_values(&[e.code().as_str()])
                 .inc();
         }
+        let threshold = self.config.server.slow_query_ms;
+        if threshold > 0 && elapsed >= Duration::from_millis(threshold) {
+            let timings: Vec<String> = fragments
+                .iter()
+                .map(|(backend, us)| format!("{backend}:{us}us"))
+                .collect();
+            // The text as sent, never the bound parameter values.
+            let mut text: String = sql.chars().take(1000).collect();
+            if text.len() < sql.len() {
+                text.push_str("...");
+            }
+            tracing::warn!(
+                statement = trace.kind,
+                outcome,
+                code = error.map(|e| e.code().as_str()),
+                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                planner = %trace.planner,
+                route = %trace.route,
+                fragments = %timings.join(" "),
+                sql = %text,
+                "slow query"
+            );
+        }
+    }
+
+    /// A route in one line for logs: `backend[tables]` per fragment, then the merges.
+    fn route_summary(&self, route: &Route, request: &RouteRequest) -> String {
+        let mut parts: Vec<String> = route
+            .fragments
+            .iter()
+            .map(|f| {
+                let backend = self
+                    .backends
+                    .get_index(f.backend)
+                    .map_or("?", |(n, _)| n.as_str());
+                let tables: Vec<&str> = f
+                    .accesses
+                    .iter()
+                    .filter_map(|a| request.accesses.get(*a))
+                    .filter_map(|x| {
+                        self.catalog
+                            .tables
+                            .get_index(x.table)
+                            .map(|(n, _)| n.as_str())
+                    })
+                    .collect();
+                format!("{backend}[{}]", tables.join(","))
+            })
+            .collect();
+        let merges: Vec<&str> = route.nodes.iter().map(|n| n.op.as_str()).collect();
+        if !merges.is_empty() {
+            parts.push(format!("merge:{}", merges.join(",")));
+        }
+        parts.join(" ")
     }
 
     async fn stream_inner(
@@ -509,10 +608,12 @@ impl Router {
         sql: &str,
         params: &[serde_json::Value],
         context: &Context,
-        kind: &mut &'static str,
+        trace: &mut QueryTrace,
     ) -> Result<Answer, RouterError> {
         let (plan, planner, request) = self.routed(sql, params, context).await?;
-        *kind = plan.query.statement.kind().as_str();
+        trace.kind = plan.query.statement.kind().as_str();
+        trace.planner = planner.describe();
+        trace.route = self.route_summary(&plan.route, &request);
         if plan.route.write.is_none()
             && let (Some(id), Statement::Select(_)) =
                 (plan.route.as_single(), &plan.query.statement)
@@ -589,14 +690,21 @@ impl Router {
     ) -> Result<ResultSet, RouterError> {
         let _in_flight = metrics::InFlight::new(&self.metrics.queries_in_flight);
         let started = Instant::now();
-        let mut kind = "unknown";
-        let result = async {
-            let (plan, planner, request) = self.routed(sql, params, context).await?;
-            kind = plan.query.statement.kind().as_str();
-            self.run_routed(&plan, &planner, &request).await
-        }
-        .await;
-        self.observe_query(kind, started, result.as_ref().err());
+        let mut trace = QueryTrace::default();
+        let (result, fragments) = FRAGMENT_TIMES
+            .scope(RefCell::new(Vec::new()), async {
+                let result = async {
+                    let (plan, planner, request) = self.routed(sql, params, context).await?;
+                    trace.kind = plan.query.statement.kind().as_str();
+                    trace.planner = planner.describe();
+                    trace.route = self.route_summary(&plan.route, &request);
+                    self.run_routed(&plan, &planner, &request).await
+                }
+                .await;
+                (result, FRAGMENT_TIMES.with(RefCell::take))
+            })
+            .await;
+        self.observe_query(&trace, sql, started, &fragments, result.as_ref().err());
         result
     }
 
@@ -716,7 +824,12 @@ impl Router {
         let stats = &self.stats[id];
         let _in_flight = stats.start();
         let started = Instant::now();
-        let result = backend.execute(fragment).await;
+        let span = tracing::debug_span!(
+            "fragment",
+            backend = backend.name(),
+            kind = backend.kind().as_str()
+        );
+        let result = backend.execute(fragment).instrument(span).await;
         self.record_fragment(
             id,
             started.elapsed(),
@@ -733,6 +846,13 @@ impl Router {
         };
         let unreachable = matches!(result, Err(BackendError::Unavailable { .. }));
         stats.record(elapsed, result.is_err(), !unreachable);
+        // Per-query timings for the slow-query log (outside a query, e.g. seeding: none).
+        let _ = FRAGMENT_TIMES.try_with(|t| {
+            t.borrow_mut().push((
+                name.clone(),
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            ));
+        });
         let kind = backend.kind().as_str();
         let outcome = metrics::outcome(&result);
         let m = &self.metrics;

@@ -26,6 +26,7 @@ use switchyard_core::routing::{Input, MergeOp, Route};
 use switchyard_core::{Catalog, ErrorCode, Position};
 use switchyard_router::{Planner, Router, RouterError};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 /// The HTTP status for each error code (the table in the README).
 pub fn status_of(code: ErrorCode) -> StatusCode {
@@ -170,7 +171,48 @@ pub async fn serve(
     }
 }
 
+/// The request id: the client's `x-request-id` when it is a short visible-ASCII token, else a
+/// fresh random one.
+fn request_id(req: &Request<Incoming>) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || {
+                // RandomState is seeded randomly per process and per instance.
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u64(NEXT_REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                format!("{:016x}", h.finish())
+            },
+            str::to_owned,
+        )
+}
+
+const REQUEST_ID: &str = "x-request-id";
+static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let id = request_id(&req);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let mut response = route_request(state, req, peer).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+async fn route_request(
+    state: AppState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let result = match (method.clone(), path.as_str()) {
