@@ -191,6 +191,8 @@ fn request_id(req: &Request<Incoming>) -> String {
 }
 
 const REQUEST_ID: &str = "x-request-id";
+/// The OpenAPI 3.1 description of this API, served at `GET /openapi.json`.
+pub const OPENAPI: &[u8] = include_bytes!("../openapi.json");
 static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -220,6 +222,12 @@ async fn route_request(
         (Method::POST, "/v1/explain") => query(&state, req, true).await,
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
         (Method::GET, "/readyz") => Ok(ready(&state).await),
+        (Method::GET, "/openapi.json") => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI)).boxed_unsync());
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(resp)
+        }
         (Method::GET, "/metrics") => {
             let mut resp =
                 Response::new(Full::new(Bytes::from(state.router.render_metrics())).boxed_unsync());
@@ -230,12 +238,13 @@ async fn route_request(
             Ok(resp)
         }
         (_, p) if p.starts_with("/admin/") => admin(&state, req, peer, &method, p).await,
-        (_, "/v1/query" | "/v1/explain" | "/healthz" | "/readyz" | "/metrics") => {
-            Err(ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                format!("{method} is not allowed on {path}"),
-            ))
-        }
+        (
+            _,
+            "/v1/query" | "/v1/explain" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json",
+        ) => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no endpoint at {path}"),
@@ -248,6 +257,7 @@ async fn route_request(
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",
+        "/openapi.json" => "openapi",
         p if p.starts_with("/admin/") => "admin",
         _ => "other",
     };
