@@ -4,7 +4,8 @@
 # Makes sure what the tests need is there first (idempotent):
 #   PostgreSQL on 127.0.0.1:5432, MariaDB on 127.0.0.1:3306, Redis on 127.0.0.1:6379, and a
 #   MongoDB-wire test server (SecantusDB from PyPI, in .cache/secantus, started on a free port for
-#   this run and stopped afterwards).
+#   this run and stopped afterwards), and the `prometheus` binary (Debian package) that the
+#   scrape test starts on a free loopback port.
 # A service that is down is started; one that is missing is installed from Debian's packages when
 # running as root (otherwise the script says what to do). Point the tests at other servers with
 #   SWITCHYARD_TEST_PG_URL, SWITCHYARD_TEST_MYSQL_URL, SWITCHYARD_TEST_REDIS_URL,
@@ -99,7 +100,17 @@ ensure_mongodb() {
 stop_mongodb() { [ -n "$mongo_pid" ] && kill "$mongo_pid" 2>/dev/null || true; }
 trap stop_mongodb EXIT
 
+# Prometheus (Debian package) for the real scrape test; SWITCHYARD_TEST_PROMETHEUS names another binary.
+ensure_prometheus() {
+  [ -n "${SWITCHYARD_TEST_PROMETHEUS:-}" ] && return 0
+  command -v prometheus >/dev/null && return 0
+  log "installing Prometheus (Debian package prometheus) for the scrape test"
+  install_pkgs --no-install-recommends prometheus
+  command -v prometheus >/dev/null || die "prometheus is missing: apt-get install -y prometheus, or set SWITCHYARD_TEST_PROMETHEUS"
+}
+
 command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs) first"
+ensure_prometheus
 ensure_postgres
 ensure_mariadb
 ensure_redis

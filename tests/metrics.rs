@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
-use common::{RedisCleanup, Store, TestStore, plugin_wasm, query, redis_url, start_server};
+use common::{RedisCleanup, Store, TestStore, plugin_wasm, query, start_server};
 use serde_json::json;
-use switchyard_config::{BackendConfig, BackendKind};
+use switchyard_config::BackendKind;
 
 /// Series as `name{label="value",...}` (labels sorted) -> value.
 async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
@@ -71,23 +71,16 @@ async fn a_workload_moves_the_expected_series() {
     let sqlite = TestStore::new(Store::Sqlite);
     let prefix = format!("{}:", common::unique_name("metrics"));
     let _cleanup = RedisCleanup(prefix.clone());
-    let mut config = common::shop_config();
-    for (name, backend) in config.backends.iter_mut() {
-        *backend = if name == "redis" {
-            BackendConfig {
-                key_prefix: Some(prefix.clone()),
-                ..common::backend(BackendKind::Redis, redis_url())
-            }
-        } else {
-            sqlite.backend.clone()
-        };
-    }
-    let config = common::with_plugins(
-        config,
-        &[("ecommerce", plugin_wasm("placement_ecommerce"))],
+    let mut config = common::with_plugins(
+        common::shop_sqlite_redis(&sqlite, &prefix),
+        &[
+            ("ecommerce", plugin_wasm("placement_ecommerce")),
+            ("panic", plugin_wasm("fixture_panic")),
+        ],
         Some("ecommerce"),
-        &[],
+        &[("broken", "panic")],
     );
+    config.plugins.on_error = switchyard_config::OnPluginError::Fallback;
     let server = start_server(config).await;
     common::seed(&server.router, 1).await;
     let addr = server.addr;
@@ -263,6 +256,75 @@ async fn a_workload_moves_the_expected_series() {
         end.keys()
             .all(|k| !k.contains("SELECT") && !k.contains("c000001"))
     );
+
+    // Failures fill the remaining families: a plugin that traps (answered by the default
+    // route) and a key-value read without its key.
+    let r = common::query_in(
+        addr,
+        "SELECT name FROM customers WHERE customer_id = 'c000001'",
+        json!([]),
+        json!({ "tenant": "broken" }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "fallback answers: {}", r.body);
+    let r = query(addr, "SELECT * FROM sessions", json!([])).await;
+    assert_eq!(r.body["error"]["code"], "NEEDS_KEY", "{}", r.body);
+    let after_failures = scrape(addr).await;
+    for kind in ["trap", "fallback"] {
+        assert_eq!(
+            delta(
+                &after_failures,
+                &end,
+                "switchyard_plugin_failures_total",
+                &[
+                    ("plugin", "fixture-panic"),
+                    ("version", "1.0.0"),
+                    ("kind", kind)
+                ]
+            ),
+            1.0,
+            "{kind}"
+        );
+    }
+
+    // Every metric the Grafana dashboard queries is one /metrics exposes.
+    let text = common::http(addr, "GET", "/metrics", None, Vec::new())
+        .await
+        .text;
+    let families: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/dashboards/switchyard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("switchyard_"));
+            for name in names {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|base| families.contains(base))
+                    .unwrap_or(name);
+                assert!(
+                    families.contains(family),
+                    "panel `{}` queries `{name}`, which /metrics does not expose",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 14, "{checked} metric references checked");
 }
 
 /// The admin views an operator reads next to the dashboards: live backend health with recent

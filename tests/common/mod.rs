@@ -507,3 +507,20 @@ pub fn placement(backend: &str, role: Role) -> PlacementConfig {
         scan_max_rows: 10_000,
     }
 }
+
+/// The shipped catalog with every non-Redis backend on one SQLite store and Redis under `prefix`
+/// (products cached in Redis, carts/sessions/hits on Redis).
+pub fn shop_sqlite_redis(sqlite: &TestStore, prefix: &str) -> Config {
+    let mut config = shop_config();
+    for (name, b) in config.backends.iter_mut() {
+        *b = if name == "redis" {
+            BackendConfig {
+                key_prefix: Some(prefix.to_owned()),
+                ..backend(BackendKind::Redis, redis_url())
+            }
+        } else {
+            sqlite.backend.clone()
+        };
+    }
+    config
+}
