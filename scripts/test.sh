@@ -5,7 +5,8 @@
 #   PostgreSQL on 127.0.0.1:5432, MariaDB on 127.0.0.1:3306, Redis on 127.0.0.1:6379, and a
 #   MongoDB-wire test server (SecantusDB from PyPI, in .cache/secantus, started on a free port for
 #   this run and stopped afterwards), and the `prometheus` binary (Debian package) that the
-#   scrape test starts on a free loopback port.
+#   scrape test starts on a free loopback port; `docker compose config` (or Debian's
+#   docker-compose) validates docker-compose.yml.
 # A service that is down is started; one that is missing is installed from Debian's packages when
 # running as root (otherwise the script says what to do). Point the tests at other servers with
 #   SWITCHYARD_TEST_PG_URL, SWITCHYARD_TEST_MYSQL_URL, SWITCHYARD_TEST_REDIS_URL,
@@ -109,7 +110,19 @@ ensure_prometheus() {
   command -v prometheus >/dev/null || die "prometheus is missing: apt-get install -y prometheus, or set SWITCHYARD_TEST_PROMETHEUS"
 }
 
+# The compose stack users start: validated (there is no container engine to run it here).
+check_compose() {
+  if docker compose version >/dev/null 2>&1; then
+    docker compose -f docker-compose.yml config -q || die "docker-compose.yml is invalid (see above)"
+    return 0
+  fi
+  command -v docker-compose >/dev/null || install_pkgs --no-install-recommends docker-compose
+  docker-compose -f docker-compose.yml config -q || die "docker-compose.yml is invalid (see above)"
+}
+
 command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs) first"
+check_compose
+log "docker-compose.yml is valid"
 ensure_prometheus
 ensure_postgres
 ensure_mariadb

@@ -491,27 +491,15 @@ async fn admin(
     path: &str,
 ) -> Result<Response<Body>, ApiError> {
     let admin_config = &state.router.config().admin;
-    if !admin_config.allow_remote && !peer.ip().is_loopback() {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "admin endpoints answer loopback callers only",
-        ));
-    }
-    if let Some(var) = &admin_config.token_env
-        && let Ok(token) = std::env::var(var)
-    {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "admin endpoints need `Authorization: Bearer <token>`",
-            ));
-        }
-    }
+    let token = admin_config
+        .token_env
+        .as_ref()
+        .and_then(|var| std::env::var(var).ok());
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    admin_guard(admin_config.allow_remote, peer, token.as_deref(), given)?;
     match (method, path) {
         (&Method::GET, "/admin/plugins") => {
             Ok(json_response(StatusCode::OK, &plugins_json(&state.router)))
@@ -628,6 +616,40 @@ fn redact(value: &mut serde_json::Value) {
         serde_json::Value::Object(map) => map.values_mut().for_each(redact),
         _ => {}
     }
+}
+
+/// Who may call the admin endpoints: loopback callers unless `allow_remote`, and, when a token
+/// is configured, only with `Authorization: Bearer <token>` (compared in constant time).
+fn admin_guard(
+    allow_remote: bool,
+    peer: SocketAddr,
+    token: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<(), ApiError> {
+    if !allow_remote && !peer.ip().is_loopback() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "admin endpoints answer loopback callers only",
+        ));
+    }
+    if let Some(token) = token {
+        let given = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let same = given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "admin endpoints need `Authorization: Bearer <token>`",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn plugins_json(router: &Router) -> serde_json::Value {
@@ -785,4 +807,58 @@ fn stream_result(answer: switchyard_router::Answer, ndjson: bool) -> Response<Bo
         }),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: Result<(), ApiError>) -> Option<&'static str> {
+        r.err().map(|e| e.code.as_str())
+    }
+
+    #[test]
+    fn admin_callers_are_loopback_and_carry_the_token() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap_or_else(|_| unreachable!());
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(code(admin_guard(false, local, None, None)), None);
+        assert_eq!(code(admin_guard(false, local6, None, None)), None);
+        assert_eq!(
+            code(admin_guard(false, remote, None, None)),
+            Some("FORBIDDEN")
+        );
+        assert_eq!(code(admin_guard(true, remote, None, None)), None);
+        // A configured token is required, from anywhere.
+        let t = Some("s3cret");
+        assert_eq!(
+            code(admin_guard(false, local, t, None)),
+            Some("UNAUTHORIZED")
+        );
+        assert_eq!(
+            code(admin_guard(false, local, t, Some("Bearer s3cre"))),
+            Some("UNAUTHORIZED")
+        );
+        assert_eq!(
+            code(admin_guard(false, local, t, Some("s3cret"))),
+            Some("UNAUTHORIZED")
+        );
+        assert_eq!(
+            code(admin_guard(false, local, t, Some("Bearer s3cret"))),
+            None
+        );
+        assert_eq!(
+            code(admin_guard(true, remote, t, Some("Bearer wrong!"))),
+            Some("UNAUTHORIZED")
+        );
+        assert_eq!(
+            code(admin_guard(true, remote, t, Some("Bearer s3cret"))),
+            None
+        );
+        // Remote refusal comes first, token or not.
+        assert_eq!(
+            code(admin_guard(false, remote, t, Some("Bearer s3cret"))),
+            Some("FORBIDDEN")
+        );
+    }
 }
