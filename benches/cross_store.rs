@@ -15,13 +15,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-use std::time::{Duration, Instant};
+mod support;
 
 use common::{RedisCleanup, Store, TestStore, plugin_wasm, polyglot, with_plugins};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::json;
+use support::measure;
 use switchyard_config::Role;
 use switchyard_core::Value;
 use switchyard_router::Router;
@@ -38,44 +38,10 @@ const TOP_10: &str = "SELECT order_id, customer_id, total FROM orders \
      ORDER BY total DESC, order_id LIMIT 10";
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::run_bench(async {
         cross_store_join().await;
         top_k_over_shards().await;
     });
-}
-
-fn stats(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    (
-        us(samples[samples.len() / 2]),
-        us(samples[(samples.len() * 99) / 100]),
-    )
-}
-
-async fn measure<F, Fut>(n: usize, mut f: F) -> (f64, f64)
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for i in 0..n / 10 {
-        f(i).await;
-    }
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        f(i).await;
-        samples.push(t.elapsed());
-    }
-    stats(samples)
 }
 
 fn customer(i: usize) -> String {

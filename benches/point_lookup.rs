@@ -6,51 +6,17 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-use std::time::{Duration, Instant};
+mod support;
 
 use common::{Store, TestStore};
 use serde_json::json;
+use support::measure;
 use switchyard_router::Router;
 
 const LOOKUP: &str = "SELECT name, state FROM customers WHERE customer_id = $1";
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
-}
-
-fn stats(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    (
-        us(samples[samples.len() / 2]),
-        us(samples[(samples.len() * 99) / 100]),
-    )
-}
-
-async fn measure<F, Fut>(n: usize, mut f: F) -> (f64, f64)
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for i in 0..n / 10 {
-        f(i).await;
-    }
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        f(i).await;
-        samples.push(t.elapsed());
-    }
-    stats(samples)
+    support::run_bench(run());
 }
 
 fn id(i: usize) -> String {
@@ -194,17 +160,7 @@ async fn redis_lookup() {
     let url = std::env::var("SWITCHYARD_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
     let prefix = format!("{}:", common::unique_name("bench"));
-    let mut config = common::shop_config();
-    for (name, backend) in config.backends.iter_mut() {
-        *backend = if name == "redis" {
-            switchyard_config::BackendConfig {
-                key_prefix: Some(prefix.clone()),
-                ..common::backend(switchyard_config::BackendKind::Redis, url.clone())
-            }
-        } else {
-            sqlite.backend.clone()
-        };
-    }
+    let config = common::shop_sqlite_redis(&sqlite, &prefix);
     let router = Router::from_config(config).await.unwrap();
     let sessions = switchyard_seed::generate(1)
         .into_iter()

@@ -251,32 +251,20 @@ async fn a_statement_the_store_refuses_is_backend_error() {
 /// row between a `columns` line and a `row_count` trailer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_stream_as_chunked_json_or_ndjson() {
-    use http_body_util::{BodyExt, Full};
     let store = TestStore::new(Store::Sqlite);
     let server = start_server(shop_on(store.backend.clone())).await;
     common::seed(&server.router, 1).await;
     let sql = "SELECT order_id, total FROM orders ORDER BY order_id";
     let send = |accept: &'static str| async move {
-        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .method("POST")
-            .uri("/v1/query")
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .header("accept", accept)
-            .body(Full::new(bytes::Bytes::from(
-                serde_json::json!({ "sql": sql }).to_string(),
-            )))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (headers, String::from_utf8(body.to_vec()).unwrap())
+        let r = common::http_with(
+            server.addr,
+            "POST",
+            "/v1/query",
+            &[("content-type", "application/json"), ("accept", accept)],
+            serde_json::json!({ "sql": sql }).to_string().into_bytes(),
+        )
+        .await;
+        (r.headers, r.text)
     };
     let (headers, body) = send("application/json").await;
     assert_eq!(headers["transfer-encoding"], "chunked");
@@ -316,27 +304,15 @@ async fn a_store_failing_midway_ends_the_stream_with_an_error() {
     pool.close().await;
     let sql = "SELECT order_id, line, quantity FROM order_items";
     let send = |accept: &'static str| async move {
-        use http_body_util::{BodyExt, Full};
-        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .method("POST")
-            .uri("/v1/query")
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .header("accept", accept)
-            .body(Full::new(bytes::Bytes::from(
-                serde_json::json!({ "sql": sql }).to_string(),
-            )))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        let r = common::http_with(
+            server.addr,
+            "POST",
+            "/v1/query",
+            &[("content-type", "application/json"), ("accept", accept)],
+            serde_json::json!({ "sql": sql }).to_string().into_bytes(),
+        )
+        .await;
+        (r.status, r.text)
     };
     let (status, text) = send("application/json").await;
     assert_eq!(status, 200, "the first rows were fine: {text}");

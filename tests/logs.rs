@@ -30,31 +30,12 @@ async fn send(
     params: serde_json::Value,
     id: Option<&str>,
 ) -> (u16, String) {
-    use http_body_util::{BodyExt, Full};
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method("POST")
-        .uri("/v1/query")
-        .header("host", "localhost")
-        .header("content-type", "application/json");
-    if let Some(id) = id {
-        req = req.header("x-request-id", id);
-    }
-    let req = req
-        .body(Full::new(bytes::Bytes::from(
-            json!({ "sql": sql, "params": params }).to_string(),
-        )))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let echoed = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
-    resp.into_body().collect().await.unwrap();
-    (status, echoed)
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(id.map(|id| ("x-request-id", id)));
+    let body = json!({ "sql": sql, "params": params }).to_string();
+    let r = common::http_with(addr, "POST", "/v1/query", &headers, body.into_bytes()).await;
+    let echoed = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    (r.status, echoed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

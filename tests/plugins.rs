@@ -311,18 +311,8 @@ fn unsafe_free_set_env(name: &str, value: &str) {
 }
 
 async fn authed(addr: std::net::SocketAddr, path: &str, token: &str) -> u16 {
-    use http_body_util::Full;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .uri(path)
-        .header("host", "localhost")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(bytes::Bytes::new()))
-        .unwrap();
-    sender.send_request(req).await.unwrap().status().as_u16()
+    let bearer = format!("Bearer {token}");
+    common::http_with(addr, "GET", path, &[("authorization", &bearer)], Vec::new())
+        .await
+        .status
 }

@@ -311,6 +311,8 @@ pub struct Answer {
     pub body: serde_json::Value,
     /// The body as text.
     pub text: String,
+    /// Response headers.
+    pub headers: hyper::HeaderMap,
 }
 
 /// Sends one HTTP/1.1 request on a fresh connection.
@@ -319,6 +321,21 @@ pub async fn http(
     method: &str,
     path: &str,
     content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Answer {
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|ct| ("content-type", ct))
+        .into_iter()
+        .collect();
+    http_with(addr, method, path, &headers, body).await
+}
+
+/// Sends one HTTP/1.1 request with the given headers on a fresh connection.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Answer {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -330,16 +347,22 @@ pub async fn http(
         .method(method)
         .uri(path)
         .header("host", "localhost");
-    if let Some(ct) = content_type {
-        req = req.header("content-type", ct);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req.body(Full::new(Bytes::from(body))).expect("request");
     let resp = sender.send_request(req).await.expect("send");
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    Answer { status, body, text }
+    Answer {
+        status,
+        body,
+        text,
+        headers,
+    }
 }
 
 /// POSTs a JSON body.

@@ -21,8 +21,7 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 use switchyard_backend::{
-    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, STREAM_BATCH_ROWS,
-    within,
+    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, spawn_stream, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::ir::{ExprKind, Statement};
@@ -269,48 +268,30 @@ impl Backend for MongoBackend {
                 within(&self.name, self.timeout, run).await?,
             ));
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let coll = self.db.collection::<Document>(&collection);
-        let (name, timeout, cols) = (self.name.clone(), self.timeout, columns.clone());
-        tokio::spawn(async move {
-            let pump = async {
+        let (name, cols) = (self.name.clone(), columns.clone());
+        spawn_stream(
+            &self.name,
+            self.timeout,
+            columns,
+            move |mut sink| async move {
                 let mut cursor = coll
                     .aggregate(pipeline)
                     .await
                     .map_err(|e| map_mongo_err(&name, e))?;
-                let mut batch = Vec::with_capacity(STREAM_BATCH_ROWS);
                 while let Some(d) = cursor
                     .try_next()
                     .await
                     .map_err(|e| map_mongo_err(&name, e))?
                 {
-                    batch.push(decode_row(&d, &cols, &name)?);
-                    if batch.len() == STREAM_BATCH_ROWS {
-                        let full =
-                            std::mem::replace(&mut batch, Vec::with_capacity(STREAM_BATCH_ROWS));
-                        if tx.send(Ok(full)).await.is_err() {
-                            return Ok(());
-                        }
+                    if !sink.push(decode_row(&d, &cols, &name)?).await {
+                        break;
                     }
                 }
-                let _ = tx.send(Ok(batch)).await;
-                Ok(())
-            };
-            if let Err(e) = within(&name, timeout, pump).await {
-                // The receiver may be gone (client disconnected): nothing left to tell.
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        let first = match rx.recv().await {
-            Some(Ok(batch)) => batch,
-            Some(Err(e)) => return Err(e),
-            None => Vec::new(),
-        };
-        Ok(RowStream {
-            columns,
-            first,
-            rest: Some(rx),
-        })
+                Ok(sink)
+            },
+        )
+        .await
     }
 
     async fn health(&self) -> Result<(), BackendError> {

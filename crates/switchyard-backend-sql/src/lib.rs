@@ -21,8 +21,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 use switchyard_backend::{
-    Backend, BackendError, Capabilities, Fragment, NativeStatement, PoolState, RowStream,
-    STREAM_BATCH_ROWS, within,
+    Backend, BackendError, Capabilities, Fragment, NativeStatement, PoolState, RowSink, RowStream,
+    spawn_stream, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::value::format_timestamp;
@@ -344,27 +344,18 @@ impl Backend for SqlBackend {
         }
         let r = self.rendered(fragment)?;
         let columns = fragment.query.statement.result_columns();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let task = StreamTask {
             name: self.name.clone(),
-            timeout: self.timeout,
+            timeout_ms: self.timeout_ms(),
             pool: self.pool.clone(),
             sql: r.sql,
             binds: r.binds,
             columns: columns.clone(),
         };
-        tokio::spawn(task.run(tx));
-        // The first batch (or the error, or the end) before the answer starts.
-        let first = match rx.recv().await {
-            Some(Ok(batch)) => batch,
-            Some(Err(e)) => return Err(e),
-            None => Vec::new(),
-        };
-        Ok(RowStream {
-            columns,
-            first,
-            rest: Some(rx),
+        spawn_stream(&self.name, self.timeout, columns, move |sink| {
+            task.rows(sink)
         })
+        .await
     }
 
     async fn health(&self) -> Result<(), BackendError> {
@@ -403,45 +394,24 @@ impl Backend for SqlBackend {
     }
 }
 
-/// A streamed SELECT, run on its own task: rows are decoded into batches of
-/// [`STREAM_BATCH_ROWS`] and sent through a bounded channel; a dropped receiver ends the task
-/// and so the statement.
+/// A streamed SELECT, read from the cursor on its own task (see [`spawn_stream`]).
 struct StreamTask {
     name: String,
-    timeout: Duration,
+    timeout_ms: u64,
     pool: Pool,
     sql: String,
     binds: Vec<(Value, LogicalType)>,
     columns: Vec<ResultColumn>,
 }
 
-type BatchSender = tokio::sync::mpsc::Sender<Result<Vec<Vec<Value>>, BackendError>>;
-
 impl StreamTask {
-    async fn run(self, tx: BatchSender) {
-        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-        let result = tokio::time::timeout(self.timeout, self.rows(&tx)).await;
-        let failure = match result {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e,
-            Err(_) => BackendError::Timeout {
-                backend: self.name.clone(),
-                after_ms: timeout_ms,
-            },
-        };
-        // The receiver may be gone (client disconnected): nothing left to tell.
-        let _ = tx.send(Err(failure)).await;
-    }
-
-    async fn rows(&self, tx: &BatchSender) -> Result<(), BackendError> {
-        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-        let sql_err = |e: sqlx::Error| map_sqlx_err(&self.name, timeout_ms, e);
+    async fn rows(self, mut sink: RowSink) -> Result<RowSink, BackendError> {
+        let sql_err = |e: sqlx::Error| map_sqlx_err(&self.name, self.timeout_ms, e);
         let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
             backend: self.name.clone(),
             column: column.name.clone(),
             message,
         };
-        let mut batch: Vec<Vec<Value>> = Vec::with_capacity(STREAM_BATCH_ROWS);
         macro_rules! pump {
             ($pool:expr, $bind:ident, $decode:ident) => {{
                 let q = self.binds.iter().cloned().fold(
@@ -455,13 +425,8 @@ impl StreamTask {
                         let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
                         values.push(raw.coerce(c.ty).map_err(|e| decode_err(c, e))?);
                     }
-                    batch.push(values);
-                    if batch.len() == STREAM_BATCH_ROWS {
-                        let full =
-                            std::mem::replace(&mut batch, Vec::with_capacity(STREAM_BATCH_ROWS));
-                        if tx.send(Ok(full)).await.is_err() {
-                            return Ok(());
-                        }
+                    if !sink.push(values).await {
+                        break;
                     }
                 }
             }};
@@ -471,8 +436,7 @@ impl StreamTask {
             Pool::Mysql(p) => pump!(p, bind_mysql, decode_mysql),
             Pool::Sqlite(p) => pump!(p, bind_sqlite, decode_sqlite),
         }
-        let _ = tx.send(Ok(batch)).await;
-        Ok(())
+        Ok(sink)
     }
 }
 

@@ -175,8 +175,7 @@ pub struct RowStream {
     /// The first batch (all rows when `rest` is `None`).
     pub first: Vec<Vec<switchyard_core::Value>>,
     /// The batches after the first, ending with an error if the store fails midway.
-    pub rest:
-        Option<tokio::sync::mpsc::Receiver<Result<Vec<Vec<switchyard_core::Value>>, BackendError>>>,
+    pub rest: Option<tokio::sync::mpsc::Receiver<Batch>>,
 }
 
 impl RowStream {
@@ -188,6 +187,70 @@ impl RowStream {
             rest: None,
         }
     }
+}
+
+type Batch = Result<Vec<Vec<Value>>, BackendError>;
+
+/// The producing side of a [`RowStream`]: gathers rows into batches of [`STREAM_BATCH_ROWS`]
+/// and sends each full one, waiting while the consumer is behind.
+#[derive(Debug)]
+pub struct RowSink {
+    tx: tokio::sync::mpsc::Sender<Batch>,
+    batch: Vec<Vec<Value>>,
+}
+
+impl RowSink {
+    /// Adds a row; `false` when the consumer is gone (stop reading: that cancels the statement).
+    pub async fn push(&mut self, row: Vec<Value>) -> bool {
+        self.batch.push(row);
+        if self.batch.len() < STREAM_BATCH_ROWS {
+            return true;
+        }
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(STREAM_BATCH_ROWS));
+        self.tx.send(Ok(full)).await.is_ok()
+    }
+}
+
+/// Streams a SELECT: `produce` reads the store on its own task, within `timeout`, pushing rows
+/// into the sink it is given and handing it back at the end. The first batch (or the error, or
+/// the end) is awaited here, so an immediate failure is returned before the answer starts; a
+/// later one ends the stream.
+pub async fn spawn_stream<F, Fut>(
+    backend: &str,
+    timeout: std::time::Duration,
+    columns: Vec<switchyard_core::ResultColumn>,
+    produce: F,
+) -> Result<RowStream, BackendError>
+where
+    F: FnOnce(RowSink) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<RowSink, BackendError>> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let sink = RowSink {
+        tx: tx.clone(),
+        batch: Vec::with_capacity(STREAM_BATCH_ROWS),
+    };
+    let name = backend.to_owned();
+    tokio::spawn(async move {
+        // The receiver may be gone (client disconnected): then there is nothing left to tell.
+        match within(&name, timeout, produce(sink)).await {
+            Ok(sink) => {
+                let _ = sink.tx.send(Ok(sink.batch)).await;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+            }
+        }
+    });
+    let first = match rx.recv().await {
+        Some(batch) => batch?,
+        None => Vec::new(),
+    };
+    Ok(RowStream {
+        columns,
+        first,
+        rest: Some(rx),
+    })
 }
 
 /// A store behind the router.

@@ -249,7 +249,7 @@ pub struct Router {
     config: Config,
     catalog: Catalog,
     backends: IndexMap<String, Arc<dyn Backend>>,
-    stats: Vec<Arc<BackendStats>>,
+    stats: Vec<BackendStats>,
     metrics: Metrics,
     plugins: Option<Arc<PluginSet>>,
     watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -363,10 +363,7 @@ impl Router {
     pub fn with_backends(config: Config, backends: IndexMap<String, Arc<dyn Backend>>) -> Router {
         let catalog = Catalog::from_config(&config);
         let query_timeout = Duration::from_millis(config.server.query_timeout_ms);
-        let stats = backends
-            .keys()
-            .map(|_| Arc::new(BackendStats::default()))
-            .collect();
+        let stats = backends.keys().map(|_| BackendStats::default()).collect();
         Router {
             config,
             catalog,
@@ -410,10 +407,17 @@ impl Router {
     /// Rows each backend has returned since start, by backend name.
     pub fn rows_fetched(&self) -> Vec<(&str, u64)> {
         self.backends
-            .keys()
-            .zip(&self.stats)
-            .map(|(name, stats)| (name.as_str(), stats.rows_fetched()))
+            .iter()
+            .map(|(name, b)| (name.as_str(), self.fetched_from(name, b.kind().as_str())))
             .collect()
+    }
+
+    /// `switchyard_backend_rows_fetched_total` of one backend.
+    fn fetched_from(&self, name: &str, kind: &str) -> u64 {
+        self.metrics
+            .rows_fetched
+            .with_label_values(&[name, kind])
+            .get()
     }
 
     /// Plans `sql` and asks the placement plugin serving `context` (if any) for the route.
@@ -619,14 +623,13 @@ impl Router {
                 (plan.route.as_single(), &plan.query.statement)
         {
             let backend = self.backend_by_id(id)?;
-            let stats = Arc::clone(&self.stats[id]);
             let fragment = Fragment {
                 query: &plan.query,
                 catalog: &self.catalog,
             };
             let started = Instant::now();
             let streamed = {
-                let _in_flight = stats.start();
+                let _in_flight = self.stats[id].start();
                 tokio::time::timeout(self.query_timeout, backend.stream(fragment))
                     .await
                     .unwrap_or_else(|_| {
@@ -653,7 +656,6 @@ impl Router {
                         })
                         .map(move |batch| {
                             if let Ok(rows) = &batch {
-                                stats.fetched(rows.len());
                                 rows_fetched.inc_by(rows.len() as u64);
                             }
                             batch.map_err(RouterError::from)
@@ -688,24 +690,18 @@ impl Router {
         params: &[serde_json::Value],
         context: &Context,
     ) -> Result<ResultSet, RouterError> {
-        let _in_flight = metrics::InFlight::new(&self.metrics.queries_in_flight);
-        let started = Instant::now();
-        let mut trace = QueryTrace::default();
-        let (result, fragments) = FRAGMENT_TIMES
-            .scope(RefCell::new(Vec::new()), async {
-                let result = async {
-                    let (plan, planner, request) = self.routed(sql, params, context).await?;
-                    trace.kind = plan.query.statement.kind().as_str();
-                    trace.planner = planner.describe();
-                    trace.route = self.route_summary(&plan.route, &request);
-                    self.run_routed(&plan, &planner, &request).await
-                }
-                .await;
-                (result, FRAGMENT_TIMES.with(RefCell::take))
-            })
-            .await;
-        self.observe_query(&trace, sql, started, &fragments, result.as_ref().err());
-        result
+        let answer = self.query_stream(sql, params, context).await?;
+        let mut rows = answer.first;
+        if let Some(mut rest) = answer.rest {
+            while let Some(batch) = rest.next().await {
+                rows.extend(batch?);
+            }
+        }
+        Ok(ResultSet {
+            columns: answer.columns,
+            rows,
+            rows_affected: answer.rows_affected,
+        })
     }
 
     async fn run_routed(
@@ -862,7 +858,6 @@ impl Router {
             .observe(elapsed.as_secs_f64());
         match result {
             Ok(rows) => {
-                stats.fetched(rows);
                 m.rows_fetched
                     .with_label_values(&[name, kind])
                     .inc_by(rows as u64);
@@ -884,7 +879,7 @@ impl Router {
                 kind: b.kind().as_str(),
                 status: stats.status(),
                 pool: b.pool_state(),
-                rows_fetched: stats.rows_fetched(),
+                rows_fetched: self.fetched_from(name, b.kind().as_str()),
             })
             .collect()
     }

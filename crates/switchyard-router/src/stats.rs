@@ -2,7 +2,7 @@
 //! statements and recent error rate.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use switchyard_core::routing::BackendStatus;
@@ -14,8 +14,6 @@ const WINDOW: usize = 128;
 pub(crate) struct BackendStats {
     healthy: AtomicBool,
     in_flight: AtomicU32,
-    /// Rows the backend returned, since start.
-    rows_fetched: AtomicU64,
     window: Mutex<Window>,
 }
 
@@ -34,7 +32,6 @@ impl Default for BackendStats {
         Self {
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
-            rows_fetched: AtomicU64::new(0),
             window: Mutex::new(Window {
                 latencies_us: Vec::with_capacity(WINDOW),
                 failures: Vec::with_capacity(WINDOW),
@@ -60,16 +57,6 @@ impl BackendStats {
     pub(crate) fn start(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
-    }
-
-    /// Counts rows a backend returned.
-    pub(crate) fn fetched(&self, rows: usize) {
-        self.rows_fetched.fetch_add(rows as u64, Ordering::Relaxed);
-    }
-
-    /// Rows the backend returned, since start.
-    pub(crate) fn rows_fetched(&self) -> u64 {
-        self.rows_fetched.load(Ordering::Relaxed)
     }
 
     /// Records one statement; `reachable` is false when the backend could not be reached.
