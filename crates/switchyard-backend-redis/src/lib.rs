@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use switchyard_backend::{Backend, BackendError, Capabilities, Fragment, NativeStatement, within};
+use switchyard_backend::{
+    Backend, BackendError, Capabilities, ChangeEvent, Fragment, NativeStatement, VersionedCache,
+    within,
+};
 use switchyard_config::{BackendConfig, RedisMode};
 use switchyard_core::ir::{BinaryOp, Expr, ExprKind, OnConflict, Statement};
 use switchyard_core::routing::{CompareOp, Route, build_request};
@@ -110,6 +113,12 @@ impl RedisBackend {
             .catalog
             .table(&name)
             .ok_or_else(|| self.unsupported(format!("unknown table `{name}`")))?;
+        self.layout_of(table)
+    }
+
+    /// How `table` sits in this store.
+    fn layout_of<'a>(&self, table: &'a Table) -> Result<Layout<'a>, BackendError> {
+        let name = &table.name;
         let placement = table
             .placement_on(&self.name)
             .ok_or_else(|| self.unsupported(format!("table `{name}` has no placement here")))?;
@@ -1224,5 +1233,201 @@ impl Backend for RedisBackend {
 
     async fn ensure_table(&self, _table: &Table) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    async fn publish_changes(
+        &self,
+        stream: &str,
+        max_len: u64,
+        events: &[ChangeEvent],
+    ) -> Result<Vec<u64>, BackendError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(PUBLISH_SCRIPT)
+            .arg(events.len() + 1)
+            .arg(format!("{}{stream}", self.prefix));
+        for e in events {
+            eval.arg(format!(
+                "{}__version:{}:{}",
+                self.prefix, e.table, e.key
+            ));
+        }
+        eval.arg(max_len);
+        for e in events {
+            eval.arg(&e.table)
+                .arg(&e.key)
+                .arg(e.operation)
+                .arg(e.saga_id.as_deref().unwrap_or(""));
+        }
+        let mut conn = self.conn.clone();
+        within(&self.name, self.timeout, async {
+            eval.query_async::<Vec<u64>>(&mut conn)
+                .await
+                .map_err(|e| self.map_err(e))
+        })
+        .await
+    }
+
+    fn versioned_cache(&self) -> Option<&dyn VersionedCache> {
+        Some(self)
+    }
+}
+
+/// Bumps each key's version and appends its event, atomically. KEYS: the stream, then one
+/// version key per event; ARGV: the length cap, then table, key, operation, saga per event.
+const PUBLISH_SCRIPT: &str = "local out = {} \
+for i = 2, #KEYS do \
+  local v = redis.call('INCR', KEYS[i]) \
+  local b = 2 + (i - 2) * 4 \
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'table', ARGV[b], 'key', ARGV[b + 1], \
+    'op', ARGV[b + 2], 'version', v, 'saga', ARGV[b + 3]) \
+  out[#out + 1] = v \
+end \
+return out";
+
+/// Stores a cache entry only while its key's version is the one the reader saw. KEYS: the
+/// entry, its version key; ARGV: the expected version, the layout (`json` or `hash`), the TTL
+/// (0: none), then the JSON text or the hash's field/value pairs.
+const FILL_SCRIPT: &str = "if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then return 0 end \
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
+if ARGV[2] == 'json' then redis.call('SET', KEYS[1], ARGV[4]) \
+else redis.call('HSET', KEYS[1], '__row', '1') \
+  if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end end \
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end \
+return 1";
+
+/// Invalidation: bump the version (kept a day, longer than any fill can take), drop the entry.
+const INVALIDATE_SCRIPT: &str = "redis.call('INCR', KEYS[2]) \
+redis.call('EXPIRE', KEYS[2], 86400) \
+redis.call('DEL', KEYS[1]) \
+return 1";
+
+impl RedisBackend {
+    /// The version key of a cache entry: beside the table's keyspace, so scans of the key
+    /// pattern never see it.
+    fn version_key(&self, layout: &Layout<'_>, tuple: &[Value]) -> String {
+        let key = layout.key(tuple);
+        let bare = key.strip_prefix(self.prefix.as_str()).unwrap_or(&key);
+        format!("{}__version:{bare}", self.prefix)
+    }
+
+    /// A primary-key tuple (in `primary_key` order) as the pattern's key columns.
+    fn pattern_tuple(layout: &Layout<'_>, pk_tuple: &[Value]) -> Vec<Value> {
+        layout
+            .key_columns
+            .iter()
+            .map(|c| {
+                layout
+                    .table
+                    .primary_key
+                    .iter()
+                    .position(|k| k == c)
+                    .and_then(|i| pk_tuple.get(i).cloned())
+                    .unwrap_or(Value::Null)
+            })
+            .collect()
+    }
+
+    /// The layout of a versioned cache table: one entry per key (`json` or `hash`).
+    fn cache_layout<'a>(&self, table: &'a Table) -> Result<Layout<'a>, BackendError> {
+        let layout = self.layout_of(table)?;
+        if !matches!(layout.mode, RedisMode::Json | RedisMode::Hash) {
+            return Err(self.unsupported(format!(
+                "versioned cache entries for table `{}` need mode json or hash",
+                table.name
+            )));
+        }
+        Ok(layout)
+    }
+
+    async fn run_scripts(&self, cmds: Vec<redis::Cmd>) -> Result<Vec<i64>, BackendError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for c in cmds {
+            pipe.add_command(c);
+        }
+        let mut conn = self.conn.clone();
+        within(&self.name, self.timeout, async {
+            pipe.query_async::<Vec<i64>>(&mut conn)
+                .await
+                .map_err(|e| self.map_err(e))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl VersionedCache for RedisBackend {
+    async fn tokens(&self, table: &Table, keys: &[Vec<Value>]) -> Result<Vec<u64>, BackendError> {
+        let layout = self.cache_layout(table)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        for k in keys {
+            mget.arg(self.version_key(&layout, &Self::pattern_tuple(&layout, k)));
+        }
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<u64>> = within(&self.name, self.timeout, async {
+            mget.query_async(&mut conn)
+                .await
+                .map_err(|e| self.map_err(e))
+        })
+        .await?;
+        Ok(raw.into_iter().map(|v| v.unwrap_or(0)).collect())
+    }
+
+    async fn fill(
+        &self,
+        table: &Table,
+        rows: &[Vec<Value>],
+        tokens: &[u64],
+    ) -> Result<u64, BackendError> {
+        let layout = self.cache_layout(table)?;
+        let mut cmds = Vec::new();
+        for (row, token) in rows.iter().zip(tokens) {
+            let tuple: Vec<Value> = layout.key_columns.iter().map(|c| row[*c].clone()).collect();
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(FILL_SCRIPT)
+                .arg(2)
+                .arg(layout.key(&tuple))
+                .arg(self.version_key(&layout, &tuple))
+                .arg(token)
+                .arg(if layout.mode == RedisMode::Json { "json" } else { "hash" })
+                .arg(layout.ttl().unwrap_or(0));
+            if layout.mode == RedisMode::Json {
+                eval.arg(json_of(&layout, row, &layout.values));
+            } else {
+                for c in &layout.values {
+                    if let Some(v) = encode(&row[*c]) {
+                        eval.arg(&layout.placement.physical_columns[*c]).arg(v);
+                    }
+                }
+            }
+            cmds.push(eval);
+        }
+        let stored = self.run_scripts(cmds).await?;
+        Ok(stored.iter().filter(|n| **n == 1).count() as u64)
+    }
+
+    async fn invalidate(&self, table: &Table, keys: &[Vec<Value>]) -> Result<(), BackendError> {
+        let layout = self.cache_layout(table)?;
+        let cmds = keys
+            .iter()
+            .map(|k| {
+                let k = Self::pattern_tuple(&layout, k);
+                redis::cmd("EVAL")
+                    .arg(INVALIDATE_SCRIPT)
+                    .arg(2)
+                    .arg(layout.key(&k))
+                    .arg(self.version_key(&layout, &k))
+                    .to_owned()
+            })
+            .collect();
+        self.run_scripts(cmds).await.map(|_| ())
     }
 }

@@ -21,8 +21,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 use switchyard_backend::{
-    Backend, BackendError, Capabilities, Fragment, NativeStatement, PoolState, RowSink, RowStream,
-    spawn_stream, within,
+    Backend, BackendError, Capabilities, Fragment, LocalTransaction, NativeStatement, PoolState,
+    RowSink, RowStream, spawn_stream, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::value::format_timestamp;
@@ -257,85 +257,42 @@ impl Backend for SqlBackend {
 
     async fn execute(&self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
         let r = self.rendered(fragment)?;
-        let columns = fragment.query.statement.result_columns();
         let is_select = matches!(fragment.query.statement, Statement::Select(_));
-        let sql = r.sql;
-        let binds = r.binds;
+        let (sql, binds) = (r.sql, r.binds);
         let fut = async {
-            match &self.pool {
-                Pool::Postgres(p) => {
-                    let q = binds
-                        .into_iter()
-                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| {
-                            bind_pg(q, v, t)
-                        });
-                    if is_select {
-                        let rows = q.fetch_all(p).await?;
-                        Ok(Fetched::Pg(rows))
-                    } else {
-                        Ok(Fetched::Affected(q.execute(p).await?.rows_affected()))
-                    }
-                }
-                Pool::Mysql(p) => {
-                    let q = binds
-                        .into_iter()
-                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| {
-                            bind_mysql(q, v, t)
-                        });
-                    if is_select {
-                        Ok(Fetched::My(q.fetch_all(p).await?))
-                    } else {
-                        Ok(Fetched::Affected(q.execute(p).await?.rows_affected()))
-                    }
-                }
-                Pool::Sqlite(p) => {
-                    let q = binds
-                        .into_iter()
-                        .fold(sqlx::query(AssertSqlSafe(sql)), |q, (v, t)| {
-                            bind_sqlite(q, v, t)
-                        });
-                    if is_select {
-                        Ok(Fetched::Lite(q.fetch_all(p).await?))
-                    } else {
-                        Ok(Fetched::Affected(q.execute(p).await?.rows_affected()))
-                    }
-                }
-            }
+            Ok::<_, sqlx::Error>(match &self.pool {
+                Pool::Postgres(p) => run_statement!(p, sql, binds, bind_pg, Pg, is_select),
+                Pool::Mysql(p) => run_statement!(p, sql, binds, bind_mysql, My, is_select),
+                Pool::Sqlite(p) => run_statement!(p, sql, binds, bind_sqlite, Lite, is_select),
+            })
         };
         let fetched: Fetched = within(&self.name, self.timeout, async {
             fut.await.map_err(|e| self.map_err(e))
         })
         .await?;
-        let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
-            backend: self.name.clone(),
-            column: column.name.clone(),
-            message,
-        };
-        let mut out = ResultSet {
-            columns,
-            rows: Vec::new(),
-            rows_affected: None,
-        };
-        macro_rules! decode_rows {
-            ($rows:expr, $decode:ident) => {
-                for row in $rows {
-                    let mut values = Vec::with_capacity(out.columns.len());
-                    for (i, c) in out.columns.iter().enumerate() {
-                        let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
-                        values.push(raw.coerce(c.ty).map_err(|e| decode_err(c, e))?);
-                    }
-                    out.rows.push(values);
-                }
-            };
-        }
-        match fetched {
-            Fetched::Affected(n) => out.rows_affected = Some(n),
-            Fetched::Pg(rows) => decode_rows!(rows, decode_pg),
-            Fetched::My(rows) => decode_rows!(rows, decode_mysql),
-            Fetched::Lite(rows) => decode_rows!(rows, decode_sqlite),
-        }
+        let out = decode_fetched(&self.name, fragment, fetched)?;
         tracing::debug!(backend = %self.name, rows = out.rows.len(), "fragment executed");
         Ok(out)
+    }
+
+    async fn begin(&self) -> Result<Box<dyn LocalTransaction>, BackendError> {
+        let fut = async {
+            Ok::<_, sqlx::Error>(match &self.pool {
+                Pool::Postgres(p) => Tx::Pg(p.begin().await?),
+                Pool::Mysql(p) => Tx::My(p.begin().await?),
+                Pool::Sqlite(p) => Tx::Lite(p.begin().await?),
+            })
+        };
+        let tx = within(&self.name, self.timeout, async {
+            fut.await.map_err(|e| self.map_err(e))
+        })
+        .await?;
+        Ok(Box::new(SqlTransaction {
+            name: self.name.clone(),
+            dialect: self.dialect,
+            timeout: self.timeout,
+            tx,
+        }))
     }
 
     async fn stream(&self, fragment: Fragment<'_>) -> Result<RowStream, BackendError> {
@@ -437,6 +394,118 @@ impl StreamTask {
             Pool::Sqlite(p) => pump!(p, bind_sqlite, decode_sqlite),
         }
         Ok(sink)
+    }
+}
+
+/// Binds and runs one rendered statement on an executor (pool or transaction connection).
+macro_rules! run_statement {
+    ($exec:expr, $sql:expr, $binds:expr, $bind:ident, $variant:ident, $is_select:expr) => {{
+        let q = $binds
+            .into_iter()
+            .fold(sqlx::query(AssertSqlSafe($sql)), |q, (v, t)| $bind(q, v, t));
+        if $is_select {
+            Fetched::$variant(q.fetch_all($exec).await?)
+        } else {
+            Fetched::Affected(q.execute($exec).await?.rows_affected())
+        }
+    }};
+}
+use run_statement;
+
+/// Decodes what a statement returned into the logical types of its output columns.
+fn decode_fetched(
+    name: &str,
+    fragment: Fragment<'_>,
+    fetched: Fetched,
+) -> Result<ResultSet, BackendError> {
+    let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
+        backend: name.to_owned(),
+        column: column.name.clone(),
+        message,
+    };
+    let mut out = ResultSet {
+        columns: fragment.query.statement.result_columns(),
+        rows: Vec::new(),
+        rows_affected: None,
+    };
+    macro_rules! decode_rows {
+        ($rows:expr, $decode:ident) => {
+            for row in $rows {
+                let mut values = Vec::with_capacity(out.columns.len());
+                for (i, c) in out.columns.iter().enumerate() {
+                    let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
+                    values.push(raw.coerce(c.ty).map_err(|e| decode_err(c, e))?);
+                }
+                out.rows.push(values);
+            }
+        };
+    }
+    match fetched {
+        Fetched::Affected(n) => out.rows_affected = Some(n),
+        Fetched::Pg(rows) => decode_rows!(rows, decode_pg),
+        Fetched::My(rows) => decode_rows!(rows, decode_mysql),
+        Fetched::Lite(rows) => decode_rows!(rows, decode_sqlite),
+    }
+    Ok(out)
+}
+
+/// An open transaction on one connection of the pool.
+enum Tx {
+    Pg(sqlx::Transaction<'static, sqlx::Postgres>),
+    My(sqlx::Transaction<'static, sqlx::MySql>),
+    Lite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+/// [`LocalTransaction`] of a SQL store. Dropping it rolls back (sqlx queues the ROLLBACK).
+struct SqlTransaction {
+    name: String,
+    dialect: Dialect,
+    timeout: Duration,
+    tx: Tx,
+}
+
+#[async_trait]
+impl LocalTransaction for SqlTransaction {
+    async fn execute(&mut self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
+        let r = render(fragment.query, fragment.catalog, &self.name, self.dialect).map_err(
+            |m| BackendError::Unsupported {
+                backend: self.name.clone(),
+                what: format!("table `{}` has no placement here", m.table),
+            },
+        )?;
+        let is_select = matches!(fragment.query.statement, Statement::Select(_));
+        let (sql, binds) = (r.sql, r.binds);
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let tx = &mut self.tx;
+        let fut = async {
+            Ok::<_, sqlx::Error>(match tx {
+                Tx::Pg(t) => run_statement!(&mut **t, sql, binds, bind_pg, Pg, is_select),
+                Tx::My(t) => run_statement!(&mut **t, sql, binds, bind_mysql, My, is_select),
+                Tx::Lite(t) => run_statement!(&mut **t, sql, binds, bind_sqlite, Lite, is_select),
+            })
+        };
+        let fetched = within(&self.name, self.timeout, async {
+            fut.await
+                .map_err(|e| map_sqlx_err(&self.name, timeout_ms, e))
+        })
+        .await?;
+        decode_fetched(&self.name, fragment, fetched)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), BackendError> {
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let (name, timeout) = (self.name.clone(), self.timeout);
+        let fut = async {
+            match self.tx {
+                Tx::Pg(t) => t.commit().await,
+                Tx::My(t) => t.commit().await,
+                Tx::Lite(t) => t.commit().await,
+            }
+        };
+        within(&name, timeout, async {
+            fut.await.map_err(|e| map_sqlx_err(&name, timeout_ms, e))
+        })
+        .await
     }
 }
 

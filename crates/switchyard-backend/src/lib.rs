@@ -278,4 +278,81 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// Creates the physical table (collection, ...) of `table` on this backend if it is missing.
     async fn ensure_table(&self, table: &Table) -> Result<(), BackendError>;
+    /// Opens a local ACID transaction (stores whose [`Capabilities::transactions`] is true).
+    /// The default refuses.
+    async fn begin(&self) -> Result<Box<dyn LocalTransaction>, BackendError> {
+        Err(BackendError::Unsupported {
+            backend: self.name().to_owned(),
+            what: "local transactions".to_owned(),
+        })
+    }
+    /// Appends change events to the stream `stream` (capped near `max_len` entries), each with
+    /// the key's new version (a per-key counter the store keeps), and returns those versions.
+    /// The default refuses (only Redis holds event streams).
+    async fn publish_changes(
+        &self,
+        stream: &str,
+        max_len: u64,
+        events: &[ChangeEvent],
+    ) -> Result<Vec<u64>, BackendError> {
+        let _ = (stream, max_len, events);
+        Err(BackendError::Unsupported {
+            backend: self.name().to_owned(),
+            what: "change event streams".to_owned(),
+        })
+    }
+    /// Versioned cache support (race-safe fills), for stores that can hold a cache placement
+    /// safely. `None`: fills are plain `INSERT ... ON CONFLICT DO NOTHING`.
+    fn versioned_cache(&self) -> Option<&dyn VersionedCache> {
+        None
+    }
+}
+
+/// A committed write, as published on the change stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeEvent {
+    /// Logical table.
+    pub table: String,
+    /// The primary key, its values joined by `:`; `*` when the write did not pin its keys.
+    pub key: String,
+    /// `insert`, `update` or `delete`.
+    pub operation: &'static str,
+    /// The saga that wrote it, for writes of `POST /v1/transaction`.
+    pub saga_id: Option<String>,
+}
+
+/// A local transaction on one store: statements run on one connection; [`commit`] makes them
+/// durable together; dropping it without commit rolls everything back.
+///
+/// [`commit`]: LocalTransaction::commit
+#[async_trait]
+pub trait LocalTransaction: Send {
+    /// Runs a fragment inside the transaction.
+    async fn execute(&mut self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError>;
+    /// Commits.
+    async fn commit(self: Box<Self>) -> Result<(), BackendError>;
+}
+
+/// Cache entries that carry a version, so a fill that read the source of truth before a write
+/// cannot store what it read after that write invalidated the key.
+///
+/// The protocol: a reader takes [`tokens`](VersionedCache::tokens) for the keys it missed
+/// *before* reading the source, then [`fill`](VersionedCache::fill)s with them; a writer calls
+/// [`invalidate`](VersionedCache::invalidate) *after* its write committed, which bumps every
+/// key's version and deletes the entry. A fill stores a row only while the key's version is the
+/// one its token saw, atomically in the store, so a fill racing a write always loses.
+#[async_trait]
+pub trait VersionedCache: Send + Sync {
+    /// The current version token of each key (`keys` in primary-key order).
+    async fn tokens(&self, table: &Table, keys: &[Vec<Value>]) -> Result<Vec<u64>, BackendError>;
+    /// Stores each row (every column of `table`, in order) whose key still has its token's
+    /// version; returns how many were stored. `tokens[i]` belongs to `rows[i]`.
+    async fn fill(
+        &self,
+        table: &Table,
+        rows: &[Vec<Value>],
+        tokens: &[u64],
+    ) -> Result<u64, BackendError>;
+    /// Bumps the version of each key and deletes its entry.
+    async fn invalidate(&self, table: &Table, keys: &[Vec<Value>]) -> Result<(), BackendError>;
 }

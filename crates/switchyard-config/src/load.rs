@@ -138,6 +138,20 @@ pub fn parse_str(
                     config.execution = e;
                 }
             }
+            "transactions" => {
+                if let Some(t) = loader
+                    .entry::<crate::model::TransactionsConfig>(value, &[Seg::key("transactions")])
+                {
+                    config.transactions = t;
+                }
+            }
+            "events" => {
+                if let Some(e) =
+                    loader.entry::<crate::model::EventsConfig>(value, &[Seg::key("events")])
+                {
+                    config.events = e;
+                }
+            }
             "admin" => {
                 if let Some(a) =
                     loader.entry::<crate::model::AdminConfig>(value, &[Seg::key("admin")])
@@ -157,7 +171,7 @@ pub fn parse_str(
                 text,
                 key.span(),
                 other.to_owned(),
-                "unknown section, expected one of: server, backends, tables, plugins, admin, execution",
+                "unknown section, expected one of: server, backends, tables, plugins, admin, execution, transactions, events",
             )),
         }
     }
@@ -394,6 +408,47 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
                 vec![k("execution"), k(field)],
                 "must be at least 1".to_owned(),
             ));
+        }
+    }
+    if let Some(log) = &config.transactions.log_backend {
+        match config.backends.get(log) {
+            None => out.push((
+                vec![k("transactions"), k("log_backend")],
+                format!("no backend `{log}` in [backends]"),
+            )),
+            Some(b) if !b.kind.is_sql() => out.push((
+                vec![k("transactions"), k("log_backend")],
+                format!(
+                    "backend `{log}` is {}; the saga log needs a SQL backend (postgres, mysql, sqlite)",
+                    b.kind.as_str()
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    if config.transactions.lease_ms <= config.server.query_timeout_ms {
+        out.push((
+            vec![k("transactions"), k("lease_ms")],
+            format!(
+                "must exceed server.query_timeout_ms ({} ms): a saga step may run that long",
+                config.server.query_timeout_ms
+            ),
+        ));
+    }
+    if let Some(events) = &config.events.backend {
+        match config.backends.get(events) {
+            None => out.push((
+                vec![k("events"), k("backend")],
+                format!("no backend `{events}` in [backends]"),
+            )),
+            Some(b) if b.kind != BackendKind::Redis => out.push((
+                vec![k("events"), k("backend")],
+                format!(
+                    "backend `{events}` is {}; change events need a redis backend",
+                    b.kind.as_str()
+                ),
+            )),
+            Some(_) => {}
         }
     }
     for (name, b) in &config.backends {
@@ -695,7 +750,7 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
           router.toml:15:29: tables.t.columns.v: unknown column type `varchar`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, json
           router.toml:21:16: tables.u.primary_key[0]: unknown column `nope`, expected one of: id
           router.toml:22:27: tables.u.placements[0].backend: unknown backend `missing`, expected one of: my
-          router.toml:24:2: extra: unknown section, expected one of: server, backends, tables, plugins, admin, execution
+          router.toml:24:2: extra: unknown section, expected one of: server, backends, tables, plugins, admin, execution, transactions, events
         ");
     }
 

@@ -53,6 +53,33 @@ pub mod defaults {
     /// `execution.semi_join_batch_size`.
     pub const SEMI_JOIN_BATCH_SIZE: u64 = 1_000;
 
+    /// `transactions.log_table`.
+    pub const SAGA_LOG_TABLE: &str = "switchyard_sagas";
+    /// `transactions.lease_ms`.
+    pub const SAGA_LEASE_MS: u64 = 60_000;
+    /// `transactions.recovery_interval_ms`.
+    pub const SAGA_RECOVERY_INTERVAL_MS: u64 = 5_000;
+    /// `events.stream`.
+    pub const EVENTS_STREAM: &str = "switchyard:changes";
+    /// `events.max_len`.
+    pub const EVENTS_MAX_LEN: u64 = 100_000;
+
+    pub(crate) fn saga_log_table() -> String {
+        SAGA_LOG_TABLE.to_owned()
+    }
+    pub(crate) fn saga_lease_ms() -> u64 {
+        SAGA_LEASE_MS
+    }
+    pub(crate) fn saga_recovery_interval_ms() -> u64 {
+        SAGA_RECOVERY_INTERVAL_MS
+    }
+    pub(crate) fn events_stream() -> String {
+        EVENTS_STREAM.to_owned()
+    }
+    pub(crate) fn events_max_len() -> u64 {
+        EVENTS_MAX_LEN
+    }
+
     pub(crate) fn max_query_rows() -> u64 {
         MAX_QUERY_ROWS
     }
@@ -115,6 +142,71 @@ pub struct Config {
     /// How the router executes routes that span several fragments.
     #[serde(default)]
     pub execution: ExecutionConfig,
+    /// Multi-statement transactions (`POST /v1/transaction`): where the saga log lives.
+    #[serde(default)]
+    pub transactions: TransactionsConfig,
+    /// Change events published after committed writes.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// `[transactions]`: the durable saga log of `POST /v1/transaction`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionsConfig {
+    /// The SQL backend (postgres, mysql, sqlite) that holds the saga log. Several routers that
+    /// name the same store share it (recovery, idempotency keys). Default: the first SQL backend
+    /// in `[backends]`; without one, transactions are refused.
+    #[serde(default)]
+    pub log_backend: Option<String>,
+    /// Physical name of the saga log table (created when missing).
+    #[serde(default = "defaults::saga_log_table")]
+    pub log_table: String,
+    /// How long a router owns a running saga without writing to its log; past it, any router's
+    /// recovery may finish it (compensate). Must exceed `server.query_timeout_ms`.
+    #[serde(default = "defaults::saga_lease_ms")]
+    pub lease_ms: u64,
+    /// How often unfinished sagas whose lease expired are looked for (also once at start).
+    /// 0: only at start.
+    #[serde(default = "defaults::saga_recovery_interval_ms")]
+    pub recovery_interval_ms: u64,
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        Self {
+            log_backend: None,
+            log_table: defaults::SAGA_LOG_TABLE.to_owned(),
+            lease_ms: defaults::SAGA_LEASE_MS,
+            recovery_interval_ms: defaults::SAGA_RECOVERY_INTERVAL_MS,
+        }
+    }
+}
+
+/// `[events]`: change events (table, key, operation, version) appended to a Redis stream after
+/// every committed write, so other services can follow changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// The Redis backend that holds the stream. Unset: no events.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Stream key.
+    #[serde(default = "defaults::events_stream")]
+    pub stream: String,
+    /// Approximate cap on the stream's length (`XADD ... MAXLEN ~`).
+    #[serde(default = "defaults::events_max_len")]
+    pub max_len: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            stream: defaults::EVENTS_STREAM.to_owned(),
+            max_len: defaults::EVENTS_MAX_LEN,
+        }
+    }
 }
 
 /// `[execution]`: limits and strategies of cross-store execution in the router.
@@ -450,6 +542,8 @@ impl Config {
                 p.mode = None;
             }
         }
+        // Every store is SQLite now: there is no Redis stream for change events.
+        self.events.backend = None;
         self
     }
 }

@@ -63,6 +63,17 @@ pub enum ErrorCode {
     PluginMemory,
     /// The placement plugin returned a route that fails validation.
     RouteInvalid,
+    /// A transaction statement's `expect_rows` did not hold (e.g. a conditional stock decrement
+    /// matched no row: not enough stock).
+    PreconditionFailed,
+    /// A transaction failed and every completed step was compensated: nothing it did remains.
+    TransactionAborted,
+    /// A transaction failed and a step could not be compensated (or its outcome is unknown):
+    /// the saga needs attention (`GET /admin/sagas`).
+    TransactionInDoubt,
+    /// An idempotency key was reused with a different request, or its first request is still
+    /// running.
+    IdempotencyConflict,
     /// A bug in Switchyard.
     Internal,
 }
@@ -98,12 +109,16 @@ impl ErrorCode {
             Self::PluginTimeout => "PLUGIN_TIMEOUT",
             Self::PluginMemory => "PLUGIN_MEMORY",
             Self::RouteInvalid => "ROUTE_INVALID",
+            Self::PreconditionFailed => "PRECONDITION_FAILED",
+            Self::TransactionAborted => "TRANSACTION_ABORTED",
+            Self::TransactionInDoubt => "TRANSACTION_IN_DOUBT",
+            Self::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             Self::Internal => "INTERNAL",
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 32] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -131,6 +146,10 @@ impl ErrorCode {
         Self::PluginTimeout,
         Self::PluginMemory,
         Self::RouteInvalid,
+        Self::PreconditionFailed,
+        Self::TransactionAborted,
+        Self::TransactionInDoubt,
+        Self::IdempotencyConflict,
         Self::Internal,
     ];
 }

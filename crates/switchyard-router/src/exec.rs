@@ -4,7 +4,7 @@
 //! statement (or its partial aggregates) into every shard, and whatever a backend could not take
 //! is finished in the router by `switchyard_core::exec`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::future::{BoxFuture, FutureExt, try_join_all};
 use futures::{StreamExt, TryStreamExt};
@@ -1107,6 +1107,26 @@ impl<'a> Exec<'a> {
                 rows: cached,
             }]);
         }
+        // Versioned caches: the version of each missing key, taken before the source is read,
+        // so a write that lands in between makes the fill of its key fail (see VersionedCache).
+        let versioned = self
+            .router
+            .backend_by_id(frag.backend)
+            .ok()
+            .and_then(|b| b.versioned_cache());
+        let mut fill = fill;
+        let tokens: Option<HashMap<Vec<Key>, u64>> = match (fill, versioned) {
+            (true, Some(vc)) => match vc.tokens(table, &missing).await {
+                Ok(t) => Some(missing.iter().map(|k| ops::keys_of(k)).zip(t).collect()),
+                Err(BackendError::Unsupported { .. }) => None,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cache versions unreadable; not filling");
+                    fill = false;
+                    None
+                }
+            },
+            _ => None,
+        };
         let source_rows = match source {
             Input::Fragment(sf)
                 if self
@@ -1133,7 +1153,9 @@ impl<'a> Exec<'a> {
             lookups
                 .with_label_values(&[table.name.as_str(), "fill"])
                 .inc_by(filled.len() as u64);
-            self.fill_cache(frag.backend, access, table, &filled).await;
+            crate::failpoint::hit(&format!("cache.before_fill.{}", table.name)).await;
+            self.fill_cache(frag.backend, access, table, &filled, tokens.as_ref())
+                .await;
         }
         Ok(vec![Relation {
             accesses: vec![access],
@@ -1149,9 +1171,43 @@ impl<'a> Exec<'a> {
         access: AccessId,
         table: &switchyard_core::Table,
         rows: &[Row],
+        tokens: Option<&HashMap<Vec<Key>, u64>>,
     ) {
         let offset = self.layout.offsets.get(access).copied().unwrap_or(0);
         let columns: Vec<usize> = (0..table.columns.len()).collect();
+        if let (Some(tokens), Some(vc)) = (
+            tokens,
+            self.router
+                .backend_by_id(backend)
+                .ok()
+                .and_then(|b| b.versioned_cache()),
+        ) {
+            // Only rows whose key has a token; each stored only if its version is unchanged.
+            let mut entries = Vec::new();
+            let mut versions = Vec::new();
+            for r in rows {
+                let entry: Vec<Value> = columns
+                    .iter()
+                    .map(|&c| r.get(offset + c).cloned().unwrap_or(Value::Null))
+                    .collect();
+                let key: Vec<Key> = table
+                    .primary_key
+                    .iter()
+                    .map(|&c| ops::key_of(&entry[c]))
+                    .collect();
+                if let Some(&t) = tokens.get(&key) {
+                    entries.push(entry);
+                    versions.push(t);
+                }
+            }
+            match vc.fill(table, &entries, &versions).await {
+                Ok(stored) => {
+                    tracing::debug!(table = %table.name, stored, offered = entries.len(), "versioned cache fill");
+                }
+                Err(err) => tracing::warn!(table = %table.name, error = %err, "cache fill failed"),
+            }
+            return;
+        }
         let insert = Insert {
             table: table.name.clone(),
             columns: columns.clone(),

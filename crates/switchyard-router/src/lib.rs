@@ -6,8 +6,12 @@
 //! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
 
 mod exec;
+pub mod failpoint;
 pub mod metrics;
+mod saga;
 mod stats;
+
+pub use saga::{SagaSummary, TxCompensation, TxFailure, TxOutcome, TxRequest, TxStatement};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -69,6 +73,9 @@ pub enum RouterError {
         /// The table.
         table: String,
     },
+    /// A multi-statement transaction failed (or was refused).
+    #[error("{}", .0.message)]
+    Transaction(Box<TxFailure>),
     /// A backend could not be created from its configuration.
     #[error("backend `{backend}` cannot be created")]
     BackendSetup {
@@ -91,6 +98,7 @@ impl RouterError {
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::UnknownTable { .. } => ErrorCode::UnknownTable,
             Self::BackendSetup { .. } => ErrorCode::BackendUnavailable,
+            Self::Transaction(f) => f.code,
         }
     }
 
@@ -253,7 +261,11 @@ pub struct Router {
     metrics: Metrics,
     plugins: Option<Arc<PluginSet>>,
     watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    recovery: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     query_timeout: Duration,
+    saga: Option<saga::SagaLog>,
+    /// The change stream: backend index, stream key, length cap.
+    events: Option<(usize, String, u64)>,
 }
 
 impl Router {
@@ -331,8 +343,33 @@ impl Router {
         Ok(Some(Arc::new(set)))
     }
 
-    /// Starts the plugin file watcher (when `plugins.watch`); idempotent. Needs a tokio runtime.
-    pub fn start_background_tasks(&self) {
+    /// Starts the plugin file watcher (when `plugins.watch`) and saga recovery (at once, then
+    /// every `transactions.recovery_interval_ms`); idempotent. Needs a tokio runtime.
+    pub fn start_background_tasks(self: &Arc<Self>) {
+        if self.saga.is_some()
+            && let Ok(mut r) = self.recovery.lock()
+            && r.is_none()
+        {
+            let router = Arc::downgrade(self);
+            let every = Duration::from_millis(self.config.transactions.recovery_interval_ms);
+            *r = Some(tokio::spawn(async move {
+                loop {
+                    let Some(router) = router.upgrade() else {
+                        return;
+                    };
+                    match router.recover_sagas().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(sagas = n, "saga recovery took over unfinished sagas"),
+                        Err(e) => tracing::warn!(error = %e, "saga recovery failed; retrying later"),
+                    }
+                    drop(router);
+                    if every.is_zero() {
+                        return;
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }));
+        }
         let (Some(set), true) = (&self.plugins, self.config.plugins.watch) else {
             return;
         };
@@ -364,6 +401,30 @@ impl Router {
         let catalog = Catalog::from_config(&config);
         let query_timeout = Duration::from_millis(config.server.query_timeout_ms);
         let stats = backends.keys().map(|_| BackendStats::default()).collect();
+        let log_backend = config.transactions.log_backend.clone().or_else(|| {
+            config
+                .backends
+                .iter()
+                .find(|(_, b)| b.kind.is_sql())
+                .map(|(n, _)| n.clone())
+        });
+        let saga = log_backend.and_then(|name| {
+            let (id, _, b) = backends.get_full(&name)?;
+            Some(saga::SagaLog::new(
+                id,
+                &name,
+                b.kind(),
+                &config.transactions.log_table,
+                Duration::from_millis(config.transactions.lease_ms),
+            ))
+        });
+        let events = config.events.backend.as_ref().and_then(|name| {
+            Some((
+                backends.get_index_of(name)?,
+                config.events.stream.clone(),
+                config.events.max_len,
+            ))
+        });
         Router {
             config,
             catalog,
@@ -372,7 +433,10 @@ impl Router {
             metrics: Metrics::new(),
             plugins: None,
             watcher: std::sync::Mutex::new(None),
+            recovery: std::sync::Mutex::new(None),
             query_timeout,
+            saga,
+            events,
         }
     }
 
@@ -761,14 +825,30 @@ impl Router {
             catalog: &self.catalog,
         };
         if let Some(write) = &route.write {
+            let mut keys = request.accesses.first().and_then(|a| a.key_lookup.clone());
+            if keys.is_none()
+                && (!write.invalidate.is_empty() || self.events.is_some())
+                && let Some(&target) = write.targets.first()
+            {
+                // The statement does not pin its keys: read which rows it will touch, so their
+                // cache entries are dropped and their events carry keys.
+                keys = self.keys_to_write(query, target).await;
+            }
             let mut result = None;
             for &target in &write.targets {
                 let rs = self.run_on(target, fragment).await?;
                 result.get_or_insert(rs);
             }
-            let keys = request.accesses.first().and_then(|a| a.key_lookup.clone());
             for &cache in &write.invalidate {
                 self.invalidate(query, cache, keys.clone()).await;
+            }
+            if !matches!(query.statement, Statement::Select(_)) {
+                self.publish(saga::change_events(
+                    query,
+                    keys.as_deref().unwrap_or_default(),
+                    None,
+                ))
+                .await;
             }
             return result.ok_or_else(|| {
                 RouterError::Plan(CoreError::NoRoute {
@@ -942,6 +1022,17 @@ impl Router {
         let Some(table) = self.catalog.table(&table_name) else {
             return;
         };
+        if let (Some(vc), Some(keys)) = (backend.versioned_cache(), &keys) {
+            match vc.invalidate(table, keys).await {
+                Ok(()) => return,
+                // Not a layout with versions: plain delete below.
+                Err(BackendError::Unsupported { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(backend = backend.name(), table = %table_name, error = %err, "cache invalidation failed");
+                    return;
+                }
+            }
+        }
         let delete = invalidation_statement(table, keys);
         let q = BoundQuery {
             statement: delete,
@@ -955,6 +1046,86 @@ impl Router {
             .await
         {
             tracing::warn!(backend = backend.name(), table = %table_name, error = %err, "cache invalidation failed");
+        }
+    }
+
+    /// The primary keys of the rows an UPDATE/DELETE without pinned keys will touch (read from
+    /// the primary before the write; `None` when they cannot be read).
+    async fn keys_to_write(&self, query: &BoundQuery, target: usize) -> Option<Vec<Vec<Value>>> {
+        let (name, filter) = match &query.statement {
+            Statement::Update(u) => (&u.table, &u.filter),
+            Statement::Delete(d) => (&d.table, &d.filter),
+            _ => return None,
+        };
+        let table = self.catalog.table(name)?;
+        let projection = table
+            .primary_key
+            .iter()
+            .map(|&c| switchyard_core::ir::OutputColumn {
+                name: table.columns[c].name.clone(),
+                expr: Expr {
+                    kind: ExprKind::Column { table: 0, column: c },
+                    ty: table.columns[c].ty,
+                },
+            })
+            .collect();
+        let select = BoundQuery {
+            statement: Statement::Select(switchyard_core::ir::Select {
+                distinct: false,
+                from: vec![switchyard_core::ir::TableRef {
+                    table: name.clone(),
+                    alias: name.clone(),
+                }],
+                joins: Vec::new(),
+                filter: filter.clone(),
+                group_by: Vec::new(),
+                having: None,
+                projection,
+                order_by: Vec::new(),
+                limit: None,
+                offset: None,
+            }),
+            params: query.params.clone(),
+        };
+        let rs = self
+            .run_on(
+                target,
+                Fragment {
+                    query: &select,
+                    catalog: &self.catalog,
+                },
+            )
+            .await
+            .ok()?;
+        Some(rs.rows)
+    }
+
+    /// Appends change events to the configured stream. A failure is logged and counted, never
+    /// returned: the write it describes has committed.
+    async fn publish(&self, events: Vec<switchyard_backend::ChangeEvent>) {
+        let Some((id, stream, max_len)) = &self.events else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        let Ok(backend) = self.backend_by_id(*id) else {
+            return;
+        };
+        let n = events.len() as u64;
+        match backend.publish_changes(stream, *max_len, &events).await {
+            Ok(_) => self
+                .metrics
+                .events_published
+                .with_label_values(&["ok"])
+                .inc_by(n),
+            Err(err) => {
+                self.metrics
+                    .events_published
+                    .with_label_values(&["error"])
+                    .inc_by(n);
+                tracing::warn!(backend = backend.name(), error = %err, "change events not published");
+            }
         }
     }
 

@@ -66,6 +66,17 @@ pub struct Metrics {
     pub merge_operators: IntCounterVec,
     /// `switchyard_build_info{version}`: 1.
     pub build_info: IntGaugeVec,
+    /// `switchyard_saga_transactions_total{outcome}`: started, committed, aborted, in_doubt,
+    /// replayed, recovered_committed, recovered_aborted.
+    pub sagas: IntCounterVec,
+    /// `switchyard_saga_duration_seconds{outcome}`: a whole transaction.
+    pub saga_duration: HistogramVec,
+    /// `switchyard_saga_step_duration_seconds{backend, outcome}`: one step (its local
+    /// transaction, or its statement with the before-image and log records).
+    pub saga_step_duration: HistogramVec,
+    /// `switchyard_events_published_total{outcome}`: change events appended (ok) or lost
+    /// (error: the stream was unreachable; the write itself stands).
+    pub events_published: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -188,6 +199,28 @@ impl Metrics {
                 "switchyard_build_info",
                 "Build information (value 1).",
                 &["version"],
+            ),
+            sagas: counter(
+                "switchyard_saga_transactions_total",
+                "Multi-store transactions by outcome.",
+                &["outcome"],
+            ),
+            saga_duration: histogram(
+                "switchyard_saga_duration_seconds",
+                "Latency of a whole transaction, by outcome.",
+                &["outcome"],
+                QUERY_BUCKETS,
+            ),
+            saga_step_duration: histogram(
+                "switchyard_saga_step_duration_seconds",
+                "Latency of one saga step (local transaction or single statement with its log records).",
+                &["backend", "outcome"],
+                QUERY_BUCKETS,
+            ),
+            events_published: counter(
+                "switchyard_events_published_total",
+                "Change events appended to the stream (ok) or lost (error).",
+                &["outcome"],
             ),
             registry,
         };

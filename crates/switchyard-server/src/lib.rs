@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_core::routing::{Input, MergeOp, Route};
 use switchyard_core::{Catalog, ErrorCode, Position};
-use switchyard_router::{Planner, Router, RouterError};
+use switchyard_router::{Planner, Router, RouterError, TxRequest};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -50,7 +50,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NoRoute | ErrorCode::QueryTooLarge | ErrorCode::DataError => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        ErrorCode::ConstraintViolation => StatusCode::CONFLICT,
+        ErrorCode::ConstraintViolation
+        | ErrorCode::PreconditionFailed
+        | ErrorCode::TransactionAborted
+        | ErrorCode::IdempotencyConflict => StatusCode::CONFLICT,
+        ErrorCode::TransactionInDoubt => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::BackendError => StatusCode::BAD_GATEWAY,
         ErrorCode::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -78,6 +82,8 @@ struct ApiError {
     code: ErrorCode,
     message: String,
     position: Option<Position>,
+    /// More members of the error object (transactions: `saga_id`, `statement`, `cause`).
+    details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -86,16 +92,22 @@ impl ApiError {
             code,
             message: message.into(),
             position: None,
+            details: None,
         }
     }
 }
 
 impl From<RouterError> for ApiError {
     fn from(e: RouterError) -> Self {
+        let details = match &e {
+            RouterError::Transaction(f) => Some(f.details()),
+            _ => None,
+        };
         Self {
             code: e.code(),
             message: e.client_message(),
             position: e.position(),
+            details,
         }
     }
 }
@@ -114,6 +126,11 @@ fn error_response(e: &ApiError) -> Response<Body> {
     let mut error = json!({ "code": e.code.as_str(), "message": e.message });
     if let Some(p) = e.position {
         error["position"] = json!({ "line": p.line, "column": p.column });
+    }
+    if let Some(serde_json::Value::Object(details)) = &e.details {
+        for (k, v) in details {
+            error[k.as_str()] = v.clone();
+        }
     }
     json_response(status_of(e.code), &json!({ "error": error }))
 }
@@ -220,6 +237,7 @@ async fn route_request(
     let result = match (method.clone(), path.as_str()) {
         (Method::POST, "/v1/query") => query(&state, req, false).await,
         (Method::POST, "/v1/explain") => query(&state, req, true).await,
+        (Method::POST, "/v1/transaction") => transaction(&state, req).await,
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
         (Method::GET, "/readyz") => Ok(ready(&state).await),
         (Method::GET, "/openapi.json") => {
@@ -240,7 +258,8 @@ async fn route_request(
         (_, p) if p.starts_with("/admin/") => admin(&state, req, peer, &method, p).await,
         (
             _,
-            "/v1/query" | "/v1/explain" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json",
+            "/v1/query" | "/v1/explain" | "/v1/transaction" | "/healthz" | "/readyz" | "/metrics"
+            | "/openapi.json",
         ) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
@@ -254,6 +273,7 @@ async fn route_request(
     let endpoint = match path.as_str() {
         "/v1/query" => "query",
         "/v1/explain" => "explain",
+        "/v1/transaction" => "transaction",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",
@@ -278,7 +298,10 @@ async fn route_request(
     response
 }
 
-async fn read_json(state: &AppState, req: Request<Incoming>) -> Result<QueryRequest, ApiError> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -340,7 +363,7 @@ async fn query(
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
-    let body = read_json(state, req).await?;
+    let body: QueryRequest = read_json(state, req).await?;
     if explain {
         let e = state
             .router
@@ -380,6 +403,21 @@ async fn query(
         .query_stream(&body.sql, &body.params, &body.context)
         .await?;
     Ok(stream_result(result, ndjson))
+}
+
+/// `POST /v1/transaction`: the statements as one saga.
+async fn transaction(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: TxRequest = read_json(state, req).await?;
+    let outcome = state.router.transaction(&body).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "saga_id": outcome.saga_id,
+            "status": "committed",
+            "replayed": outcome.replayed,
+            "results": outcome.results,
+        }),
+    ))
 }
 
 async fn ready(state: &AppState) -> Response<Body> {
@@ -530,6 +568,25 @@ async fn admin(
             StatusCode::OK,
             &backends_json(&state.router).await,
         )),
+        (&Method::GET, "/admin/sagas") => {
+            let sagas = state.router.sagas(100).await?;
+            let list: Vec<serde_json::Value> = sagas
+                .iter()
+                .map(|s| {
+                    json!({
+                        "saga_id": s.saga_id,
+                        "state": s.state,
+                        "idempotency_key": s.idempotency_key,
+                        "created_at": s.created_at,
+                        "updated_at": s.updated_at,
+                        "steps": s.steps,
+                        "request": s.request,
+                        "outcome": s.outcome,
+                    })
+                })
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!({ "sagas": list })))
+        }
         (&Method::GET, "/admin/catalog") => Ok(json_response(
             StatusCode::OK,
             &json!({ "tables": state.router.config().tables }),
@@ -546,6 +603,7 @@ async fn admin(
             | "/admin/plugins/reload"
             | "/admin/backends"
             | "/admin/catalog"
+            | "/admin/sagas"
             | "/admin/config",
         ) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
