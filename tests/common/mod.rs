@@ -547,3 +547,109 @@ pub fn shop_sqlite_redis(sqlite: &TestStore, prefix: &str) -> Config {
     }
     config
 }
+
+/// The shop on the test stores for transactions: PostgreSQL (also the saga log), MongoDB, Redis
+/// under `prefix` with the change stream `{prefix}changes`; `inventory` gets `stock` for each
+/// product, `payments` is created empty.
+pub async fn checkout_env(
+    pg: &TestStore,
+    mongo: &TestStore,
+    prefix: &str,
+    stock: &[(&str, i64)],
+) -> Config {
+    let mut config = polyglot(pg, mongo, prefix);
+    config.events.backend = Some("redis".to_owned());
+    config.events.stream = "changes".to_owned();
+    config.transactions.log_backend = Some("pg".to_owned());
+    let router = Router::from_config(config.clone()).await.expect("router");
+    let rows = stock
+        .iter()
+        .map(|(p, n)| {
+            vec![
+                switchyard_core::Value::Text((*p).to_owned()),
+                switchyard_core::Value::Int(*n),
+                switchyard_core::Value::Text("W1".to_owned()),
+            ]
+        })
+        .collect();
+    router
+        .seed_table(
+            "inventory",
+            &["product_id", "stock", "warehouse"],
+            rows,
+            500,
+            &|_| {},
+        )
+        .await
+        .expect("seed inventory");
+    router
+        .seed_table("payments", &["payment_id"], Vec::new(), 1, &|_| {})
+        .await
+        .expect("create payments");
+    config
+}
+
+/// The checkout of `customer`'s cart as one transaction: read the cart (it must hold exactly
+/// `items.len()` lines), decrement each item's stock only if enough remains, insert the payment
+/// (PostgreSQL, one local transaction), insert the order document (MongoDB), delete the cart
+/// (Redis).
+pub fn checkout(
+    customer: &str,
+    order_id: &str,
+    items: &[(&str, i64)],
+    idempotency_key: Option<&str>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let mut statements = vec![json!({
+        "sql": "SELECT product_id, quantity FROM carts WHERE customer_id = $1",
+        "params": [customer],
+        "expect_rows": items.len(),
+    })];
+    for (product, quantity) in items {
+        statements.push(json!({
+            "sql": "UPDATE inventory SET stock = stock - $2 WHERE product_id = $1 AND stock >= $2",
+            "params": [product, quantity],
+            "expect_rows": 1,
+        }));
+    }
+    let total: i64 = items.iter().map(|(_, q)| q * 10).sum();
+    statements.push(json!({
+        "sql": "INSERT INTO payments (payment_id, order_id, customer_id, payment_type, installments, amount) VALUES ($1, $2, $3, 'credit_card', 1, $4)",
+        "params": [format!("pay-{order_id}"), order_id, customer, format!("{total}.00")],
+    }));
+    let lines: Vec<serde_json::Value> = items
+        .iter()
+        .map(|(p, q)| json!({ "product_id": p, "quantity": q, "price": "10.00" }))
+        .collect();
+    statements.push(json!({
+        "sql": "INSERT INTO orders (order_id, customer_id, status, total, created_at, items) VALUES ($1, $2, 'paid', $3, $4, $5)",
+        "params": [order_id, customer, format!("{total}.00"), "2026-11-21T10:00:00Z", lines],
+    }));
+    statements.push(json!({
+        "sql": "DELETE FROM carts WHERE customer_id = $1",
+        "params": [customer],
+    }));
+    let mut body = json!({ "statements": statements });
+    if let Some(key) = idempotency_key {
+        body["idempotency_key"] = json!(key);
+    }
+    body
+}
+
+/// Puts `items` in `customer`'s cart through the router.
+pub async fn fill_cart(addr: SocketAddr, customer: &str, items: &[(&str, i64)]) {
+    for (product, quantity) in items {
+        let a = query(
+            addr,
+            "INSERT INTO carts (customer_id, product_id, quantity) VALUES ($1, $2, $3)",
+            serde_json::json!([customer, product, quantity]),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+}
+
+/// The Redis key of a product's cache entry (`product:{product_id}`, json) under `prefix`.
+pub fn fill_cache_key(prefix: &str, product_id: &str) -> String {
+    format!("{prefix}product:{product_id}")
+}

@@ -235,7 +235,7 @@ impl Backend for MongoBackend {
             aggregates: true,
             sort_limit: true,
             needs_key: false,
-            transactions: true,
+            transactions: false,
         }
     }
 

@@ -1249,10 +1249,7 @@ impl Backend for RedisBackend {
             .arg(events.len() + 1)
             .arg(format!("{}{stream}", self.prefix));
         for e in events {
-            eval.arg(format!(
-                "{}__version:{}:{}",
-                self.prefix, e.table, e.key
-            ));
+            eval.arg(format!("{}__version:{}:{}", self.prefix, e.table, e.key));
         }
         eval.arg(max_len);
         for e in events {
@@ -1397,7 +1394,11 @@ impl VersionedCache for RedisBackend {
                 .arg(layout.key(&tuple))
                 .arg(self.version_key(&layout, &tuple))
                 .arg(token)
-                .arg(if layout.mode == RedisMode::Json { "json" } else { "hash" })
+                .arg(if layout.mode == RedisMode::Json {
+                    "json"
+                } else {
+                    "hash"
+                })
                 .arg(layout.ttl().unwrap_or(0));
             if layout.mode == RedisMode::Json {
                 eval.arg(json_of(&layout, row, &layout.values));

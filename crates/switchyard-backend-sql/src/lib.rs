@@ -467,12 +467,13 @@ struct SqlTransaction {
 #[async_trait]
 impl LocalTransaction for SqlTransaction {
     async fn execute(&mut self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
-        let r = render(fragment.query, fragment.catalog, &self.name, self.dialect).map_err(
-            |m| BackendError::Unsupported {
-                backend: self.name.clone(),
-                what: format!("table `{}` has no placement here", m.table),
-            },
-        )?;
+        let r =
+            render(fragment.query, fragment.catalog, &self.name, self.dialect).map_err(|m| {
+                BackendError::Unsupported {
+                    backend: self.name.clone(),
+                    what: format!("table `{}` has no placement here", m.table),
+                }
+            })?;
         let is_select = matches!(fragment.query.statement, Statement::Select(_));
         let (sql, binds) = (r.sql, r.binds);
         let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);

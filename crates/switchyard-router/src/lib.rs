@@ -359,8 +359,12 @@ impl Router {
                     };
                     match router.recover_sagas().await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(sagas = n, "saga recovery took over unfinished sagas"),
-                        Err(e) => tracing::warn!(error = %e, "saga recovery failed; retrying later"),
+                        Ok(n) => {
+                            tracing::info!(sagas = n, "saga recovery took over unfinished sagas")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "saga recovery failed; retrying later")
+                        }
                     }
                     drop(router);
                     if every.is_zero() {
@@ -779,7 +783,7 @@ impl Router {
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.query_timeout,
-            self.execute(&plan.query, &plan.route, request),
+            self.execute(&plan.query, &plan.route, request, true),
         )
         .instrument(span)
         .await
@@ -819,6 +823,7 @@ impl Router {
         query: &BoundQuery,
         route: &Route,
         request: &RouteRequest,
+        publish: bool,
     ) -> Result<ResultSet, RouterError> {
         let fragment = Fragment {
             query,
@@ -827,7 +832,7 @@ impl Router {
         if let Some(write) = &route.write {
             let mut keys = request.accesses.first().and_then(|a| a.key_lookup.clone());
             if keys.is_none()
-                && (!write.invalidate.is_empty() || self.events.is_some())
+                && (!write.invalidate.is_empty() || (publish && self.events.is_some()))
                 && let Some(&target) = write.targets.first()
             {
                 // The statement does not pin its keys: read which rows it will touch, so their
@@ -842,7 +847,7 @@ impl Router {
             for &cache in &write.invalidate {
                 self.invalidate(query, cache, keys.clone()).await;
             }
-            if !matches!(query.statement, Statement::Select(_)) {
+            if publish && !matches!(query.statement, Statement::Select(_)) {
                 self.publish(saga::change_events(
                     query,
                     keys.as_deref().unwrap_or_default(),
@@ -1064,7 +1069,10 @@ impl Router {
             .map(|&c| switchyard_core::ir::OutputColumn {
                 name: table.columns[c].name.clone(),
                 expr: Expr {
-                    kind: ExprKind::Column { table: 0, column: c },
+                    kind: ExprKind::Column {
+                        table: 0,
+                        column: c,
+                    },
                     ty: table.columns[c].ty,
                 },
             })

@@ -230,6 +230,11 @@ impl Metrics {
         m
     }
 
+    /// Every family's current values.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The text exposition format of every family.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

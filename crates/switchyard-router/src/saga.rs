@@ -249,7 +249,11 @@ fn random_id() -> String {
     for i in 0..2u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(i);
-        h.write_u128(std::time::SystemTime::now().elapsed().map_or(0, |d| d.as_nanos()));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .elapsed()
+                .map_or(0, |d| d.as_nanos()),
+        );
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
@@ -372,8 +376,9 @@ impl Router {
     fn saga_log(&self) -> Result<&SagaLog, RouterError> {
         self.saga.as_ref().ok_or_else(|| {
             RouterError::Plan(CoreError::NoRoute {
-                reason: "transactions need a SQL backend for the saga log ([transactions] log_backend)"
-                    .to_owned(),
+                reason:
+                    "transactions need a SQL backend for the saga log ([transactions] log_backend)"
+                        .to_owned(),
             })
         })
     }
@@ -384,9 +389,12 @@ impl Router {
         log.ensured
             .get_or_try_init(|| async {
                 let backend = self.backend_by_id(log.backend)?;
-                let table = log.catalog.table(LOG).ok_or_else(|| RouterError::UnknownTable {
-                    table: LOG.to_owned(),
-                })?;
+                let table = log
+                    .catalog
+                    .table(LOG)
+                    .ok_or_else(|| RouterError::UnknownTable {
+                        table: LOG.to_owned(),
+                    })?;
                 backend.ensure_table(table).await.map_err(RouterError::from)
             })
             .await?;
@@ -451,7 +459,11 @@ impl Router {
             (Some(w), _) => w.targets.first().copied(),
             (None, single) => single,
         };
-        let single_target = plan.route.write.as_ref().is_none_or(|w| w.targets.len() == 1);
+        let single_target = plan
+            .route
+            .write
+            .as_ref()
+            .is_none_or(|w| w.targets.len() == 1);
         let transactional = single_target
             && target
                 .and_then(|t| self.backends.get_index(t))
@@ -525,17 +537,14 @@ impl Router {
         if inserted.rows_affected == Some(0) {
             return self.replay(log, &saga_id, &request_hash).await;
         }
-        self.metrics
-            .sagas
-            .with_label_values(&["started"])
-            .inc();
+        self.metrics.sagas.with_label_values(&["started"]).inc();
         let started = Instant::now();
-        let outcome = self
-            .run_saga(log, &saga_id, req, &prepared, steps)
-            .await;
+        let outcome = self.run_saga(log, &saga_id, req, &prepared, steps).await;
         let label = match &outcome {
             Ok(_) => "committed",
-            Err(RouterError::Transaction(f)) if f.code == ErrorCode::TransactionAborted => "aborted",
+            Err(RouterError::Transaction(f)) if f.code == ErrorCode::TransactionAborted => {
+                "aborted"
+            }
             Err(_) => "in_doubt",
         };
         self.metrics.sagas.with_label_values(&[label]).inc();
@@ -626,7 +635,12 @@ impl Router {
                 replayed: true,
             }),
             "aborted" | "in_doubt" => Err(TxFailure::from_json(&outcome).map_or_else(
-                || aborted("the transaction was rolled back".to_owned(), Some(saga_id.to_owned())),
+                || {
+                    aborted(
+                        "the transaction was rolled back".to_owned(),
+                        Some(saga_id.to_owned()),
+                    )
+                },
                 |f| RouterError::Transaction(Box::new(f)),
             )),
             other => Err(conflict(format!(
@@ -677,7 +691,10 @@ impl Router {
         let Some((statement, cause)) = failure else {
             let results: Vec<serde_json::Value> = results
                 .iter()
-                .map(|r| r.as_ref().map_or(serde_json::Value::Null, ResultSet::to_json))
+                .map(|r| {
+                    r.as_ref()
+                        .map_or(serde_json::Value::Null, ResultSet::to_json)
+                })
                 .collect();
             let outcome = json!({ "results": results });
             if let Err(e) = self
@@ -905,6 +922,17 @@ impl Router {
         let Some(target) = p.target else {
             return Err((i, no_target()));
         };
+        if matches!(p.plan.query.statement, Statement::Select(_)) {
+            // A read changes nothing: no compensation, no log records.
+            let rs = self
+                .execute(&p.plan.query, &p.plan.route, &p.request, false)
+                .await
+                .map_err(|e| (i, e))?;
+            Self::expectation(i, st, &rs).map_err(|e| (i, e))?;
+            steps[k].state = StepState::Done;
+            results[i] = Some(rs);
+            return Ok(Vec::new());
+        }
         let before = match before_image(&self.catalog, p) {
             Some(q) => Some(
                 self.run_on(
@@ -925,12 +953,17 @@ impl Router {
         self.log_progress(log, saga_id, "running", steps)
             .await
             .map_err(|e| (i, e))?;
-        let rs = match self.execute(&p.plan.query, &p.plan.route, &p.request).await {
+        let rs = match self
+            .execute(&p.plan.query, &p.plan.route, &p.request, false)
+            .await
+        {
             Ok(rs) => rs,
             Err(e) => {
-                // The store refused the statement: only idempotent compensations may run for
-                // it (they cannot hurt if it did nothing).
-                if !steps[k].compensation.iter().all(|c| c.idempotent) {
+                // The store answered with an error: the statement did not apply (undoing it
+                // would touch rows that are not ours, e.g. the existing row of a duplicate key).
+                // A timeout leaves it unknown: the step stays prepared, and only an idempotent
+                // compensation will run for it.
+                if !matches!(e, RouterError::Backend(BackendError::Timeout { .. })) {
                     steps[k].state = StepState::Pending;
                 }
                 return Err((i, e));
@@ -973,7 +1006,8 @@ impl Router {
         steps: &mut [Step],
         recovering: bool,
     ) -> Result<(), RouterError> {
-        self.log_progress(log, saga_id, "compensating", steps).await?;
+        self.log_progress(log, saga_id, "compensating", steps)
+            .await?;
         for k in (0..steps.len()).rev() {
             let run = match steps[k].state {
                 StepState::Done => true,
@@ -1000,7 +1034,8 @@ impl Router {
             }
             let _ = recovering;
             failpoint::hit(&format!("saga.before_compensate.{k}")).await;
-            self.compensate_step(log, saga_id, context, steps, k).await?;
+            self.compensate_step(log, saga_id, context, steps, k)
+                .await?;
         }
         Ok(())
     }
@@ -1055,7 +1090,7 @@ impl Router {
             }
         } else {
             for p in &plans {
-                self.execute(&p.plan.query, &p.plan.route, &p.request)
+                self.execute(&p.plan.query, &p.plan.route, &p.request, false)
                     .await?;
             }
             steps[k].state = StepState::Compensated;
@@ -1171,7 +1206,13 @@ impl Router {
         Ok(taken)
     }
 
-    async fn recover_one(&self, log: &SagaLog, saga_id: &str, context: &Context, mut steps: Vec<Step>) {
+    async fn recover_one(
+        &self,
+        log: &SagaLog,
+        saga_id: &str,
+        context: &Context,
+        mut steps: Vec<Step>,
+    ) {
         if !steps.is_empty() && steps.iter().all(|s| s.state == StepState::Done) {
             let outcome = json!({ "results": serde_json::Value::Null, "recovered": true });
             match self
@@ -1179,14 +1220,24 @@ impl Router {
                 .await
             {
                 Ok(()) => {
-                    tracing::info!(saga = saga_id, "recovered saga: every step was done, committed");
-                    self.metrics.sagas.with_label_values(&["recovered_committed"]).inc();
+                    tracing::info!(
+                        saga = saga_id,
+                        "recovered saga: every step was done, committed"
+                    );
+                    self.metrics
+                        .sagas
+                        .with_label_values(&["recovered_committed"])
+                        .inc();
                 }
-                Err(e) => tracing::warn!(saga = saga_id, error = %e, "recovery could not record the commit"),
+                Err(e) => {
+                    tracing::warn!(saga = saga_id, error = %e, "recovery could not record the commit")
+                }
             }
             return;
         }
-        let result = self.compensate(log, saga_id, context, &mut steps, true).await;
+        let result = self
+            .compensate(log, saga_id, context, &mut steps, true)
+            .await;
         let (state, failure) = match result {
             Ok(()) => (
                 "aborted",
@@ -1296,7 +1347,9 @@ fn check_compensable(
                 .and_then(|a| a.key_lookup.as_ref())
                 .is_none()
             {
-                return need("the INSERT does not give every primary-key column, so its rows cannot be deleted by key");
+                return need(
+                    "the INSERT does not give every primary-key column, so its rows cannot be deleted by key",
+                );
             }
         }
         Statement::Update(u) => {
