@@ -192,6 +192,31 @@ async fn every_endpoint_answers_as_the_document_says() {
             200,
         ),
         call("POST", "/v1/explain", Some(q("SELECT * FROM nope")), 400),
+        call(
+            "POST",
+            "/v1/transaction",
+            Some(json!({ "statements": [
+                { "sql": "UPDATE inventory SET stock = stock - 1 WHERE product_id = 'p000001' AND stock > 0", "expect_rows": 1 },
+                { "sql": "SELECT stock FROM inventory WHERE product_id = 'p000001'" },
+            ], "idempotency_key": "openapi-1" })),
+            200,
+        ),
+        call(
+            "POST",
+            "/v1/transaction",
+            Some(json!({ "statements": [
+                { "sql": "UPDATE inventory SET stock = stock + 1 WHERE product_id = 'p000001'" },
+                { "sql": "UPDATE inventory SET stock = 0 WHERE product_id = 'nope'", "expect_rows": 1 },
+            ] })),
+            409,
+        ),
+        call(
+            "POST",
+            "/v1/transaction",
+            Some(json!({ "statements": [] })),
+            400,
+        ),
+        call("GET", "/admin/sagas", None, 200),
         call("GET", "/healthz", None, 200),
         call("GET", "/readyz", None, 200),
         call("GET", "/metrics", None, 200),

@@ -755,6 +755,26 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
     }
 
     #[test]
+    fn transactions_and_events_name_fitting_backends() {
+        let text = format!(
+            "{GOOD}\n[backends.cache]\nkind = \"redis\"\nurl = \"redis://h\"\n\n\
+             [transactions]\nlog_backend = \"cache\"\nlease_ms = 10\n\n\
+             [events]\nbackend = \"pg\"\n"
+        );
+        insta::assert_snapshot!(problems(&text), @r"
+        router.toml has 3 problems
+          router.toml:20:15: transactions.log_backend: backend `cache` is redis; the saga log needs a SQL backend (postgres, mysql, sqlite)
+          router.toml:21:12: transactions.lease_ms: must exceed server.query_timeout_ms (30000 ms): a saga step may run that long
+          router.toml:24:11: events.backend: backend `pg` is postgres; change events need a redis backend
+        ");
+        let ok = format!(
+            "{GOOD}\n[backends.cache]\nkind = \"redis\"\nurl = \"redis://h\"\n\n\
+             [transactions]\nlog_backend = \"pg\"\n\n[events]\nbackend = \"cache\"\n"
+        );
+        assert_eq!(problems(&ok), "ok");
+    }
+
+    #[test]
     fn the_shipped_router_toml_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../router.toml");
         let text = std::fs::read_to_string(path).expect("router.toml");
