@@ -714,7 +714,7 @@ impl Router {
         let cause_pair = (cause.code().as_str().to_owned(), cause.client_message());
         tracing::info!(saga = saga_id, statement, code = %cause.code(), "saga step failed; compensating");
         let compensated = self
-            .compensate(log, saga_id, &req.context, &mut steps, false)
+            .compensate(log, saga_id, &req.context, &mut steps)
             .await;
         let failure = match compensated {
             Ok(()) => TxFailure {
@@ -744,13 +744,12 @@ impl Router {
         } else {
             "in_doubt"
         };
-        if failure.code == ErrorCode::TransactionAborted || compensation_recorded(&steps) {
-            if let Err(e) = self
-                .log_finish(log, saga_id, state, &steps, &failure.to_json())
-                .await
-            {
-                tracing::warn!(saga = saga_id, error = %e, "saga outcome not recorded");
-            }
+        // When the log itself failed, this fails too and recovery finishes the saga later.
+        if let Err(e) = self
+            .log_finish(log, saga_id, state, &steps, &failure.to_json())
+            .await
+        {
+            tracing::warn!(saga = saga_id, error = %e, "saga outcome not recorded");
         }
         Err(RouterError::Transaction(Box::new(failure)))
     }
@@ -1004,7 +1003,6 @@ impl Router {
         saga_id: &str,
         context: &Context,
         steps: &mut [Step],
-        recovering: bool,
     ) -> Result<(), RouterError> {
         self.log_progress(log, saga_id, "compensating", steps)
             .await?;
@@ -1032,7 +1030,6 @@ impl Router {
             if !run {
                 continue;
             }
-            let _ = recovering;
             failpoint::hit(&format!("saga.before_compensate.{k}")).await;
             self.compensate_step(log, saga_id, context, steps, k)
                 .await?;
@@ -1235,9 +1232,7 @@ impl Router {
             }
             return;
         }
-        let result = self
-            .compensate(log, saga_id, context, &mut steps, true)
-            .await;
+        let result = self.compensate(log, saga_id, context, &mut steps).await;
         let (state, failure) = match result {
             Ok(()) => (
                 "aborted",
@@ -1264,14 +1259,12 @@ impl Router {
                 },
             ),
         };
-        if state == "aborted" || compensation_recorded(&steps) {
-            if let Err(e) = self
-                .log_finish(log, saga_id, state, &steps, &failure.to_json())
-                .await
-            {
-                tracing::warn!(saga = saga_id, error = %e, "recovery could not record the outcome");
-                return;
-            }
+        if let Err(e) = self
+            .log_finish(log, saga_id, state, &steps, &failure.to_json())
+            .await
+        {
+            tracing::warn!(saga = saga_id, error = %e, "recovery could not record the outcome");
+            return;
         }
         tracing::info!(saga = saga_id, state, "recovered saga");
         self.metrics
@@ -1283,12 +1276,6 @@ impl Router {
             }])
             .inc();
     }
-}
-
-/// The log can take the outcome: compensation did not stop on a log failure (a saga whose
-/// log is unreachable stays `compensating`, for recovery to finish).
-fn compensation_recorded(steps: &[Step]) -> bool {
-    !steps.is_empty()
 }
 
 fn no_target() -> RouterError {

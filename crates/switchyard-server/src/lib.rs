@@ -83,7 +83,7 @@ struct ApiError {
     message: String,
     position: Option<Position>,
     /// More members of the error object (transactions: `saga_id`, `statement`, `cause`).
-    details: Option<serde_json::Value>,
+    details: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -100,7 +100,7 @@ impl ApiError {
 impl From<RouterError> for ApiError {
     fn from(e: RouterError) -> Self {
         let details = match &e {
-            RouterError::Transaction(f) => Some(f.details()),
+            RouterError::Transaction(f) => Some(Box::new(f.details())),
             _ => None,
         };
         Self {
@@ -127,7 +127,7 @@ fn error_response(e: &ApiError) -> Response<Body> {
     if let Some(p) = e.position {
         error["position"] = json!({ "line": p.line, "column": p.column });
     }
-    if let Some(serde_json::Value::Object(details)) = &e.details {
+    if let Some(serde_json::Value::Object(details)) = e.details.as_deref() {
         for (k, v) in details {
             error[k.as_str()] = v.clone();
         }
