@@ -236,6 +236,9 @@ pub fn shop_on(backend: BackendConfig) -> Config {
     let mut config = shop_config();
     config.backends.clear();
     config.backends.insert("db".to_owned(), backend);
+    // The saga log defaults to the one SQL store; no Redis for change events.
+    config.transactions.log_backend = None;
+    config.events.backend = None;
     for table in config.tables.values_mut() {
         let primary = table
             .placements
