@@ -125,12 +125,7 @@ impl SqlBackend {
     }
 
     fn rendered(&self, fragment: Fragment<'_>) -> Result<Rendered, BackendError> {
-        render(fragment.query, fragment.catalog, &self.name, self.dialect).map_err(|m| {
-            BackendError::Unsupported {
-                backend: self.name.clone(),
-                what: format!("table `{}` has no placement here", m.table),
-            }
-        })
+        rendered(&self.name, self.dialect, fragment)
     }
 
     fn map_err(&self, err: sqlx::Error) -> BackendError {
@@ -449,6 +444,18 @@ fn decode_fetched(
     Ok(out)
 }
 
+/// A fragment in `dialect`; a table without a placement on backend `name` is unsupported here.
+fn rendered(
+    name: &str,
+    dialect: Dialect,
+    fragment: Fragment<'_>,
+) -> Result<Rendered, BackendError> {
+    render(fragment.query, fragment.catalog, name, dialect).map_err(|m| BackendError::Unsupported {
+        backend: name.to_owned(),
+        what: format!("table `{}` has no placement here", m.table),
+    })
+}
+
 /// An open transaction on one connection of the pool.
 enum Tx {
     Pg(sqlx::Transaction<'static, sqlx::Postgres>),
@@ -467,13 +474,7 @@ struct SqlTransaction {
 #[async_trait]
 impl LocalTransaction for SqlTransaction {
     async fn execute(&mut self, fragment: Fragment<'_>) -> Result<ResultSet, BackendError> {
-        let r =
-            render(fragment.query, fragment.catalog, &self.name, self.dialect).map_err(|m| {
-                BackendError::Unsupported {
-                    backend: self.name.clone(),
-                    what: format!("table `{}` has no placement here", m.table),
-                }
-            })?;
+        let r = rendered(&self.name, self.dialect, fragment)?;
         let is_select = matches!(fragment.query.statement, Statement::Select(_));
         let (sql, binds) = (r.sql, r.binds);
         let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);

@@ -1057,44 +1057,7 @@ impl Router {
     /// The primary keys of the rows an UPDATE/DELETE without pinned keys will touch (read from
     /// the primary before the write; `None` when they cannot be read).
     async fn keys_to_write(&self, query: &BoundQuery, target: usize) -> Option<Vec<Vec<Value>>> {
-        let (name, filter) = match &query.statement {
-            Statement::Update(u) => (&u.table, &u.filter),
-            Statement::Delete(d) => (&d.table, &d.filter),
-            _ => return None,
-        };
-        let table = self.catalog.table(name)?;
-        let projection = table
-            .primary_key
-            .iter()
-            .map(|&c| switchyard_core::ir::OutputColumn {
-                name: table.columns[c].name.clone(),
-                expr: Expr {
-                    kind: ExprKind::Column {
-                        table: 0,
-                        column: c,
-                    },
-                    ty: table.columns[c].ty,
-                },
-            })
-            .collect();
-        let select = BoundQuery {
-            statement: Statement::Select(switchyard_core::ir::Select {
-                distinct: false,
-                from: vec![switchyard_core::ir::TableRef {
-                    table: name.clone(),
-                    alias: name.clone(),
-                }],
-                joins: Vec::new(),
-                filter: filter.clone(),
-                group_by: Vec::new(),
-                having: None,
-                projection,
-                order_by: Vec::new(),
-                limit: None,
-                offset: None,
-            }),
-            params: query.params.clone(),
-        };
+        let select = saga::rows_to_write(&self.catalog, query, |t| t.primary_key.clone())?;
         let rs = self
             .run_on(
                 target,

@@ -243,20 +243,15 @@ fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// 128 random-enough bits as hex (std's `RandomState` is seeded randomly per instance).
+/// 128 random bits as hex (std's `RandomState` is seeded randomly per instance).
 fn random_id() -> String {
-    let mut out = String::new();
-    for i in 0..2u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .elapsed()
-                .map_or(0, |d| d.as_nanos()),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    (0..2u64)
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -1353,28 +1348,30 @@ fn check_compensable(
     Ok(())
 }
 
-/// `SELECT * FROM t WHERE <the statement's filter>` (same parameters) for UPDATE and DELETE:
-/// the before-image that derived compensations restore, and the keys the write touched (for
-/// cache invalidation and change events, also with an explicit compensation).
-fn before_image(catalog: &Catalog, p: &Prepared) -> Option<BoundQuery> {
-    let (name, filter) = match &p.plan.query.statement {
+/// `SELECT <columns> FROM t WHERE <the statement's filter>` (same parameters) for an UPDATE or
+/// DELETE: the rows it will touch. All columns give the before-image that derived compensations
+/// restore; the key columns give the keys for cache invalidation and change events.
+pub(crate) fn rows_to_write(
+    catalog: &Catalog,
+    query: &BoundQuery,
+    columns: impl Fn(&Table) -> Vec<usize>,
+) -> Option<BoundQuery> {
+    let (name, filter) = match &query.statement {
         Statement::Update(u) => (&u.table, &u.filter),
         Statement::Delete(d) => (&d.table, &d.filter),
         _ => return None,
     };
     let table = catalog.table(name)?;
-    let projection = table
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| OutputColumn {
-            name: c.name.clone(),
+    let projection = columns(table)
+        .into_iter()
+        .map(|i| OutputColumn {
+            name: table.columns[i].name.clone(),
             expr: switchyard_core::ir::Expr {
                 kind: ExprKind::Column {
                     table: 0,
                     column: i,
                 },
-                ty: c.ty,
+                ty: table.columns[i].ty,
             },
         })
         .collect();
@@ -1394,8 +1391,13 @@ fn before_image(catalog: &Catalog, p: &Prepared) -> Option<BoundQuery> {
             limit: None,
             offset: None,
         }),
-        params: p.plan.query.params.clone(),
+        params: query.params.clone(),
     })
+}
+
+/// The before-image query of a prepared UPDATE/DELETE: every column.
+fn before_image(catalog: &Catalog, p: &Prepared) -> Option<BoundQuery> {
+    rows_to_write(catalog, &p.plan.query, |t| (0..t.columns.len()).collect())
 }
 
 /// The primary keys a write touched: the inserted keys, or the before-image's.
