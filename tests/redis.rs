@@ -315,6 +315,93 @@ async fn scans_are_opt_in_and_bounded() {
     assert_eq!(carts.body["error"]["code"], "NEEDS_KEY");
 }
 
+/// A filter on the clustering key alone (or on part of a key) pins no partition: with scans
+/// allowed the adapter scans and keeps the matching rows; the bound counts the rows read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clustering_key_filters_scan_when_allowed() {
+    let sqlite = TestStore::new(Store::Sqlite);
+    let prefix = format!("{}:", unique_name("sy"));
+    let _cleanup = RedisCleanup(prefix.clone());
+    let mut config = shop(&sqlite, &prefix);
+    for p in &mut config.tables["carts"].placements {
+        p.scan = switchyard_config::ScanPolicy::Allow;
+        p.scan_max_rows = 5;
+    }
+    let server = start_server(config).await;
+    let a = server.addr;
+    for (c, p, q) in [
+        ("c1", "p1", 2),
+        ("c1", "p2", 1),
+        ("c2", "p1", 5),
+        ("c2", "p3", 1),
+    ] {
+        let r = query(
+            a,
+            "INSERT INTO carts (customer_id, product_id, quantity) VALUES ($1, $2, $3)",
+            json!([c, p, q]),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let sorted = |body: &serde_json::Value| {
+        let mut rows = body["rows"].as_array().cloned().unwrap_or_default();
+        rows.sort_by_key(|r| r.to_string());
+        rows
+    };
+    let by_product = query(
+        a,
+        "SELECT customer_id, quantity FROM carts WHERE product_id = $1",
+        json!(["p1"]),
+    )
+    .await;
+    assert_eq!(by_product.status, 200, "{}", by_product.body);
+    assert_eq!(
+        sorted(&by_product.body),
+        vec![json!(["c1", 2]), json!(["c2", 5])]
+    );
+    let listed = query(
+        a,
+        "SELECT product_id FROM carts WHERE product_id IN ('p2', 'p3', 'p9')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(sorted(&listed.body), vec![json!(["p2"]), json!(["p3"])]);
+    // The partition pinned, the clustering key listed: a keyed read, filtered the same way.
+    let keyed = query(
+        a,
+        "SELECT product_id, quantity FROM carts WHERE customer_id = 'c2' AND product_id IN ('p1', 'p2')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        sorted(&keyed.body),
+        vec![json!(["p1", 5])],
+        "{}",
+        keyed.body
+    );
+    // Two more rows: the scan reads 6 > 5 rows, even though the filter would keep one.
+    for p in ["p4", "p5"] {
+        query(
+            a,
+            "INSERT INTO carts (customer_id, product_id, quantity) VALUES ('c3', $1, 1)",
+            json!([p]),
+        )
+        .await;
+    }
+    let big = query(
+        a,
+        "SELECT customer_id FROM carts WHERE product_id = 'p4'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        (big.status, big.body["error"]["code"].clone()),
+        (422, json!("QUERY_TOO_LARGE")),
+        "{}",
+        big.body
+    );
+}
+
 /// The key-shaped queries of the shop give the same rows on Redis as on SQLite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_shaped_queries_match_sqlite() {

@@ -26,6 +26,7 @@ use switchyard_backend::{
     within,
 };
 use switchyard_config::{BackendConfig, RedisMode};
+use switchyard_core::exec::eval::{Scope, eval, is_true};
 use switchyard_core::ir::{BinaryOp, Expr, ExprKind, OnConflict, Statement};
 use switchyard_core::routing::{CompareOp, Route, build_request};
 use switchyard_core::value::{format_timestamp, parse_timestamp};
@@ -272,10 +273,15 @@ impl RedisBackend {
                         } else {
                             None
                         };
-                        vec![Step::Read { partitions, fields }]
+                        vec![Step::Read {
+                            partitions,
+                            fields,
+                            max_rows: None,
+                        }]
                     }
-                    (None, Some(max_rows)) if s.filter.is_none() => vec![Step::Scan { max_rows }],
-                    (None, _) => return Err(needs_key(&key_hint)),
+                    // A scan reads every row and keeps those matching the (key-only) filter.
+                    (None, Some(max_rows)) => vec![Step::Scan { max_rows }],
+                    (None, None) => return Err(needs_key(&key_hint)),
                 }
             }
             Statement::Insert(ins) => {
@@ -587,9 +593,12 @@ return 1";
 enum Step {
     /// Every row, found with SCAN over the key pattern, up to `max_rows`.
     Scan { max_rows: u64 },
+    /// The rows of these partitions (and, per partition, these clustering fields), filtered by
+    /// the statement's WHERE; more than `max_rows` rows read (before the filter) is an error.
     Read {
         partitions: Vec<Vec<Value>>,
         fields: Option<Vec<Vec<Value>>>,
+        max_rows: Option<u64>,
     },
     /// `on_conflict`: Some(false) plain insert (duplicate = error), Some(true) increment, None
     /// keep the existing row.
@@ -672,7 +681,9 @@ impl RedisBackend {
                         .to_owned(),
                 );
             }
-            Step::Read { partitions, fields } => match layout.mode {
+            Step::Read {
+                partitions, fields, ..
+            } => match layout.mode {
                 RedisMode::Json | RedisMode::Counter => {
                     let mut mget = redis::cmd("MGET");
                     for p in partitions {
@@ -913,21 +924,16 @@ impl RedisBackend {
             let read = Step::Read {
                 partitions,
                 fields: None,
+                max_rows: Some(*max_rows),
             };
-            let result = Box::pin(self.run(layout, &read, fragment)).await?;
-            if result.rows.len() as u64 > *max_rows {
-                return Err(BackendError::TooLarge {
-                    backend: self.name.clone(),
-                    what: format!("a scan of `{}`", layout.table.name),
-                    limit: *max_rows,
-                });
-            }
-            return Ok(result);
+            return Box::pin(self.run(layout, &read, fragment)).await;
         }
         let columns = fragment.query.statement.result_columns();
         // No key to read (contradictory key predicates, an empty scan): no
         // round trip, and no `MGET` without arguments.
-        if let Step::Read { partitions, fields }
+        if let Step::Read {
+            partitions, fields, ..
+        }
         | Step::Update {
             partitions, fields, ..
         }
@@ -974,7 +980,11 @@ impl RedisBackend {
         };
         match step {
             Step::Scan { .. } => {}
-            Step::Read { partitions, fields } => {
+            Step::Read {
+                partitions,
+                fields,
+                max_rows,
+            } => {
                 let decode_err = |column: &str, message: String| BackendError::Decode {
                     backend: self.name.clone(),
                     column: column.to_owned(),
@@ -1068,9 +1078,41 @@ impl RedisBackend {
                         }
                     }
                 }
+                if let Some(max_rows) = max_rows
+                    && rows.len() as u64 > *max_rows
+                {
+                    return Err(BackendError::TooLarge {
+                        backend: self.name.clone(),
+                        what: format!("a scan of `{}`", layout.table.name),
+                        limit: *max_rows,
+                    });
+                }
                 let Statement::Select(s) = &fragment.query.statement else {
                     return Ok(out);
                 };
+                // The key predicates again, over the rows read: a scan reads every row, and a
+                // partial key (one column of a composite key, the clustering key alone) pins
+                // nothing.
+                if let Some(filter) = &s.filter {
+                    let mut kept = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        let scope = Scope {
+                            row: &row,
+                            offsets: &[0],
+                            params: &fragment.query.params,
+                            group: None,
+                        };
+                        let holds = eval(filter, &scope).map_err(|e| BackendError::Decode {
+                            backend: self.name.clone(),
+                            column: layout.table.name.clone(),
+                            message: e.to_string(),
+                        })?;
+                        if is_true(&holds) {
+                            kept.push(row);
+                        }
+                    }
+                    rows = kept;
+                }
                 let skip = usize::try_from(s.offset.unwrap_or(0)).unwrap_or(usize::MAX);
                 let take = s
                     .limit
