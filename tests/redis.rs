@@ -400,6 +400,21 @@ async fn clustering_key_filters_scan_when_allowed() {
         "{}",
         big.body
     );
+    // A whole partition deleted: as many rows as it held, and none left.
+    let gone = query(
+        a,
+        "DELETE FROM carts WHERE customer_id IN ('c3', 'c9')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(gone.body["rows_affected"], 2, "{}", gone.body);
+    let left = query(
+        a,
+        "SELECT product_id FROM carts WHERE customer_id = 'c3'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(left.body["rows"], json!([]), "{}", left.body);
 }
 
 /// The key-shaped queries of the shop give the same rows on Redis as on SQLite.

@@ -2,8 +2,8 @@
 //! the checkout saga in turn (a failpoint armed through `SWITCHYARD_FAILPOINTS` chooses where),
 //! a fresh router process is started on the same stores, and its recovery finishes the saga.
 //! Afterwards: no order without its payment, no payment without its order, stock decremented
-//! exactly once per committed order, the cart gone only when the order exists. Each kill point
-//! runs twice.
+//! exactly once per committed order, the cart gone only when the order exists, the change
+//! events of a committed saga on the stream (at least once). Each kill point runs twice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -21,15 +21,38 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 /// Where the victim dies, and whether the saga must end committed (every step was durable).
-const KILL_POINTS: [(&str, bool); 7] = [
+const KILL_POINTS: [(&str, bool); 8] = [
     ("saga.before_step.0", false),   // intent logged, nothing ran
     ("saga.before_step.1", false),   // cart read
     ("saga.before_step.2", false),   // stock + payment committed (PostgreSQL, with its log record)
     ("saga.after_execute.2", false), // order inserted (MongoDB), not recorded
     ("saga.before_step.3", false),   // order recorded
     ("saga.after_execute.3", false), // cart deleted (Redis), not recorded
-    ("saga.before_step.4", true),    // every step done, commit not recorded
+    ("saga.before_step.4", true),    // every step done, events not published
+    ("saga.before_commit", true),    // events published, commit not recorded
 ];
+
+/// Change events on the stream for `op` of `table`/`key`.
+fn events_for(prefix: &str, table: &str, key: &str, op: &str) -> usize {
+    let mut conn = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{prefix}changes"))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    entries
+        .iter()
+        .filter(|(_, fields)| {
+            fields.contains(&("table".to_owned(), table.to_owned()))
+                && fields.contains(&("key".to_owned(), key.to_owned()))
+                && fields.contains(&("op".to_owned(), op.to_owned()))
+        })
+        .count()
+}
 
 fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -204,6 +227,19 @@ async fn a_router_killed_at_any_saga_step_leaves_consistent_stores() {
                 order_doc.len() == 1,
                 *commits,
                 "{point}: committed only when every step was durable"
+            );
+            // The change events are in the saga log with the steps: a committed saga's reach the
+            // stream (at least once) even when the router died before publishing them.
+            let order_events = events_for(&prefix, "orders", &order, "insert");
+            assert_eq!(
+                order_events > 0,
+                *commits,
+                "{point}: {order_events} change events for the order"
+            );
+            assert_eq!(
+                events_for(&prefix, "carts", &format!("{customer}:K1"), "delete") > 0,
+                *commits,
+                "{point}: the cart's delete event"
             );
             committed += i64::from(*commits);
             let stock = rows(

@@ -868,7 +868,13 @@ impl RedisBackend {
                             }
                             out.push(hdel);
                         }
-                        None => out.push(redis::cmd("DEL").arg(layout.key(p)).to_owned()),
+                        None => {
+                            // A partition holds many rows: count them, in the same MULTI.
+                            if layout.mode == RedisMode::HashPerPartition {
+                                out.push(redis::cmd("HLEN").arg(layout.key(p)).to_owned());
+                            }
+                            out.push(redis::cmd("DEL").arg(layout.key(p)).to_owned())
+                        }
                     }
                 }
             }
@@ -1162,10 +1168,14 @@ impl RedisBackend {
                     None => partitions.len() as u64,
                 });
             }
-            Step::Delete { .. } => {
+            Step::Delete { fields, .. } => {
+                // A whole partition: its HLEN replies (every other one) are the rows deleted.
+                let whole_partitions =
+                    layout.mode == RedisMode::HashPerPartition && fields.is_none();
                 out.rows_affected = Some(
                     replies
                         .iter()
+                        .step_by(if whole_partitions { 2 } else { 1 })
                         .map(|r| {
                             if let redis::Value::Int(n) = r {
                                 *n as u64

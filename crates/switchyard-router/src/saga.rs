@@ -10,7 +10,8 @@
 //! transaction, so its outcome is never in doubt. On failure the completed steps are compensated
 //! in reverse order. A router that dies mid-saga leaves the row `running`; when its lease
 //! expires, any router's recovery compensates it (or records it committed when every step was
-//! done).
+//! done). Change events are recorded with each step's `done` record and published once every
+//! step is done, before the commit record (recovery publishes them again: at least once).
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
@@ -196,6 +197,41 @@ struct Step {
     /// Applied in order to undo the step (the statements' compensations, last statement first).
     #[serde(default)]
     compensation: Vec<CompStmt>,
+    /// The change events of its writes, recorded with `done` (the outbox): published once every
+    /// step is done, by the router running the saga or, after a crash, by recovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    events: Vec<StepEvent>,
+}
+
+/// A change event waiting in the saga log (its version is assigned when published).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StepEvent {
+    table: String,
+    key: String,
+    op: String,
+}
+
+impl StepEvent {
+    fn of(e: ChangeEvent) -> StepEvent {
+        StepEvent {
+            table: e.table,
+            key: e.key,
+            op: e.operation.to_owned(),
+        }
+    }
+
+    fn to_change(&self, saga_id: &str) -> ChangeEvent {
+        ChangeEvent {
+            table: self.table.clone(),
+            key: self.key.clone(),
+            operation: match self.op.as_str() {
+                "insert" => "insert",
+                "update" => "update",
+                _ => "delete",
+            },
+            saga_id: Some(saga_id.to_owned()),
+        }
+    }
 }
 
 /// A statement planned and routed.
@@ -573,6 +609,7 @@ impl Router {
                 atomic: p.transactional,
                 state: StepState::Pending,
                 compensation: Vec::new(),
+                events: Vec::new(),
             });
         }
         steps
@@ -653,7 +690,6 @@ impl Router {
         mut steps: Vec<Step>,
     ) -> Result<TxOutcome, RouterError> {
         let mut results: Vec<Option<ResultSet>> = vec![None; prepared.len()];
-        let mut written: Vec<(usize, Vec<Vec<Value>>)> = Vec::new();
         let mut failure = None;
         for k in 0..steps.len() {
             failpoint::hit(&format!("saga.before_step.{k}")).await;
@@ -672,12 +708,9 @@ impl Router {
                     if run.is_ok() { "ok" } else { "error" },
                 ])
                 .observe(step_started.elapsed().as_secs_f64());
-            match run {
-                Ok(keys) => written.extend(keys),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+            if let Err(e) = run {
+                failure = Some(e);
+                break;
             }
         }
         if failure.is_none() {
@@ -692,6 +725,11 @@ impl Router {
                 })
                 .collect();
             let outcome = json!({ "results": results });
+            // Every step is done, so the saga commits whatever happens next: its events go out
+            // before the commit record (a crash in between: recovery publishes them again, at
+            // least once) and never after it (a crash there would lose them).
+            self.publish_step_events(saga_id, &steps).await;
+            failpoint::hit("saga.before_commit").await;
             if let Err(e) = self
                 .log_finish(log, saga_id, "committed", &steps, &outcome)
                 .await
@@ -699,7 +737,6 @@ impl Router {
                 // Every step is durable; recovery will record the commit.
                 tracing::warn!(saga = saga_id, error = %e, "commit record not written; recovery will write it");
             }
-            self.after_commit(saga_id, prepared, &written).await;
             return Ok(TxOutcome {
                 saga_id: saga_id.to_owned(),
                 results,
@@ -785,7 +822,7 @@ impl Router {
         steps: &mut [Step],
         k: usize,
         results: &mut [Option<ResultSet>],
-    ) -> Result<Vec<(usize, Vec<Vec<Value>>)>, (usize, RouterError)> {
+    ) -> Result<(), (usize, RouterError)> {
         let first = steps[k].statements.first().copied().unwrap_or(0);
         let Some(target) = prepared[first].target else {
             return Err((first, no_target()));
@@ -834,6 +871,7 @@ impl Router {
             results[i] = Some(rs);
         }
         steps[k].compensation = compensation;
+        steps[k].events = self.step_events(prepared, &written);
         steps[k].state = StepState::Done;
         if target == log.backend {
             let record = log
@@ -847,11 +885,10 @@ impl Router {
             .map_err(|e| (first, RouterError::from(e)))?;
             if let Err(e) = tx.commit().await {
                 // Did the commit land? The log row, written in the same transaction, says.
-                if self.step_state(log, saga_id, k).await == Some(StepState::Done) {
-                    return Ok(written);
+                if self.step_state(log, saga_id, k).await != Some(StepState::Done) {
+                    steps[k].state = StepState::Pending;
+                    return Err((first, e.into()));
                 }
-                steps[k].state = StepState::Pending;
-                return Err((first, e.into()));
             }
         } else {
             steps[k].state = StepState::Prepared;
@@ -872,7 +909,7 @@ impl Router {
         for (i, keys) in &written {
             self.invalidate_written(&prepared[*i], keys).await;
         }
-        Ok(written)
+        Ok(())
     }
 
     /// Runs a fragment inside a local transaction, counted like any fragment.
@@ -909,7 +946,7 @@ impl Router {
         steps: &mut [Step],
         k: usize,
         results: &mut [Option<ResultSet>],
-    ) -> Result<Vec<(usize, Vec<Vec<Value>>)>, (usize, RouterError)> {
+    ) -> Result<(), (usize, RouterError)> {
         let i = steps[k].statements.first().copied().unwrap_or(0);
         let p = &prepared[i];
         let st = &req.statements[i];
@@ -925,7 +962,7 @@ impl Router {
             Self::expectation(i, st, &rs).map_err(|e| (i, e))?;
             steps[k].state = StepState::Done;
             results[i] = Some(rs);
-            return Ok(Vec::new());
+            return Ok(());
         }
         let before = match before_image(&self.catalog, p) {
             Some(q) => Some(
@@ -963,15 +1000,16 @@ impl Router {
                 return Err((i, e));
             }
         };
+        let keys = written_keys(&self.catalog, p, before.as_deref());
+        steps[k].events = self.step_events(prepared, &[(i, keys)]);
         steps[k].state = StepState::Done;
         failpoint::hit(&format!("saga.after_execute.{k}")).await;
         self.log_progress(log, saga_id, "running", steps)
             .await
             .map_err(|e| (i, e))?;
         Self::expectation(i, st, &rs).map_err(|e| (i, e))?;
-        let keys = written_keys(&self.catalog, p, before.as_deref());
         results[i] = Some(rs);
-        Ok(vec![(i, keys)])
+        Ok(())
     }
 
     /// The state of step `k` as the log has it.
@@ -1108,18 +1146,30 @@ impl Router {
         }
     }
 
-    /// After the commit record: change events for every write.
-    async fn after_commit(
+    /// The change events of a step's writes (`written`: statement, keys), when a change stream
+    /// is configured.
+    fn step_events(
         &self,
-        saga_id: &str,
         prepared: &[Prepared],
         written: &[(usize, Vec<Vec<Value>>)],
-    ) {
-        let mut events = Vec::new();
-        for (i, keys) in written {
-            let p = &prepared[*i];
-            events.extend(change_events(&p.plan.query, keys, Some(saga_id)));
+    ) -> Vec<StepEvent> {
+        if self.events.is_none() {
+            return Vec::new();
         }
+        written
+            .iter()
+            .flat_map(|(i, keys)| change_events(&prepared[*i].plan.query, keys, None))
+            .map(StepEvent::of)
+            .collect()
+    }
+
+    /// Publishes the events recorded with the steps (every step done).
+    async fn publish_step_events(&self, saga_id: &str, steps: &[Step]) {
+        let events = steps
+            .iter()
+            .flat_map(|s| &s.events)
+            .map(|e| e.to_change(saga_id))
+            .collect();
         self.publish(events).await;
     }
 
@@ -1206,6 +1256,8 @@ impl Router {
         mut steps: Vec<Step>,
     ) {
         if !steps.is_empty() && steps.iter().all(|s| s.state == StepState::Done) {
+            // The router died before the commit record, maybe before its events went out.
+            self.publish_step_events(saga_id, &steps).await;
             let outcome = json!({ "results": serde_json::Value::Null, "recovered": true });
             match self
                 .log_finish(log, saga_id, "committed", &steps, &outcome)
