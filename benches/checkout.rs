@@ -1,7 +1,7 @@
 //! Checkout transactions per second through the router (in process, over HTTP on loopback),
 //! with the saga log on PostgreSQL: each checkout reads the cart (Redis), decrements stock and
 //! inserts the payment in one PostgreSQL transaction, inserts the order document (MongoDB) and
-//! deletes the cart (Redis). A bounded run: `CHECKOUTS` checkouts by one client, then by four
+//! deletes the cart (Redis). A bounded run: 200 checkouts (`SWITCHYARD_BENCH_CHECKOUTS`) by one client, then by four
 //! concurrent clients. Prints TPS, latency p50/p99 and the mean latency of each saga step (from
 //! `switchyard_saga_step_duration_seconds`).
 //!
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{RedisCleanup, Store, TestStore, checkout, checkout_env, fill_cart, post};
 
+/// Checkouts per run (`SWITCHYARD_BENCH_CHECKOUTS` overrides).
 const CHECKOUTS: usize = 200;
 
 fn main() {
@@ -36,7 +37,11 @@ async fn bench() {
 
     for (label, clients) in [("1 client", 1usize), ("4 clients", 4)] {
         // Carts first (not timed): two lines each.
-        let per_client = CHECKOUTS / clients;
+        let checkouts = std::env::var("SWITCHYARD_BENCH_CHECKOUTS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(CHECKOUTS);
+        let per_client = checkouts / clients;
         let mut carts = Vec::new();
         for c in 0..clients {
             for i in 0..per_client {
