@@ -1,5 +1,6 @@
 //! Writes across stores on the real stores: `POST /v1/transaction` sagas (checkout across
-//! PostgreSQL, MongoDB and Redis), compensation when a store fails mid-saga, concurrent
+//! PostgreSQL, MongoDB and Redis), compensation when a store fails mid-saga or its answer to a
+//! write is lost (a TCP proxy hangs up after forwarding it), concurrent
 //! checkouts of the last item, idempotency keys, refusals, `GET /admin/sagas`, change events on
 //! the Redis stream, and the cache fill / write race.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -313,6 +314,134 @@ async fn an_unreachable_store_at_the_last_step_compensates_every_earlier_step() 
         cart,
         json!([["P1", 1]]),
         "the cart is restored from its before-image"
+    );
+}
+
+/// A TCP proxy in front of Redis that, once armed, forwards the next `MULTI ... DEL ... EXEC`
+/// and then closes the client's connection without the answer: Redis applies the write, the
+/// router never hears so.
+struct CutProxy {
+    url: String,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    cuts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn cut_proxy() -> CutProxy {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream_url = common::redis_url();
+    let rest = upstream_url.trim_start_matches("redis://");
+    let (host, db) = rest.split_once('/').unwrap_or((rest, "0"));
+    let upstream = host.to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}/{db}", listener.local_addr().unwrap());
+    let armed = Arc::new(AtomicBool::new(false));
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let (armed2, cuts2) = (armed.clone(), cuts.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (armed, cuts) = (armed2.clone(), cuts2.clone());
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                // Answers go back to the client until the cut mutes them.
+                let muted = Arc::new(AtomicBool::new(false));
+                let mute = muted.clone();
+                let answers = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0
+                            || muted.load(SeqCst)
+                            || client_write.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                let has =
+                    |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+                loop {
+                    let n = match client_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &buf[..n];
+                    let cut = has(chunk, b"MULTI")
+                        && has(chunk, b"DEL")
+                        && has(chunk, b"EXEC")
+                        && armed.swap(false, SeqCst);
+                    if cut {
+                        mute.store(true, SeqCst);
+                        cuts.fetch_add(1, SeqCst);
+                    }
+                    if server_write.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                    if cut {
+                        // Redis applies it (its answer is dropped); then hang up on the client.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        break;
+                    }
+                }
+                answers.abort();
+            });
+        }
+    });
+    CutProxy { url, armed, cuts }
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_undone_like_one_that_applied() {
+    let proxy = cut_proxy().await;
+    let url = proxy.url.clone();
+    let e = env(&[("P1", 4)], move |c| {
+        if let Some(redis) = c.backends.get_mut("redis") {
+            redis.url = url;
+        }
+    })
+    .await;
+    let addr = e.server.addr;
+    fill_cart(addr, "C5", &[("P1", 1)]).await;
+    proxy.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let a = post(
+        addr,
+        "/v1/transaction",
+        checkout("C5", "O5", &[("P1", 1)], None),
+    )
+    .await;
+    assert_eq!(
+        proxy.cuts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the cart DELETE was cut: {}",
+        a.body
+    );
+    // The DELETE applied, but the router only saw the connection drop: the step may have
+    // applied, so it is undone (its compensation, re-inserting the before-image, is idempotent)
+    // along with every earlier step.
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert_eq!(a.body["error"]["code"], "TRANSACTION_ABORTED", "{}", a.body);
+    assert_eq!(a.body["error"]["statement"], 4);
+    assert_eq!(a.body["error"]["cause"]["code"], "BACKEND_UNAVAILABLE");
+    let cart = one(
+        addr,
+        "SELECT product_id, quantity FROM carts WHERE customer_id = 'C5'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(cart, json!([["P1", 1]]), "the cart is back");
+    assert_eq!(stock_of(addr, "P1").await, json!(4));
+    assert_eq!(
+        count(
+            addr,
+            "SELECT order_id FROM orders WHERE order_id = 'O5'",
+            json!([])
+        )
+        .await,
+        0
     );
 }
 

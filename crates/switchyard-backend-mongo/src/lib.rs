@@ -81,6 +81,12 @@ impl MongoBackend {
         map_mongo_err(&self.name, err)
     }
 
+    /// A failed write: a network error after server selection may have come after the server
+    /// applied it (interrupted); anything else is mapped like a read's error.
+    fn map_write_err(&self, err: mongodb::error::Error) -> BackendError {
+        map_mongo_write_err(&self.name, err)
+    }
+
     async fn run(
         &self,
         command: Command,
@@ -135,9 +141,9 @@ impl MongoBackend {
                             let failed = im.write_errors.as_ref().map_or(0, Vec::len) as u64;
                             out.rows_affected = Some(n.saturating_sub(failed));
                         }
-                        _ => return Err(self.map_err(e)),
+                        _ => return Err(self.map_write_err(e)),
                     },
-                    Err(e) => return Err(self.map_err(e)),
+                    Err(e) => return Err(self.map_write_err(e)),
                 }
             }
             Command::Update {
@@ -149,7 +155,7 @@ impl MongoBackend {
                 let r = coll
                     .update_many(filter, update)
                     .await
-                    .map_err(|e| self.map_err(e))?;
+                    .map_err(|e| self.map_write_err(e))?;
                 out.rows_affected = Some(r.matched_count);
             }
             Command::Upsert { collection, rows } => {
@@ -162,10 +168,10 @@ impl MongoBackend {
                             let r = coll
                                 .update_one(row.filter, row.update)
                                 .await
-                                .map_err(|e| self.map_err(e))?;
+                                .map_err(|e| self.map_write_err(e))?;
                             affected += r.matched_count;
                         }
-                        Err(e) => return Err(self.map_err(e)),
+                        Err(e) => return Err(self.map_write_err(e)),
                     }
                 }
                 out.rows_affected = Some(affected);
@@ -175,7 +181,7 @@ impl MongoBackend {
                 let r = coll
                     .delete_many(filter)
                     .await
-                    .map_err(|e| self.map_err(e))?;
+                    .map_err(|e| self.map_write_err(e))?;
                 out.rows_affected = Some(r.deleted_count);
             }
         }
@@ -354,6 +360,18 @@ impl Backend for MongoBackend {
     }
 }
 
+/// A failed write: `Io` (the connection failed, possibly after the write was sent) is
+/// interrupted; server selection failures never sent it.
+fn map_mongo_write_err(name: &str, err: mongodb::error::Error) -> BackendError {
+    if matches!(err.kind.as_ref(), mongodb::error::ErrorKind::Io(_)) {
+        return BackendError::Interrupted {
+            backend: name.to_owned(),
+            source: Box::new(err),
+        };
+    }
+    map_mongo_err(name, err)
+}
+
 /// A driver error as a backend error: duplicate key, unreachable or rejected.
 fn map_mongo_err(name: &str, err: mongodb::error::Error) -> BackendError {
     use mongodb::error::ErrorKind;
@@ -402,4 +420,25 @@ fn decode_row(
         row.push(v);
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_whose_connection_failed_may_have_applied() {
+        let io = || {
+            mongodb::error::Error::from(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            ))
+        };
+        let e = map_mongo_write_err("mongo", io());
+        assert!(matches!(e, BackendError::Interrupted { .. }), "{e:?}");
+        assert!(e.maybe_applied());
+        // A read failing the same way is an unavailable store.
+        let e = map_mongo_err("mongo", io());
+        assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    }
 }

@@ -103,6 +103,20 @@ impl RedisBackend {
         }
     }
 
+    /// A failed write: a refused connection never sent it (unavailable); a connection that
+    /// failed or timed out afterwards may have delivered it (interrupted).
+    fn map_write_err(&self, e: redis::RedisError) -> BackendError {
+        if !e.is_connection_refusal()
+            && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
+        {
+            return BackendError::Interrupted {
+                backend: self.name.clone(),
+                source: Box::new(e),
+            };
+        }
+        self.map_err(e)
+    }
+
     fn layout<'a>(&self, fragment: Fragment<'a>) -> Result<Layout<'a>, BackendError> {
         let statement = &fragment.query.statement;
         let name = statement
@@ -975,10 +989,14 @@ impl RedisBackend {
                 });
             }
         }
-        let replies: Vec<redis::Value> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let is_read = matches!(step, Step::Read { .. });
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(|e| {
+            if is_read {
+                self.map_err(e)
+            } else {
+                self.map_write_err(e)
+            }
+        })?;
         let mut out = ResultSet {
             columns,
             rows: Vec::new(),
@@ -1482,5 +1500,56 @@ impl VersionedCache for RedisBackend {
             })
             .collect();
         self.run_scripts(cmds).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_config::BackendKind;
+
+    fn backend() -> RedisBackend {
+        let config = BackendConfig {
+            kind: BackendKind::Redis,
+            url: "redis://127.0.0.1:1/0".to_owned(),
+            pool_max_connections: 1,
+            connect_timeout_ms: 100,
+            statement_timeout_ms: None,
+            schema: None,
+            key_prefix: None,
+        };
+        match RedisBackend::connect_lazy("r", &config, 1_000) {
+            Ok(b) => b,
+            Err(e) => panic!("lazy backend: {e}"),
+        }
+    }
+
+    fn io(kind: std::io::ErrorKind) -> redis::RedisError {
+        redis::RedisError::from(std::io::Error::new(kind, "test"))
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_was_not_sent_a_lost_one_may_have_applied() {
+        let b = backend();
+        let refused = b.map_write_err(io(std::io::ErrorKind::ConnectionRefused));
+        assert!(
+            matches!(refused, BackendError::Unavailable { .. }),
+            "{refused:?}"
+        );
+        assert!(!refused.maybe_applied());
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            let lost = b.map_write_err(io(kind));
+            assert!(matches!(lost, BackendError::Interrupted { .. }), "{lost:?}");
+            assert!(lost.maybe_applied());
+            // The same failure on a read is just an unavailable store.
+            assert!(matches!(
+                b.map_err(io(kind)),
+                BackendError::Unavailable { .. }
+            ));
+        }
     }
 }

@@ -505,9 +505,21 @@ impl LocalTransaction for SqlTransaction {
             }
         };
         within(&name, timeout, async {
-            fut.await.map_err(|e| map_sqlx_err(&name, timeout_ms, e))
+            fut.await.map_err(|e| map_commit_err(&name, timeout_ms, e))
         })
         .await
+    }
+}
+
+/// A failed COMMIT: the connection failing after it was sent leaves the outcome unknown
+/// (interrupted); anything else is mapped like any statement's error.
+fn map_commit_err(name: &str, timeout_ms: u64, err: sqlx::Error) -> BackendError {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => BackendError::Interrupted {
+            backend: name.to_owned(),
+            source: Box::new(err),
+        },
+        other => map_sqlx_err(name, timeout_ms, other),
     }
 }
 
@@ -632,5 +644,31 @@ fn map_sqlx_err(name: &str, timeout_ms: u64, err: sqlx::Error) -> BackendError {
             backend,
             message: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_whose_connection_failed_may_have_landed() {
+        let lost = sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        let e = map_commit_err("pg", 1_000, lost);
+        assert!(matches!(e, BackendError::Interrupted { .. }), "{e:?}");
+        assert!(e.maybe_applied());
+        // Before the COMMIT went out (no connection from the pool) nothing can have landed.
+        let e = map_commit_err("pg", 1_000, sqlx::Error::PoolTimedOut);
+        assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+        assert!(!e.maybe_applied());
+        // The same lost connection on a statement inside the transaction: it rolls back.
+        let lost = sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        assert!(!map_sqlx_err("pg", 1_000, lost).maybe_applied());
     }
 }

@@ -58,6 +58,18 @@ pub enum BackendError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The connection failed after a write (or a COMMIT) was sent: the store may or may not have
+    /// applied it. Callers that must know (sagas) treat it like a timeout.
+    #[error(
+        "backend `{backend}`: the connection was lost while a write was in flight; it may have been applied"
+    )]
+    Interrupted {
+        /// Backend name.
+        backend: String,
+        /// Driver error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The statement did not finish in time.
     #[error("backend `{backend}` did not answer within {after_ms} ms")]
     Timeout {
@@ -123,10 +135,16 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// Whether the store may have applied the write that failed this way (the answer was lost,
+    /// not refused).
+    pub fn maybe_applied(&self) -> bool {
+        matches!(self, Self::Interrupted { .. } | Self::Timeout { .. })
+    }
+
     /// The client-facing code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unavailable { .. } => ErrorCode::BackendUnavailable,
+            Self::Unavailable { .. } | Self::Interrupted { .. } => ErrorCode::BackendUnavailable,
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::Constraint { .. } => ErrorCode::ConstraintViolation,
             Self::Rejected { .. } | Self::Decode { .. } => ErrorCode::BackendError,

@@ -925,7 +925,10 @@ impl Router {
         else {
             return;
         };
-        let unreachable = matches!(result, Err(BackendError::Unavailable { .. }));
+        let unreachable = matches!(
+            result,
+            Err(BackendError::Unavailable { .. } | BackendError::Interrupted { .. })
+        );
         stats.record(elapsed, result.is_err(), !unreachable);
         // Per-query timings for the slow-query log (outside a query, e.g. seeding: none).
         let _ = FRAGMENT_TIMES.try_with(|t| {

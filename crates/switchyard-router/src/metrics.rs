@@ -253,6 +253,7 @@ impl Metrics {
 pub(crate) fn backend_error_kind(e: &BackendError) -> &'static str {
     match e {
         BackendError::Unavailable { .. } => "unavailable",
+        BackendError::Interrupted { .. } => "interrupted",
         BackendError::Timeout { .. } => "timeout",
         BackendError::Constraint { .. } => "constraint",
         BackendError::Rejected { .. } => "rejected",

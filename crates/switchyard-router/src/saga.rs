@@ -896,7 +896,10 @@ impl Router {
                 .await
                 .map_err(|e| (first, e))?;
             if let Err(e) = tx.commit().await {
-                steps[k].state = StepState::Pending;
+                // A COMMIT whose answer was lost may have landed: the step stays prepared.
+                if !e.maybe_applied() {
+                    steps[k].state = StepState::Pending;
+                }
                 return Err((first, e.into()));
             }
             steps[k].state = StepState::Done;
@@ -992,9 +995,9 @@ impl Router {
             Err(e) => {
                 // The store answered with an error: the statement did not apply (undoing it
                 // would touch rows that are not ours, e.g. the existing row of a duplicate key).
-                // A timeout leaves it unknown: the step stays prepared, and only an idempotent
-                // compensation will run for it.
-                if !matches!(e, RouterError::Backend(BackendError::Timeout { .. })) {
+                // A timeout or a connection lost with the write in flight leaves it unknown: the
+                // step stays prepared, and only an idempotent compensation will run for it.
+                if !matches!(&e, RouterError::Backend(b) if b.maybe_applied()) {
                     steps[k].state = StepState::Pending;
                 }
                 return Err((i, e));
