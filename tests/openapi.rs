@@ -12,23 +12,30 @@ use common::{Store, TestStore, plugin_wasm, start_server};
 use serde_json::{Value, json};
 use switchyard_config::BackendKind;
 
-/// `~` and `/` escaped for a JSON pointer.
+/// `~` and `/` escaped for a JSON pointer, braces percent-encoded for the URI fragment.
 fn escape(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
+    s.replace('~', "~0")
+        .replace('/', "~1")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
 }
 
 struct Call {
     method: &'static str,
-    path: &'static str,
+    /// What is requested (with any query string).
+    path: String,
+    /// The document's path it answers to (a template for path parameters).
+    doc_path: String,
     content_type: Option<&'static str>,
     body: Vec<u8>,
     status: u16,
 }
 
-fn call(method: &'static str, path: &'static str, body: Option<Value>, status: u16) -> Call {
+fn call(method: &'static str, path: &str, body: Option<Value>, status: u16) -> Call {
     Call {
         method,
-        path,
+        path: path.to_owned(),
+        doc_path: path.split('?').next().unwrap_or(path).to_owned(),
         content_type: body.as_ref().map(|_| "application/json"),
         body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
         status,
@@ -37,10 +44,10 @@ fn call(method: &'static str, path: &'static str, body: Option<Value>, status: u
 
 /// Validates one response against the document; returns the (path, method) it covered.
 async fn check(doc: &Value, addr: SocketAddr, c: &Call) -> Option<(String, String)> {
-    let r = common::http(addr, c.method, c.path, c.content_type, c.body.clone()).await;
+    let r = common::http(addr, c.method, &c.path, c.content_type, c.body.clone()).await;
     assert_eq!(r.status, c.status, "{} {}: {}", c.method, c.path, r.text);
     let method = c.method.to_lowercase();
-    let Some(op) = doc["paths"][c.path].get(&method) else {
+    let Some(op) = doc["paths"][c.doc_path.as_str()].get(&method) else {
         // Paths the document does not list answer with the error envelope.
         validate(doc, "#/components/schemas/Error", &r.body, c);
         return None;
@@ -63,7 +70,7 @@ async fn check(doc: &Value, addr: SocketAddr, c: &Call) -> Option<(String, Strin
     if content.get("application/json").is_some() {
         let pointer = format!(
             "#/paths/{}/{method}/responses/{key}/content/application~1json/schema",
-            escape(c.path)
+            escape(&c.doc_path)
         );
         validate(doc, &pointer, &r.body, c);
     } else {
@@ -75,7 +82,7 @@ async fn check(doc: &Value, addr: SocketAddr, c: &Call) -> Option<(String, Strin
         );
         assert!(r.text.contains("# TYPE"), "{}", r.text);
     }
-    Some((c.path.to_owned(), method))
+    Some((c.doc_path.clone(), method))
 }
 
 /// Where `body` breaks the schema at `pointer` (resolved inside the whole document).
@@ -217,6 +224,11 @@ async fn every_endpoint_answers_as_the_document_says() {
             400,
         ),
         call("GET", "/admin/sagas", None, 200),
+        call("GET", "/admin/sagas?state=committed&limit=5", None, 200),
+        call("GET", "/admin/sagas?state=sleeping", None, 400),
+        call("GET", "/admin/sagas?limit=0", None, 400),
+        call("GET", "/admin/sagas?order=asc", None, 400),
+        call("DELETE", "/admin/sagas", None, 405),
         call("GET", "/healthz", None, 200),
         call("GET", "/readyz", None, 200),
         call("GET", "/metrics", None, 200),
@@ -233,13 +245,55 @@ async fn every_endpoint_answers_as_the_document_says() {
     for c in &calls {
         covered.extend(check(&doc, server.addr, c).await);
     }
+    // One saga by id: the committed transaction above, found by state.
+    let committed = common::http(
+        server.addr,
+        "GET",
+        "/admin/sagas?state=committed&limit=1",
+        None,
+        Vec::new(),
+    )
+    .await;
+    let listed_sagas = committed.body["sagas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listed_sagas.len(), 1, "{}", committed.body);
+    assert_eq!(listed_sagas[0]["state"], "committed");
+    let id = listed_sagas[0]["saga_id"].as_str().unwrap().to_owned();
+    let by_id = |method: &'static str, path: String, status: u16| Call {
+        method,
+        path,
+        doc_path: "/admin/sagas/{saga_id}".to_owned(),
+        content_type: None,
+        body: Vec::new(),
+        status,
+    };
+    for c in [
+        by_id("GET", format!("/admin/sagas/{id}"), 200),
+        by_id("GET", "/admin/sagas/saga-nope".to_owned(), 404),
+        by_id("POST", format!("/admin/sagas/{id}"), 405),
+    ] {
+        covered.extend(check(&doc, server.addr, &c).await);
+    }
+    let one = common::http(
+        server.addr,
+        "GET",
+        &format!("/admin/sagas/{id}"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(one.body["saga_id"], id.as_str());
+    assert_eq!(one.body["idempotency_key"], "openapi-1", "{}", one.body);
     // Not ready: a backend is down.
     check(&doc, down.addr, &call("GET", "/readyz", None, 503)).await;
     check(&doc, down.addr, &call("GET", "/admin/backends", None, 200)).await;
     // A wrong content type.
     let wrong = Call {
         method: "POST",
-        path: "/v1/query",
+        path: "/v1/query".to_owned(),
+        doc_path: "/v1/query".to_owned(),
         content_type: Some("text/plain"),
         body: b"SELECT 1".to_vec(),
         status: 415,

@@ -11,7 +11,9 @@ pub mod metrics;
 mod saga;
 mod stats;
 
-pub use saga::{SagaSummary, TxCompensation, TxFailure, TxOutcome, TxRequest, TxStatement};
+pub use saga::{
+    SagaState, SagaSummary, TxCompensation, TxFailure, TxOutcome, TxRequest, TxStatement,
+};
 
 use std::cell::RefCell;
 use std::collections::HashMap;

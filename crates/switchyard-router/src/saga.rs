@@ -144,6 +144,48 @@ impl TxFailure {
     }
 }
 
+/// Where a saga stands, as the log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaState {
+    /// Steps are running.
+    Running,
+    /// Undoing completed steps.
+    Compensating,
+    /// Every step done (final).
+    Committed,
+    /// Every completed step undone (final).
+    Aborted,
+    /// Could not be undone: needs an operator (final).
+    InDoubt,
+}
+
+impl SagaState {
+    /// Every state.
+    pub const ALL: [SagaState; 5] = [
+        Self::Running,
+        Self::Compensating,
+        Self::Committed,
+        Self::Aborted,
+        Self::InDoubt,
+    ];
+
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Compensating => "compensating",
+            Self::Committed => "committed",
+            Self::Aborted => "aborted",
+            Self::InDoubt => "in_doubt",
+        }
+    }
+
+    /// The state named `s`.
+    pub fn parse(s: &str) -> Option<SagaState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
 /// A saga as `GET /admin/sagas` lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SagaSummary {
@@ -1176,10 +1218,31 @@ impl Router {
         self.publish(events).await;
     }
 
-    /// Every saga that is not finished, then the most recent ones (`GET /admin/sagas`).
-    pub async fn sagas(&self, limit: u64) -> Result<Vec<SagaSummary>, RouterError> {
+    /// `GET /admin/sagas`: with `state`, the most recent `limit` sagas in that state; without,
+    /// every saga that is not finished, then the `limit` most recent finished ones.
+    pub async fn sagas(
+        &self,
+        state: Option<SagaState>,
+        limit: u64,
+    ) -> Result<Vec<SagaSummary>, RouterError> {
         let log = self.saga_ready().await?;
         let mut out = Vec::new();
+        if let Some(state) = state {
+            let q = log.query(
+                &format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM {LOG} \
+                     WHERE state = $1 ORDER BY updated_at DESC LIMIT {limit}"
+                ),
+                &[json!(state.as_str())],
+            )?;
+            return Ok(self
+                .log_run(log, &q)
+                .await?
+                .rows
+                .iter()
+                .map(|r| summary(r))
+                .collect());
+        }
         let unfinished = log.query(
             &format!(
                 "SELECT {SUMMARY_COLUMNS} FROM {LOG} \
@@ -1200,6 +1263,21 @@ impl Router {
             }
         }
         Ok(out)
+    }
+
+    /// One saga by id (`GET /admin/sagas/{saga_id}`).
+    pub async fn saga(&self, saga_id: &str) -> Result<Option<SagaSummary>, RouterError> {
+        let log = self.saga_ready().await?;
+        let q = log.query(
+            &format!("SELECT {SUMMARY_COLUMNS} FROM {LOG} WHERE saga_id = $1"),
+            &[json!(saga_id)],
+        )?;
+        Ok(self
+            .log_run(log, &q)
+            .await?
+            .rows
+            .first()
+            .map(|r| summary(r)))
     }
 
     /// Finishes the sagas whose router stopped (lease expired): commits those whose every step

@@ -569,23 +569,20 @@ async fn admin(
             &backends_json(&state.router).await,
         )),
         (&Method::GET, "/admin/sagas") => {
-            let sagas = state.router.sagas(100).await?;
-            let list: Vec<serde_json::Value> = sagas
-                .iter()
-                .map(|s| {
-                    json!({
-                        "saga_id": s.saga_id,
-                        "state": s.state,
-                        "idempotency_key": s.idempotency_key,
-                        "created_at": s.created_at,
-                        "updated_at": s.updated_at,
-                        "steps": s.steps,
-                        "request": s.request,
-                        "outcome": s.outcome,
-                    })
-                })
-                .collect();
+            let (filter, limit) = saga_filter(req.uri().query())?;
+            let sagas = state.router.sagas(filter, limit).await?;
+            let list: Vec<serde_json::Value> = sagas.iter().map(saga_json).collect();
             Ok(json_response(StatusCode::OK, &json!({ "sagas": list })))
+        }
+        (&Method::GET, p) if p.starts_with("/admin/sagas/") => {
+            let id = &p["/admin/sagas/".len()..];
+            match state.router.saga(id).await? {
+                Some(s) => Ok(json_response(StatusCode::OK, &saga_json(&s))),
+                None => Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no saga `{id}` in the saga log"),
+                )),
+            }
         }
         (&Method::GET, "/admin/catalog") => Ok(json_response(
             StatusCode::OK,
@@ -609,11 +606,78 @@ async fn admin(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
         )),
+        (_, p) if p.starts_with("/admin/sagas/") => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no endpoint at {path}"),
         )),
     }
+}
+
+/// A saga as the admin endpoints show it.
+fn saga_json(s: &switchyard_router::SagaSummary) -> serde_json::Value {
+    json!({
+        "saga_id": s.saga_id,
+        "state": s.state,
+        "idempotency_key": s.idempotency_key,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+        "steps": s.steps,
+        "request": s.request,
+        "outcome": s.outcome,
+    })
+}
+
+/// Most sagas `GET /admin/sagas` lists.
+const MAX_SAGAS: u64 = 1000;
+
+/// `?state=...&limit=...` of `GET /admin/sagas` (limit 1..=1000, default 100).
+fn saga_filter(
+    query: Option<&str>,
+) -> Result<(Option<switchyard_router::SagaState>, u64), ApiError> {
+    let mut state = None;
+    let mut limit = 100;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "state" => {
+                state = Some(switchyard_router::SagaState::parse(value).ok_or_else(|| {
+                    let states: Vec<&str> = switchyard_router::SagaState::ALL
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect();
+                    ApiError::new(
+                        ErrorCode::BadRequest,
+                        format!("unknown saga state `{value}`; one of {}", states.join(", ")),
+                    )
+                })?);
+            }
+            "limit" => {
+                limit = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_SAGAS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::BadRequest,
+                            format!(
+                                "limit must be an integer from 1 to {MAX_SAGAS}, not `{value}`"
+                            ),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("unknown parameter `{other}`; use state and limit"),
+                ));
+            }
+        }
+    }
+    Ok((state, limit))
 }
 
 /// Every backend: a live health check (latency or error code), recent statement latency,
