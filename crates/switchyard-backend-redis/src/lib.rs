@@ -607,8 +607,10 @@ return 1";
 enum Step {
     /// Every row, found with SCAN over the key pattern, up to `max_rows`.
     Scan { max_rows: u64 },
-    /// The rows of these partitions (and, per partition, these clustering fields), filtered by
-    /// the statement's WHERE; more than `max_rows` rows read (before the filter) is an error.
+    /// The rows of these partitions (and, per partition, these clustering fields). `max_rows`
+    /// is set for a scan: its rows are filtered by the statement's WHERE, and more than
+    /// `max_rows` rows read (before the filter) is an error. A keyed read needs no filter: its
+    /// key predicates chose exactly the keys read.
     Read {
         partitions: Vec<Vec<Value>>,
         fields: Option<Vec<Vec<Value>>>,
@@ -1114,10 +1116,9 @@ impl RedisBackend {
                 let Statement::Select(s) = &fragment.query.statement else {
                     return Ok(out);
                 };
-                // The key predicates again, over the rows read: a scan reads every row, and a
-                // partial key (one column of a composite key, the clustering key alone) pins
-                // nothing.
-                if let Some(filter) = &s.filter {
+                // The key predicates over a scan's rows: a partial key (one column of a composite
+                // key, the clustering key alone) pins nothing, so every row was read.
+                if let (Some(filter), Some(_)) = (&s.filter, max_rows) {
                     let mut kept = Vec::with_capacity(rows.len());
                     for row in rows {
                         let scope = Scope {

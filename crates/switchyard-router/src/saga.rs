@@ -426,7 +426,7 @@ impl SagaLog {
     fn progress(
         &self,
         saga_id: &str,
-        state: &str,
+        state: SagaState,
         steps: &[Step],
     ) -> Result<BoundQuery, RouterError> {
         self.query(
@@ -436,7 +436,7 @@ impl SagaLog {
             ),
             &[
                 json!(saga_id),
-                json!(state),
+                json!(state.as_str()),
                 serde_json::to_value(steps).unwrap_or_default(),
                 json!(now_text()),
                 json!(self.lease_until()),
@@ -489,7 +489,7 @@ impl Router {
         &self,
         log: &SagaLog,
         saga_id: &str,
-        state: &str,
+        state: SagaState,
         steps: &[Step],
     ) -> Result<(), RouterError> {
         let q = log.progress(saga_id, state, steps)?;
@@ -500,7 +500,7 @@ impl Router {
         &self,
         log: &SagaLog,
         saga_id: &str,
-        state: &str,
+        state: SagaState,
         steps: &[Step],
         outcome: &serde_json::Value,
     ) -> Result<(), RouterError> {
@@ -511,7 +511,7 @@ impl Router {
             ),
             &[
                 json!(saga_id),
-                json!(state),
+                json!(state.as_str()),
                 serde_json::to_value(steps).unwrap_or_default(),
                 outcome.clone(),
                 json!(now_text()),
@@ -773,7 +773,7 @@ impl Router {
             self.publish_step_events(saga_id, &steps).await;
             failpoint::hit("saga.before_commit").await;
             if let Err(e) = self
-                .log_finish(log, saga_id, "committed", &steps, &outcome)
+                .log_finish(log, saga_id, SagaState::Committed, &steps, &outcome)
                 .await
             {
                 // Every step is durable; recovery will record the commit.
@@ -814,9 +814,9 @@ impl Router {
             },
         };
         let state = if failure.code == ErrorCode::TransactionAborted {
-            "aborted"
+            SagaState::Aborted
         } else {
-            "in_doubt"
+            SagaState::InDoubt
         };
         // When the log itself failed, this fails too and recovery finishes the saga later.
         if let Err(e) = self
@@ -853,7 +853,7 @@ impl Router {
 
     /// Runs a step's statements in one local transaction; its completion and compensation are
     /// recorded in that transaction when the store holds the log, else as `prepared` before the
-    /// commit and `done` after. Returns the written keys per statement.
+    /// commit and `done` after; its change events are recorded with `done`.
     #[allow(clippy::too_many_arguments)]
     async fn run_atomic_step(
         &self,
@@ -917,7 +917,7 @@ impl Router {
         steps[k].state = StepState::Done;
         if target == log.backend {
             let record = log
-                .progress(saga_id, "running", steps)
+                .progress(saga_id, SagaState::Running, steps)
                 .map_err(|e| (first, e))?;
             tx.execute(Fragment {
                 query: &record,
@@ -934,7 +934,7 @@ impl Router {
             }
         } else {
             steps[k].state = StepState::Prepared;
-            self.log_progress(log, saga_id, "running", steps)
+            self.log_progress(log, saga_id, SagaState::Running, steps)
                 .await
                 .map_err(|e| (first, e))?;
             if let Err(e) = tx.commit().await {
@@ -946,7 +946,7 @@ impl Router {
             }
             steps[k].state = StepState::Done;
             failpoint::hit(&format!("saga.after_execute.{k}")).await;
-            self.log_progress(log, saga_id, "running", steps)
+            self.log_progress(log, saga_id, SagaState::Running, steps)
                 .await
                 .map_err(|e| (first, e))?;
         }
@@ -1026,7 +1026,7 @@ impl Router {
         };
         steps[k].compensation = compensation_for(&self.catalog, p, st, before.as_deref());
         steps[k].state = StepState::Prepared;
-        self.log_progress(log, saga_id, "running", steps)
+        self.log_progress(log, saga_id, SagaState::Running, steps)
             .await
             .map_err(|e| (i, e))?;
         let rs = match self
@@ -1049,7 +1049,7 @@ impl Router {
         steps[k].events = self.step_events(prepared, &[(i, keys)]);
         steps[k].state = StepState::Done;
         failpoint::hit(&format!("saga.after_execute.{k}")).await;
-        self.log_progress(log, saga_id, "running", steps)
+        self.log_progress(log, saga_id, SagaState::Running, steps)
             .await
             .map_err(|e| (i, e))?;
         Self::expectation(i, st, &rs).map_err(|e| (i, e))?;
@@ -1082,7 +1082,7 @@ impl Router {
         context: &Context,
         steps: &mut [Step],
     ) -> Result<(), RouterError> {
-        self.log_progress(log, saga_id, "compensating", steps)
+        self.log_progress(log, saga_id, SagaState::Compensating, steps)
             .await?;
         for k in (0..steps.len()).rev() {
             let run = match steps[k].state {
@@ -1151,7 +1151,7 @@ impl Router {
             }
             steps[k].state = StepState::Compensated;
             if on_log {
-                let record = log.progress(saga_id, "compensating", steps)?;
+                let record = log.progress(saga_id, SagaState::Compensating, steps)?;
                 tx.execute(Fragment {
                     query: &record,
                     catalog: &log.catalog,
@@ -1160,7 +1160,7 @@ impl Router {
                 tx.commit().await?;
             } else {
                 tx.commit().await?;
-                self.log_progress(log, saga_id, "compensating", steps)
+                self.log_progress(log, saga_id, SagaState::Compensating, steps)
                     .await?;
             }
         } else {
@@ -1169,7 +1169,7 @@ impl Router {
                     .await?;
             }
             steps[k].state = StepState::Compensated;
-            self.log_progress(log, saga_id, "compensating", steps)
+            self.log_progress(log, saga_id, SagaState::Compensating, steps)
                 .await?;
         }
         for (c, p) in comps.iter().zip(&plans) {
@@ -1341,7 +1341,7 @@ impl Router {
             self.publish_step_events(saga_id, &steps).await;
             let outcome = json!({ "results": serde_json::Value::Null, "recovered": true });
             match self
-                .log_finish(log, saga_id, "committed", &steps, &outcome)
+                .log_finish(log, saga_id, SagaState::Committed, &steps, &outcome)
                 .await
             {
                 Ok(()) => {
@@ -1363,7 +1363,7 @@ impl Router {
         let result = self.compensate(log, saga_id, context, &mut steps).await;
         let (state, failure) = match result {
             Ok(()) => (
-                "aborted",
+                SagaState::Aborted,
                 TxFailure {
                     code: ErrorCode::TransactionAborted,
                     message: "the router running this transaction stopped; every completed step was rolled back"
@@ -1374,7 +1374,7 @@ impl Router {
                 },
             ),
             Err(e) => (
-                "in_doubt",
+                SagaState::InDoubt,
                 TxFailure {
                     code: ErrorCode::TransactionInDoubt,
                     message: format!(
@@ -1394,10 +1394,10 @@ impl Router {
             tracing::warn!(saga = saga_id, error = %e, "recovery could not record the outcome");
             return;
         }
-        tracing::info!(saga = saga_id, state, "recovered saga");
+        tracing::info!(saga = saga_id, state = state.as_str(), "recovered saga");
         self.metrics
             .sagas
-            .with_label_values(&[if state == "aborted" {
+            .with_label_values(&[if state == SagaState::Aborted {
                 "recovered_aborted"
             } else {
                 "in_doubt"

@@ -640,11 +640,10 @@ fn saga_filter(
 ) -> Result<(Option<switchyard_router::SagaState>, u64), ApiError> {
     let mut state = None;
     let mut limit = 100;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
             "state" => {
-                state = Some(switchyard_router::SagaState::parse(value).ok_or_else(|| {
+                state = Some(switchyard_router::SagaState::parse(&value).ok_or_else(|| {
                     let states: Vec<&str> = switchyard_router::SagaState::ALL
                         .iter()
                         .map(|s| s.as_str())
