@@ -69,12 +69,20 @@ impl MongoBackend {
     }
 
     fn command(&self, fragment: Fragment<'_>) -> Result<Command, BackendError> {
-        translate::translate(fragment.query, fragment.catalog, &self.name).map_err(|e| {
-            BackendError::Unsupported {
-                backend: self.name.clone(),
-                what: e.0,
-            }
-        })
+        let command =
+            translate::translate(fragment.query, fragment.catalog, &self.name).map_err(|e| {
+                BackendError::Unsupported {
+                    backend: self.name.clone(),
+                    what: e.0,
+                }
+            })?;
+        command.check_limits().map_err(|e| BackendError::TooLarge {
+            backend: self.name.clone(),
+            what: format!("the generated command's {}", e.what),
+            limit: e.limit,
+            unit: "",
+        })?;
+        Ok(command)
     }
 
     fn map_err(&self, err: mongodb::error::Error) -> BackendError {

@@ -57,10 +57,107 @@ pub enum Command {
     },
 }
 
+/// MongoDB's bounds on a command: nesting of documents and arrays (the server refuses deeper
+/// BSON) and the size of one BSON document.
+pub const MAX_NESTING: usize = 100;
+/// 16 MiB, MongoDB's `maxBsonObjectSize`.
+pub const MAX_BSON_BYTES: usize = 16 * 1024 * 1024;
+
+/// A generated command past one of MongoDB's bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTooLarge {
+    /// What passed its bound, e.g. `nesting depth`.
+    pub what: &'static str,
+    /// The bound.
+    pub limit: u64,
+}
+
+/// How deep `b` nests (a scalar is 0, a document or array one more than its deepest member;
+/// the walk stops below `limit` levels) and about how many bytes its BSON takes (names and
+/// strings, plus 16 bytes per element: an upper bound for the scalars translation emits).
+fn measure(b: &Bson, limit: usize) -> (usize, usize) {
+    match b {
+        Bson::Document(d) => measure_doc(d, limit),
+        Bson::Array(a) => measure_members(a.iter().map(|v| (8, v)), limit),
+        Bson::String(s) => (0, s.len()),
+        Bson::RegularExpression(r) => (0, r.pattern.len() + r.options.len()),
+        _ => (0, 16),
+    }
+}
+
+fn measure_doc(d: &Document, limit: usize) -> (usize, usize) {
+    measure_members(d.iter().map(|(k, v)| (k.len(), v)), limit)
+}
+
+fn measure_members<'b>(
+    members: impl Iterator<Item = (usize, &'b Bson)>,
+    limit: usize,
+) -> (usize, usize) {
+    if limit == 0 {
+        return (1, 0);
+    }
+    let (mut depth, mut bytes) = (0, 5);
+    for (name, member) in members {
+        let (d, n) = measure(member, limit - 1);
+        depth = depth.max(d);
+        bytes += name + 16 + n;
+    }
+    (depth + 1, bytes)
+}
+
 impl Command {
+    /// Checks the command against MongoDB's bounds before it is sent, so a statement that
+    /// translates too large gets `QUERY_TOO_LARGE` from the router instead of a server error.
+    pub fn check_limits(&self) -> Result<(), CommandTooLarge> {
+        // Each part measured at the depth where it sits in the command, without copying it.
+        let mut parts: Vec<(usize, &Document)> = Vec::new();
+        match self {
+            Command::Aggregate { pipeline, .. } => parts.extend(pipeline.iter().map(|d| (2, d))),
+            Command::Insert { documents, .. } => parts.extend(documents.iter().map(|d| (2, d))),
+            Command::Update { filter, update, .. } => {
+                parts.push((1, filter));
+                parts.extend(update.iter().map(|d| (2, d)));
+            }
+            Command::Delete { filter, .. } => parts.push((1, filter)),
+            Command::Upsert { rows, .. } => {
+                for r in rows {
+                    parts.push((3, &r.document));
+                    parts.push((4, &r.filter));
+                    parts.extend(r.update.iter().map(|d| (5, d)));
+                }
+            }
+        }
+        let (mut depth, mut bytes) = (0, 64);
+        for (at, part) in parts {
+            let (d, n) = measure_doc(part, MAX_NESTING.saturating_sub(at));
+            depth = depth.max(at + d);
+            bytes += n;
+        }
+        if depth > MAX_NESTING {
+            return Err(CommandTooLarge {
+                what: "nesting depth",
+                limit: MAX_NESTING as u64,
+            });
+        }
+        if bytes > MAX_BSON_BYTES {
+            return Err(CommandTooLarge {
+                what: "size in bytes",
+                limit: MAX_BSON_BYTES as u64,
+            });
+        }
+        Ok(())
+    }
+
     /// Extended JSON text of the command, for `explain`.
     pub fn to_text(&self) -> String {
-        let value = match self {
+        Bson::Document(self.document())
+            .into_relaxed_extjson()
+            .to_string()
+    }
+
+    /// The command as one document (as `explain` shows it).
+    fn document(&self) -> Document {
+        match self {
             Command::Aggregate {
                 collection,
                 pipeline,
@@ -90,8 +187,7 @@ impl Command {
                     .collect();
                 doc! { "upsert": collection, "rows": steps }
             }
-        };
-        Bson::Document(value).into_relaxed_extjson().to_string()
+        }
     }
 }
 
@@ -378,6 +474,44 @@ fn literal(v: Bson) -> Bson {
     Bson::Document(doc! { "$literal": v })
 }
 
+/// `body` over `operands`, where each operand that is more than a field path or a literal is
+/// bound once by `$let` and referred to as `$$vN`: a body that uses an operand twice (NULL
+/// checks) must not copy it, or nested expressions grow exponentially. Every translated
+/// expression is closed, so nested `$let`s reusing the names cannot capture each other's.
+fn let_bound(operands: Vec<Bson>, body: impl FnOnce(&[Bson]) -> Bson) -> Bson {
+    let mut vars = Document::new();
+    let refs: Vec<Bson> = operands
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| match &x {
+            Bson::String(_) => x,
+            Bson::Document(d) if d.contains_key("$literal") => x,
+            _ => {
+                vars.insert(format!("v{i}"), x);
+                Bson::String(format!("$$v{i}"))
+            }
+        })
+        .collect();
+    let body = body(&refs);
+    if vars.is_empty() {
+        body
+    } else {
+        Bson::Document(doc! { "$let": { "vars": vars, "in": body } })
+    }
+}
+
+/// The operands of a chain of one AND/OR (the binder builds long ones as balanced trees).
+#[recursive::recursive]
+fn chain_terms<'e>(e: &'e Expr, op: BinaryOp, out: &mut Vec<&'e Expr>) {
+    match &e.kind {
+        ExprKind::Binary { op: o, left, right } if *o == op => {
+            chain_terms(left, op, out);
+            chain_terms(right, op, out);
+        }
+        _ => out.push(e),
+    }
+}
+
 impl Cx<'_> {
     fn field(&self, table: usize, column: usize) -> String {
         let physical = self
@@ -431,12 +565,29 @@ impl Cx<'_> {
         })
     }
 
+    /// `e` as a query filter document that matches exactly the rows where `e` is true (so only
+    /// at the top of a WHERE, where false and NULL both drop the row), when it is that simple.
+    #[recursive::recursive]
     fn simple_condition(&self, e: &Expr) -> Option<Document> {
         let column = |x: &Expr| match x.kind {
             ExprKind::Column { table, column } => Some(self.field(table, column)),
             _ => None,
         };
         match &e.kind {
+            ExprKind::Binary {
+                op: op @ (BinaryOp::And | BinaryOp::Or),
+                ..
+            } => {
+                // True exactly when all (any) of the terms are true.
+                let mut terms = Vec::new();
+                chain_terms(e, *op, &mut terms);
+                let docs: Option<Vec<Bson>> = terms
+                    .into_iter()
+                    .map(|t| self.simple_condition(t).map(Bson::Document))
+                    .collect();
+                let name = if *op == BinaryOp::And { "$and" } else { "$or" };
+                Some(doc! { name: docs? })
+            }
             ExprKind::Binary { op, left, right } if op.is_comparison() => {
                 let (f, v, flipped) = match (column(left), column(right)) {
                     (Some(f), None) => (f, self.constant(right)?, false),
@@ -491,7 +642,7 @@ impl Cx<'_> {
                 let Value::Text(p) = self.constant(pattern)? else {
                     return None;
                 };
-                Some(doc! { column(expr)?: { "$regex": like_to_regex(&p), "$options": "s" } })
+                Some(doc! { column(expr)?: { "$regex": like_to_regex(&p).ok()?, "$options": "s" } })
             }
             ExprKind::IsNull { expr, negated } => {
                 let f = column(expr)?;
@@ -514,6 +665,7 @@ impl Cx<'_> {
 /// Translates `e` as an aggregation expression with SQL NULL semantics (booleans are
 /// true/false/null); children go through `sub`, so the same rules serve expressions over input
 /// documents (`Cx::expr`) and over grouped documents (`Grouped::expr`).
+#[recursive::recursive]
 fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
     Ok(match &e.kind {
         ExprKind::Column { table, column } => {
@@ -533,27 +685,43 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
         ExprKind::Unary {
             op: UnaryOp::Not,
             expr,
+        } => let_bound(vec![sub(expr)?], |x| {
+            Bson::Document(
+                doc! { "$cond": [is_null(x[0].clone()), Bson::Null, { "$not": [x[0].clone()] }] },
+            )
+        }),
+        ExprKind::Binary {
+            op: op @ (BinaryOp::And | BinaryOp::Or),
+            ..
         } => {
-            let x = sub(expr)?;
-            Bson::Document(doc! { "$cond": [is_null(x.clone()), Bson::Null, { "$not": [x] }] })
+            // One n-ary operation over the whole chain, each term translated and evaluated
+            // once: a term equal to the decisive value decides, else any NULL gives NULL.
+            let (decisive, other) = if *op == BinaryOp::And {
+                (false, true)
+            } else {
+                (true, false)
+            };
+            let mut parts = Vec::new();
+            chain_terms(e, *op, &mut parts);
+            let mut terms = Vec::with_capacity(parts.len());
+            for part in parts {
+                terms.push(Bson::Document(doc! { "$ifNull": [sub(part)?, Bson::Null] }));
+            }
+            Bson::Document(doc! { "$let": {
+                "vars": { "terms": terms },
+                "in": { "$switch": {
+                    "branches": [
+                        { "case": { "$in": [decisive, "$$terms"] }, "then": decisive },
+                        { "case": { "$in": [Bson::Null, "$$terms"] }, "then": Bson::Null },
+                    ],
+                    "default": other,
+                } },
+            } })
         }
         ExprKind::Binary { op, left, right } => {
             let (l, r) = (sub(left)?, sub(right)?);
             match op {
-                BinaryOp::And | BinaryOp::Or => {
-                    let (decisive, other) = if *op == BinaryOp::And {
-                        (false, true)
-                    } else {
-                        (true, false)
-                    };
-                    Bson::Document(doc! { "$switch": {
-                        "branches": [
-                            { "case": { "$or": [ { "$eq": [l.clone(), decisive] }, { "$eq": [r.clone(), decisive] } ] }, "then": decisive },
-                            { "case": { "$or": [ is_null(l), is_null(r) ] }, "then": Bson::Null },
-                        ],
-                        "default": other,
-                    } })
-                }
+                BinaryOp::And | BinaryOp::Or => return Err(no("AND/OR outside a chain")),
                 BinaryOp::Eq
                 | BinaryOp::NotEq
                 | BinaryOp::Lt
@@ -568,10 +736,12 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
                         BinaryOp::Gt => "$gt",
                         _ => "$gte",
                     };
-                    null_if_any_null(
-                        &[l.clone(), r.clone()],
-                        Bson::Document(doc! { name: [l, r] }),
-                    )
+                    let_bound(vec![l, r], |v| {
+                        null_if_any_null(
+                            v,
+                            Bson::Document(doc! { name: [v[0].clone(), v[1].clone()] }),
+                        )
+                    })
                 }
                 BinaryOp::Plus => Bson::Document(doc! { "$add": [l, r] }),
                 BinaryOp::Minus => Bson::Document(doc! { "$subtract": [l, r] }),
@@ -602,13 +772,15 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
             for i in list {
                 items.push(sub(i)?);
             }
-            let test = Bson::Document(doc! { "$in": [x.clone(), items] });
-            let test = if *negated {
-                Bson::Document(doc! { "$not": [test] })
-            } else {
-                test
-            };
-            null_if_any_null(&[x], test)
+            let_bound(vec![x], |x| {
+                let test = Bson::Document(doc! { "$in": [x[0].clone(), items] });
+                let test = if *negated {
+                    Bson::Document(doc! { "$not": [test] })
+                } else {
+                    test
+                };
+                null_if_any_null(x, test)
+            })
         }
         ExprKind::Between {
             expr,
@@ -616,16 +788,19 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
             high,
             negated,
         } => {
-            let (x, lo, hi) = (sub(expr)?, sub(low)?, sub(high)?);
-            let test = Bson::Document(
-                doc! { "$and": [ { "$gte": [x.clone(), lo.clone()] }, { "$lte": [x.clone(), hi.clone()] } ] },
-            );
-            let test = if *negated {
-                Bson::Document(doc! { "$not": [test] })
-            } else {
-                test
-            };
-            null_if_any_null(&[x, lo, hi], test)
+            let operands = vec![sub(expr)?, sub(low)?, sub(high)?];
+            let_bound(operands, |v| {
+                let (x, lo, hi) = (&v[0], &v[1], &v[2]);
+                let test = Bson::Document(
+                    doc! { "$and": [ { "$gte": [x.clone(), lo.clone()] }, { "$lte": [x.clone(), hi.clone()] } ] },
+                );
+                let test = if *negated {
+                    Bson::Document(doc! { "$not": [test] })
+                } else {
+                    test
+                };
+                null_if_any_null(v, test)
+            })
         }
         ExprKind::Like {
             expr,
@@ -635,16 +810,18 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
             let Some(Value::Text(p)) = cx.constant(pattern) else {
                 return Err(no("LIKE with a computed pattern on MongoDB"));
             };
-            let x = sub(expr)?;
-            let test = Bson::Document(
-                doc! { "$regexMatch": { "input": x.clone(), "regex": like_to_regex(&p), "options": "s" } },
-            );
-            let test = if *negated {
-                Bson::Document(doc! { "$not": [test] })
-            } else {
-                test
-            };
-            null_if_any_null(&[x], test)
+            let regex = like_to_regex(&p)?;
+            let_bound(vec![sub(expr)?], |x| {
+                let test = Bson::Document(
+                    doc! { "$regexMatch": { "input": x[0].clone(), "regex": regex, "options": "s" } },
+                );
+                let test = if *negated {
+                    Bson::Document(doc! { "$not": [test] })
+                } else {
+                    test
+                };
+                null_if_any_null(x, test)
+            })
         }
         ExprKind::Func { func, args } => {
             let mut a = Vec::new();
@@ -652,16 +829,18 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
                 a.push(sub(x)?);
             }
             let first = a.first().cloned().unwrap_or(Bson::Null);
+            let null_or = |name: &str, first: Bson| {
+                let name = name.to_owned();
+                let_bound(vec![first], move |x| {
+                    let mut call = Document::new();
+                    call.insert(name, x[0].clone());
+                    Bson::Document(doc! { "$cond": [is_null(x[0].clone()), Bson::Null, call] })
+                })
+            };
             match func {
-                ScalarFunc::Lower => Bson::Document(
-                    doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$toLower": first }] },
-                ),
-                ScalarFunc::Upper => Bson::Document(
-                    doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$toUpper": first }] },
-                ),
-                ScalarFunc::Length => Bson::Document(
-                    doc! { "$cond": [is_null(first.clone()), Bson::Null, { "$strLenCP": first }] },
-                ),
+                ScalarFunc::Lower => null_or("$toLower", first),
+                ScalarFunc::Upper => null_or("$toUpper", first),
+                ScalarFunc::Length => null_or("$strLenCP", first),
                 ScalarFunc::Abs => Bson::Document(doc! { "$abs": first }),
                 ScalarFunc::Coalesce => {
                     let mut out = a.pop().unwrap_or(Bson::Null);
@@ -678,23 +857,25 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
 
 /// A LIKE pattern as an anchored regular expression: `%` -> `.*`, `_` -> `.`, `\x` -> literal x,
 /// every other regex metacharacter escaped.
-pub fn like_to_regex(pattern: &str) -> String {
+pub fn like_to_regex(pattern: &str) -> R<String> {
     let mut out = String::from("^");
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         match c {
             '%' => out.push_str(".*"),
             '_' => out.push('.'),
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    push_escaped(&mut out, n);
-                }
-            }
+            '\\' => match chars.next() {
+                Some(n) => push_escaped(&mut out, n),
+                // The binder refuses such patterns (DATA_ERROR, as PostgreSQL does).
+                None => return Err(no("a LIKE pattern ending in the escape character")),
+            },
             other => push_escaped(&mut out, other),
         }
     }
-    out.push('$');
-    out
+    // `\z`, not `$`: `$` also matches before a final newline ('abc' LIKE must not match
+    // 'abc\n'); the `s` option lets `.` match newlines.
+    out.push_str("\\z");
+    Ok(out)
 }
 
 fn push_escaped(out: &mut String, c: char) {
@@ -797,7 +978,7 @@ impl Grouped<'_, '_> {
                 (AggFunc::Sum, false) => Bson::Document(
                     doc! { "$cond": [ { "$eq": [format!("$a{n}n"), 0] }, Bson::Null, a ] },
                 ),
-                _ => Bson::String(a),
+                (AggFunc::Avg, false) | (AggFunc::Min | AggFunc::Max, _) => Bson::String(a),
             });
         }
         match &e.kind {
@@ -926,6 +1107,9 @@ fn select(s: &Select, cx: &Cx<'_>) -> R<Command> {
             let non_null = |x: &Bson| Bson::Document(doc! { "$cond": [is_null(x.clone()), 0, 1] });
             let acc = match (func, &arg, distinct) {
                 (AggFunc::Count, None, _) => doc! { "$sum": 1 },
+                // DISTINCT changes nothing for MIN/MAX.
+                (AggFunc::Min, Some(x), _) => doc! { "$min": x.clone() },
+                (AggFunc::Max, Some(x), _) => doc! { "$max": x.clone() },
                 (_, Some(x), true) => doc! { "$addToSet": x.clone() },
                 (AggFunc::Count, Some(x), false) => doc! { "$sum": non_null(x) },
                 (AggFunc::Sum, Some(x), false) => {
@@ -933,8 +1117,6 @@ fn select(s: &Select, cx: &Cx<'_>) -> R<Command> {
                     doc! { "$sum": x.clone() }
                 }
                 (AggFunc::Avg, Some(x), false) => doc! { "$avg": x.clone() },
-                (AggFunc::Min, Some(x), false) => doc! { "$min": x.clone() },
-                (AggFunc::Max, Some(x), false) => doc! { "$max": x.clone() },
                 (_, None, _) => doc! { "$sum": 1 },
             };
             group.insert(format!("a{n}"), acc);

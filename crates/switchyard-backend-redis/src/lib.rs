@@ -911,6 +911,7 @@ impl RedisBackend {
             backend: self.name.clone(),
             what: format!("a scan of `{}`", layout.table.name),
             limit: max_rows,
+            unit: " rows",
         };
         loop {
             let mut cmd = redis::cmd("SCAN");
@@ -1111,6 +1112,7 @@ impl RedisBackend {
                         backend: self.name.clone(),
                         what: format!("a scan of `{}`", layout.table.name),
                         limit: *max_rows,
+                        unit: " rows",
                     });
                 }
                 let Statement::Select(s) = &fragment.query.statement else {

@@ -380,6 +380,7 @@ impl Renderer<'_> {
         }
     }
 
+    #[recursive::recursive]
     fn expr(&mut self, e: &Expr) {
         match &e.kind {
             ExprKind::Column { table, column } => self.column_ref(*table, *column),

@@ -115,7 +115,7 @@ pub enum BackendError {
         hint: String,
     },
     /// The answer would pass a configured row bound.
-    #[error("backend `{backend}`: {what} passes the bound of {limit} rows")]
+    #[error("backend `{backend}`: {what} passes the bound of {limit}{unit}")]
     TooLarge {
         /// Backend name.
         backend: String,
@@ -123,6 +123,8 @@ pub enum BackendError {
         what: String,
         /// The bound.
         limit: u64,
+        /// The bound's unit with a leading space (` rows`), empty when `what` says it.
+        unit: &'static str,
     },
     /// The backend cannot run this fragment (capability or not yet implemented).
     #[error("backend `{backend}` cannot run this: {what}")]

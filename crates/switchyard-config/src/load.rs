@@ -10,7 +10,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::interpolate::interpolate;
-use crate::model::{BackendConfig, BackendKind, Config, Role, ServerConfig, TableConfig};
+use crate::model::{BackendConfig, BackendKind, Config, Role, ServerConfig, TableConfig, defaults};
 
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,6 +397,12 @@ fn validate(config: &Config) -> Vec<(Vec<Seg>, String)> {
         out.push((
             vec![k("execution"), k("semi_join_batch_size")],
             "must be at least 1".to_owned(),
+        ));
+    }
+    if !(1..=defaults::MAX_EXPR_DEPTH_LIMIT).contains(&config.execution.max_expr_depth) {
+        out.push((
+            vec![k("execution"), k("max_expr_depth")],
+            format!("must be between 1 and {}", defaults::MAX_EXPR_DEPTH_LIMIT),
         ));
     }
     for (field, value) in [

@@ -52,6 +52,11 @@ pub mod defaults {
     pub const SEMI_JOIN_MAX_KEYS: u64 = 1_000;
     /// `execution.semi_join_batch_size`.
     pub const SEMI_JOIN_BATCH_SIZE: u64 = 1_000;
+    /// `execution.max_expr_depth`.
+    pub const MAX_EXPR_DEPTH: u32 = 256;
+    /// The largest `execution.max_expr_depth` accepted: deeper expressions would not fit the
+    /// stacks of the passes that recurse over them.
+    pub const MAX_EXPR_DEPTH_LIMIT: u32 = 1_000;
 
     /// `transactions.log_table`.
     pub const SAGA_LOG_TABLE: &str = "switchyard_sagas";
@@ -91,6 +96,10 @@ pub mod defaults {
     }
     pub(crate) fn semi_join_batch_size() -> u64 {
         SEMI_JOIN_BATCH_SIZE
+    }
+
+    pub(crate) fn max_expr_depth() -> u32 {
+        MAX_EXPR_DEPTH
     }
 
     pub(crate) fn scan_max_rows() -> u64 {
@@ -228,6 +237,11 @@ pub struct ExecutionConfig {
     /// Keys per pushed IN list (per statement sent to the big side).
     #[serde(default = "defaults::semi_join_batch_size")]
     pub semi_join_batch_size: u64,
+    /// How deep expressions may nest (`1 + 1 + ...` is one level per `+`; a chain of one
+    /// `AND`/`OR` counts `log2` of its length); deeper statements are refused with
+    /// `QUERY_TOO_LARGE` before anything runs. At most 1000.
+    #[serde(default = "defaults::max_expr_depth")]
+    pub max_expr_depth: u32,
 }
 
 impl Default for ExecutionConfig {
@@ -237,6 +251,7 @@ impl Default for ExecutionConfig {
             max_query_bytes: defaults::MAX_QUERY_BYTES,
             semi_join_max_keys: defaults::SEMI_JOIN_MAX_KEYS,
             semi_join_batch_size: defaults::SEMI_JOIN_BATCH_SIZE,
+            max_expr_depth: defaults::MAX_EXPR_DEPTH,
         }
     }
 }
@@ -316,7 +331,8 @@ pub struct AdminConfig {
     /// Accept admin calls from other hosts than loopback.
     #[serde(default)]
     pub allow_remote: bool,
-    /// Name of an environment variable holding a bearer token admin calls must present.
+    /// Name of an environment variable holding a bearer token admin calls must present; while
+    /// it is unset or empty, admin calls are refused.
     #[serde(default)]
     pub token_env: Option<String>,
 }

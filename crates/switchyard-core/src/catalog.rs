@@ -10,6 +10,8 @@ pub struct Catalog {
     pub tables: IndexMap<String, Table>,
     /// Backends by name, in configuration order.
     pub backends: IndexMap<String, BackendInfo>,
+    /// How deep bound expressions may nest (`execution.max_expr_depth`).
+    pub max_expr_depth: usize,
 }
 
 /// A backend as the planner sees it.
@@ -136,7 +138,11 @@ impl Catalog {
                 (name.clone(), table)
             })
             .collect();
-        Catalog { tables, backends }
+        Catalog {
+            tables,
+            backends,
+            max_expr_depth: config.execution.max_expr_depth as usize,
+        }
     }
 
     /// The table called `name`.

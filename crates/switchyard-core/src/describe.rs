@@ -24,6 +24,7 @@ impl Names<'_> {
         format!("{alias}.{col}")
     }
 
+    #[recursive::recursive]
     fn expr(&self, e: &Expr) -> String {
         match &e.kind {
             ExprKind::Column { table, column } => self.column(*table, *column),

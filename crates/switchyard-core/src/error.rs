@@ -268,6 +268,16 @@ pub enum CoreError {
         /// The budget.
         limit: u64,
     },
+    /// An expression nests deeper than `execution.max_expr_depth`.
+    #[error(
+        "the statement nests expressions more than {limit} levels deep (execution.max_expr_depth); simplify it"
+    )]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+        /// The expression that crossed it.
+        position: Option<Position>,
+    },
     /// A value made evaluation in the router fail.
     #[error("{message}")]
     Data {
@@ -297,7 +307,7 @@ impl CoreError {
             Self::BadGrouping { .. } => ErrorCode::BadGrouping,
             Self::BadParams { .. } => ErrorCode::BadParams,
             Self::NoRoute { .. } => ErrorCode::NoRoute,
-            Self::QueryTooLarge { .. } => ErrorCode::QueryTooLarge,
+            Self::QueryTooLarge { .. } | Self::TooDeep { .. } => ErrorCode::QueryTooLarge,
             Self::Data { .. } => ErrorCode::DataError,
         }
     }
@@ -312,7 +322,8 @@ impl CoreError {
             | Self::AmbiguousColumn { position, .. }
             | Self::TypeMismatch { position, .. }
             | Self::BadGrouping { position, .. }
-            | Self::BadParams { position, .. } => *position,
+            | Self::BadParams { position, .. }
+            | Self::TooDeep { position, .. } => *position,
             Self::NoRoute { .. } | Self::QueryTooLarge { .. } | Self::Data { .. } => None,
         }
     }

@@ -450,6 +450,28 @@ pub enum ExprKind {
 }
 
 impl Expr {
+    /// `terms[0] OP terms[1] OP ...` for `AND`/`OR` as a balanced tree, so thousands of terms
+    /// nest only log2 of that deep (left-leaning: up to three terms it is the parser's
+    /// left-deep shape). No terms gives the operator's identity (`true` for AND).
+    pub fn balanced(op: BinaryOp, mut terms: Vec<Expr>) -> Expr {
+        if terms.len() <= 1 {
+            return terms.pop().unwrap_or(Expr {
+                kind: ExprKind::Literal(Value::Bool(op == BinaryOp::And)),
+                ty: LogicalType::Bool,
+            });
+        }
+        let right_terms = terms.split_off(terms.len().div_ceil(2));
+        let (left, right) = (Self::balanced(op, terms), Self::balanced(op, right_terms));
+        Expr {
+            kind: ExprKind::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+            },
+            ty: LogicalType::Bool,
+        }
+    }
+
     /// The value of a literal or parameter (`params` are the statement's parameter values).
     pub fn constant(&self, params: &[Value]) -> Option<Value> {
         match &self.kind {
@@ -460,6 +482,7 @@ impl Expr {
     }
 
     /// The AND-ed parts of a condition (the expression itself when it is not an AND).
+    #[recursive::recursive]
     pub fn conjuncts(&self) -> Vec<&Expr> {
         match &self.kind {
             ExprKind::Binary {
@@ -503,6 +526,7 @@ impl Expr {
     }
 
     /// Visits this expression and every sub-expression, parents first.
+    #[recursive::recursive]
     pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);
         match &self.kind {

@@ -1043,19 +1043,21 @@ impl Router {
                 }
             }
         }
-        let delete = invalidation_statement(table, keys);
-        let q = BoundQuery {
-            statement: delete,
-            params: Vec::new(),
-        };
-        if let Err(err) = backend
-            .execute(Fragment {
-                query: &q,
-                catalog: &self.catalog,
-            })
-            .await
-        {
-            tracing::warn!(backend = backend.name(), table = %table_name, error = %err, "cache invalidation failed");
+        for statement in invalidation_statements(table, keys) {
+            let q = BoundQuery {
+                statement,
+                params: Vec::new(),
+            };
+            if let Err(err) = backend
+                .execute(Fragment {
+                    query: &q,
+                    catalog: &self.catalog,
+                })
+                .await
+            {
+                tracing::warn!(backend = backend.name(), table = %table_name, error = %err, "cache invalidation failed");
+                return;
+            }
         }
     }
 
@@ -1245,12 +1247,17 @@ impl Router {
     }
 }
 
-/// `DELETE FROM table WHERE pk IN (keys)` (or `pk1 = a AND pk2 = b OR ...`), or the whole table
-/// when the keys are unknown.
-fn invalidation_statement(
+/// Keys per invalidation statement: bounds the statement a keyless write over many rows sends
+/// to a SQL cache (and the expression depth of its filter).
+const INVALIDATION_BATCH: usize = 1_000;
+
+/// `DELETE FROM table WHERE pk IN (keys)` (composite keys: `pk1 = a AND pk2 = b OR ...` as a
+/// balanced tree) in batches of [`INVALIDATION_BATCH`] keys, or the whole table when the keys
+/// are unknown.
+fn invalidation_statements(
     table: &switchyard_core::Table,
     keys: Option<Vec<Vec<Value>>>,
-) -> Statement {
+) -> Vec<Statement> {
     use switchyard_core::LogicalType;
     use switchyard_core::ir::{BinaryOp, Delete};
     let column = |i: usize| Expr {
@@ -1264,43 +1271,55 @@ fn invalidation_statement(
         kind: ExprKind::Literal(v),
         ty: table.columns[i].ty,
     };
-    let boolean = |kind| Expr {
-        kind,
-        ty: LogicalType::Bool,
+    let delete = |filter| {
+        Statement::Delete(Delete {
+            table: table.name.clone(),
+            filter,
+        })
     };
-    let filter = keys.filter(|k| !k.is_empty()).map(|keys| {
-        let tuples = keys.into_iter().map(|tuple| {
-            tuple
-                .into_iter()
-                .zip(&table.primary_key)
-                .map(|(v, &c)| {
-                    boolean(ExprKind::Binary {
-                        op: BinaryOp::Eq,
-                        left: Box::new(column(c)),
-                        right: Box::new(literal(v, c)),
-                    })
-                })
-                .reduce(|a, b| {
-                    boolean(ExprKind::Binary {
-                        op: BinaryOp::And,
-                        left: Box::new(a),
-                        right: Box::new(b),
-                    })
-                })
-        });
-        tuples
-            .flatten()
-            .reduce(|a, b| {
-                boolean(ExprKind::Binary {
-                    op: BinaryOp::Or,
-                    left: Box::new(a),
-                    right: Box::new(b),
-                })
-            })
-            .unwrap_or_else(|| boolean(ExprKind::Literal(Value::Bool(false))))
-    });
-    Statement::Delete(Delete {
-        table: table.name.clone(),
-        filter,
-    })
+    let Some(keys) = keys.filter(|k| !k.is_empty()) else {
+        return vec![delete(None)];
+    };
+    keys.chunks(INVALIDATION_BATCH)
+        .map(|batch| {
+            let filter = match table.primary_key.as_slice() {
+                [c] => Expr {
+                    kind: ExprKind::InList {
+                        expr: Box::new(column(*c)),
+                        list: batch
+                            .iter()
+                            .filter_map(|tuple| tuple.first().cloned())
+                            .map(|v| literal(v, *c))
+                            .collect(),
+                        negated: false,
+                    },
+                    ty: LogicalType::Bool,
+                },
+                key => Expr::balanced(
+                    BinaryOp::Or,
+                    batch
+                        .iter()
+                        .map(|tuple| {
+                            Expr::balanced(
+                                BinaryOp::And,
+                                tuple
+                                    .iter()
+                                    .zip(key)
+                                    .map(|(v, &c)| Expr {
+                                        kind: ExprKind::Binary {
+                                            op: BinaryOp::Eq,
+                                            left: Box::new(column(c)),
+                                            right: Box::new(literal(v.clone(), c)),
+                                        },
+                                        ty: LogicalType::Bool,
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                ),
+            };
+            delete(Some(filter))
+        })
+        .collect()
 }

@@ -520,7 +520,7 @@ fn planner_json(p: &Planner) -> serde_json::Value {
 }
 
 /// Admin endpoints: loopback callers only unless `admin.allow_remote`; a bearer token when
-/// `admin.token_env` names a set variable.
+/// `admin.token_env` is configured (closed while the variable is unset or empty).
 async fn admin(
     state: &AppState,
     req: Request<Incoming>,
@@ -532,7 +532,7 @@ async fn admin(
     let token = admin_config
         .token_env
         .as_ref()
-        .and_then(|var| std::env::var(var).ok());
+        .map(|var| std::env::var(var).unwrap_or_default());
     let given = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -722,15 +722,25 @@ async fn backends_json(router: &Router) -> serde_json::Value {
     json!({ "backends": backends })
 }
 
-/// Hides secrets in the effective configuration: the password of every URL.
+/// Query parameters of a URL whose values are secrets (libpq's, MySQL's, MongoDB's, Redis's).
+const SECRET_PARAMETERS: [&str; 7] = [
+    "password",
+    "pass",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "token",
+    "authtoken",
+];
+
+/// Hides secrets in the effective configuration: the password of every URL (the user info
+/// ends at the last `@` before the path, so a password may contain `@`) and secret query
+/// parameters (`?password=...`).
 fn redact(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::String(s) => {
-            if let Some((scheme, rest)) = s.split_once("://")
-                && let Some((userinfo, host)) = rest.split_once('@')
-                && let Some((user, _password)) = userinfo.split_once(':')
-            {
-                *s = format!("{scheme}://{user}:***@{host}");
+            if let Some(redacted) = redact_url(s) {
+                *s = redacted;
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
@@ -739,21 +749,70 @@ fn redact(value: &mut serde_json::Value) {
     }
 }
 
-/// Who may call the admin endpoints: loopback callers unless `allow_remote`, and, when a token
-/// is configured, only with `Authorization: Bearer <token>` (compared in constant time).
+/// `url` with its password and secret query parameters replaced by `***`, `None` when it is
+/// not a URL or holds no secret.
+fn redact_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let params: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _))
+                        if SECRET_PARAMETERS
+                            .iter()
+                            .any(|secret| name.eq_ignore_ascii_case(secret)) =>
+                    {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+            format!("{path}?{}{fragment}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    let redacted = format!("{scheme}://{authority}{tail}");
+    (redacted != url).then_some(redacted)
+}
+
+/// Who may call the admin endpoints: loopback callers (IPv4-mapped IPv6 included) unless
+/// `allow_remote`, and, when a token is configured, only with `Authorization: Bearer <token>`
+/// (compared in constant time). A configured token that is empty (its variable unset or empty)
+/// closes the endpoints instead of opening them.
 fn admin_guard(
     allow_remote: bool,
     peer: SocketAddr,
     token: Option<&str>,
     authorization: Option<&str>,
 ) -> Result<(), ApiError> {
-    if !allow_remote && !peer.ip().is_loopback() {
+    if !allow_remote && !peer.ip().to_canonical().is_loopback() {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "admin endpoints answer loopback callers only",
         ));
     }
     if let Some(token) = token {
+        if token.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "admin endpoints are closed: the variable admin.token_env names is unset or empty",
+            ));
+        }
         let given = authorization
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
@@ -976,10 +1035,53 @@ mod tests {
             code(admin_guard(true, remote, t, Some("Bearer s3cret"))),
             None
         );
+        // An empty token closes the endpoints, whatever is presented.
+        assert_eq!(
+            code(admin_guard(false, local, Some(""), Some("Bearer "))),
+            Some("UNAUTHORIZED")
+        );
+        assert_eq!(
+            code(admin_guard(false, local, Some(""), None)),
+            Some("UNAUTHORIZED")
+        );
+        // A dual-stack listener sees IPv4 loopback callers as IPv4-mapped IPv6.
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        assert_eq!(code(admin_guard(false, mapped, None, None)), None);
+        let mapped_remote: SocketAddr = "[::ffff:10.1.2.3]:5000"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            code(admin_guard(false, mapped_remote, None, None)),
+            Some("FORBIDDEN")
+        );
         // Remote refusal comes first, token or not.
         assert_eq!(
             code(admin_guard(false, remote, t, Some("Bearer s3cret"))),
             Some("FORBIDDEN")
         );
+    }
+
+    #[test]
+    fn urls_lose_their_secrets() {
+        let cases = [
+            (
+                "postgres://u:p@h:5432/db",
+                Some("postgres://u:***@h:5432/db"),
+            ),
+            ("postgres://u:p@ss@h/db", Some("postgres://u:***@h/db")),
+            (
+                "postgres://h/db?user=u&password=p&sslmode=require",
+                Some("postgres://h/db?user=u&password=***&sslmode=require"),
+            ),
+            ("mysql://u@h/db?PWD=x#f", Some("mysql://u@h/db?PWD=***#f")),
+            ("redis://h:6379/0", None),
+            ("sqlite://data/shop.db?mode=rwc", None),
+            ("not a url", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url).as_deref(), want, "{url}");
+        }
     }
 }

@@ -55,6 +55,7 @@ pub fn is_true(v: &Value) -> bool {
 }
 
 /// Evaluates `e` over `scope`.
+#[recursive::recursive]
 pub fn eval(e: &Expr, scope: &Scope<'_>) -> Result<Value, CoreError> {
     if let Some(g) = &scope.group {
         if let Some(i) = g.keys.iter().position(|k| k == e) {
@@ -180,7 +181,10 @@ pub fn eval(e: &Expr, scope: &Scope<'_>) -> Result<Value, CoreError> {
             pattern,
             negated,
         } => match (eval(expr, scope)?, eval(pattern, scope)?) {
-            (Value::Text(s), Value::Text(p)) => Ok(Value::Bool(like(&s, &p) != *negated)),
+            (Value::Text(s), Value::Text(p)) => {
+                check_like_pattern(&p)?;
+                Ok(Value::Bool(like(&s, &p) != *negated))
+            }
             (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
             (v, _) => Err(data(format!("LIKE needs text, got {}", v.describe()))),
         },
@@ -358,6 +362,18 @@ fn binary(op: BinaryOp, l: Value, r: Value, ty: LogicalType) -> Result<Value, Co
             other.name()
         ))),
     }
+}
+
+/// Refuses a LIKE pattern that ends in its escape character, as PostgreSQL does (SQLSTATE
+/// 22025): the stores would each read it differently.
+pub fn check_like_pattern(pattern: &str) -> Result<(), CoreError> {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' && chars.next().is_none() {
+            return Err(data("LIKE pattern must not end with escape character"));
+        }
+    }
+    Ok(())
 }
 
 /// `LIKE` matching: `%` any run, `_` one character, `\` escapes the next character;

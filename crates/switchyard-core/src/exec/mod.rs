@@ -136,6 +136,7 @@ impl Layout {
 }
 
 /// Copies `e` with every column's table access renamed by `map`.
+#[recursive::recursive]
 pub fn map_accesses(e: &Expr, map: &dyn Fn(usize) -> usize) -> Expr {
     let mut out = e.clone();
     remap(&mut out, map);
@@ -190,6 +191,7 @@ pub fn accesses_of(e: &Expr) -> Vec<usize> {
 
 /// Whether condition `e` is not TRUE when every column of `access` is NULL (so pushing it below
 /// a LEFT JOIN that NULL-extends `access` keeps the answer the same).
+#[recursive::recursive]
 pub fn rejects_nulls_of(e: &Expr, access: usize, layout: &Layout, params: &[Value]) -> bool {
     let row = vec![Value::Null; layout.width()];
     let scope = Scope {

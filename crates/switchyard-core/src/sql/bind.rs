@@ -10,6 +10,8 @@ use sqlparser::ast::{
     UnaryOperator,
 };
 
+use sqlparser::tokenizer::Span;
+
 use crate::catalog::{Catalog, Table};
 use crate::error::{CoreError, Position};
 use crate::ir::{
@@ -173,7 +175,6 @@ impl<'c> Binder<'c> {
         if !q.locks.is_empty() {
             return Err(unsupported("FOR UPDATE/SHARE locks", q.span()));
         }
-        let query_span = q.span();
         let select = match *q.body {
             SetExpr::Select(s) => *s,
             SetExpr::SetOperation { op, left, .. } => {
@@ -189,7 +190,7 @@ impl<'c> Binder<'c> {
         if let Some(order_by) = q.order_by {
             let exprs = match order_by.kind {
                 OrderByKind::Expressions(e) => e,
-                OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL", query_span)),
+                OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL", Span::empty())),
             };
             self.agg = if out.is_aggregate() {
                 AggContext::Allowed
@@ -272,7 +273,7 @@ impl<'c> Binder<'c> {
     }
 
     fn bind_select_core(&mut self, s: ast::Select) -> Result<Select> {
-        let span = s.span();
+        let span = s.select_token.0.span;
         if s.top.is_some() {
             return Err(unsupported("TOP", span));
         }
@@ -515,6 +516,7 @@ impl<'c> Binder<'c> {
         Ok(())
     }
 
+    #[recursive::recursive]
     fn check_grouped(&self, e: &Expr, group_by: &[Expr]) -> Result<()> {
         if group_by.contains(e) {
             return Ok(());
@@ -1092,27 +1094,29 @@ impl<'c> Binder<'c> {
         }
     }
 
-    fn check_comparable(&self, a: &Expr, b: &Expr, span: sqlparser::tokenizer::Span) -> Result<()> {
+    /// Refuses `a` compared with `b`, pointing at where `at` starts.
+    fn check_comparable(&self, a: &Expr, b: &Expr, at: &ast::Expr) -> Result<()> {
         if comparable(a, b) {
             Ok(())
         } else {
             Err(mismatch(
                 format!("cannot compare {} with {}", a.ty.name(), b.ty.name()),
-                span,
+                super::depth::start_span(at),
             ))
         }
     }
 
+    #[recursive::recursive]
     fn bind_expr(&mut self, e: &ast::Expr, expected: Option<LogicalType>) -> Result<Expr> {
         use ast::Expr as E;
-        let span = e.span();
+        let span = || super::depth::start_span(e);
         let boolean = |kind| Expr {
             kind,
             ty: LogicalType::Bool,
         };
         match e {
             E::Identifier(ident) => self.bind_identifier(ident),
-            E::CompoundIdentifier(parts) => self.bind_compound(parts, span),
+            E::CompoundIdentifier(parts) => self.bind_compound(parts, span()),
             E::Nested(inner) => self.bind_expr(inner, expected),
             E::Value(v) => match &v.value {
                 ast::Value::Placeholder(p) => self.bind_param(p, expected, v.span),
@@ -1143,7 +1147,7 @@ impl<'c> Binder<'c> {
                 let mut items = Vec::new();
                 for item in list {
                     let b = self.bind_expr(item, Some(subject.ty))?;
-                    self.check_comparable(&subject, &b, item.span())?;
+                    self.check_comparable(&subject, &b, item)?;
                     items.push(b);
                 }
                 Ok(boolean(ExprKind::InList {
@@ -1160,8 +1164,8 @@ impl<'c> Binder<'c> {
             } => {
                 let (subject, lo) = self.bind_pair(expr, low)?;
                 let hi = self.bind_expr(high, Some(subject.ty))?;
-                self.check_comparable(&subject, &lo, low.span())?;
-                self.check_comparable(&subject, &hi, high.span())?;
+                self.check_comparable(&subject, &lo, low)?;
+                self.check_comparable(&subject, &hi, high)?;
                 Ok(boolean(ExprKind::Between {
                     expr: Box::new(subject),
                     low: Box::new(lo),
@@ -1177,7 +1181,7 @@ impl<'c> Binder<'c> {
                 escape_char,
             } => {
                 if *any {
-                    return Err(unsupported("LIKE ANY", span));
+                    return Err(unsupported("LIKE ANY", span()));
                 }
                 if let Some(esc) = escape_char {
                     let is_backslash = matches!(&**esc, E::Value(v) if matches!(&v.value, ast::Value::SingleQuotedString(s) if s == "\\"));
@@ -1187,13 +1191,23 @@ impl<'c> Binder<'c> {
                 }
                 let subject = self.bind_expr(expr, Some(LogicalType::Text))?;
                 let pat = self.bind_expr(pattern, Some(LogicalType::Text))?;
-                for (x, s) in [(&subject, expr.span()), (&pat, pattern.span())] {
+                for (x, s) in [(&subject, &**expr), (&pat, &**pattern)] {
                     if x.ty != LogicalType::Text {
                         return Err(mismatch(
                             format!("LIKE needs text operands, got {}", x.ty.name()),
-                            s,
+                            super::depth::start_span(s),
                         ));
                     }
+                }
+                // A constant pattern (literal or parameter) is checked here, so every store
+                // answers a malformed one the same way.
+                let constant = match &pat.kind {
+                    ExprKind::Literal(v) => Some(v.clone()),
+                    ExprKind::Param(i) => self.params.get(*i).cloned().flatten(),
+                    _ => None,
+                };
+                if let Some(Value::Text(p)) = constant {
+                    crate::exec::eval::check_like_pattern(&p)?;
                 }
                 Ok(boolean(ExprKind::Like {
                     expr: Box::new(subject),
@@ -1201,9 +1215,9 @@ impl<'c> Binder<'c> {
                     negated: *negated,
                 }))
             }
-            E::ILike { .. } => Err(unsupported("ILIKE (use LOWER(x) LIKE ...)", span)),
+            E::ILike { .. } => Err(unsupported("ILIKE (use LOWER(x) LIKE ...)", span())),
             E::SimilarTo { .. } | E::RLike { .. } => {
-                Err(unsupported("regular expression matching", span))
+                Err(unsupported("regular expression matching", span()))
             }
             E::UnaryOp { op, expr } => {
                 let inner = self.bind_expr(expr, expected)?;
@@ -1212,7 +1226,7 @@ impl<'c> Binder<'c> {
                         if inner.ty != LogicalType::Bool {
                             return Err(mismatch(
                                 format!("NOT needs a boolean, got {}", inner.ty.name()),
-                                span,
+                                span(),
                             ));
                         }
                         Ok(boolean(ExprKind::Unary {
@@ -1224,7 +1238,7 @@ impl<'c> Binder<'c> {
                         if !inner.ty.is_numeric() {
                             return Err(mismatch(
                                 format!("unary minus needs a number, got {}", inner.ty.name()),
-                                span,
+                                span(),
                             ));
                         }
                         if let ExprKind::Literal(v) = &inner.kind {
@@ -1251,34 +1265,34 @@ impl<'c> Binder<'c> {
                         })
                     }
                     UnaryOperator::Plus if inner.ty.is_numeric() => Ok(inner),
-                    other => Err(unsupported(format!("unary operator {other}"), span)),
+                    other => Err(unsupported(format!("unary operator {other}"), span())),
                 }
             }
-            E::BinaryOp { left, op, right } => self.bind_binary(left, op, right, expected, span),
-            E::Function(f) => self.bind_function(f, span),
-            E::Cast { .. } => Err(unsupported("CAST", span)),
-            E::Case { .. } => Err(unsupported("CASE", span)),
+            E::BinaryOp { left, op, right } => self.bind_binary(left, op, right, expected, e),
+            E::Function(f) => self.bind_function(f, e),
+            E::Cast { .. } => Err(unsupported("CAST", span())),
+            E::Case { .. } => Err(unsupported("CASE", span())),
             E::Subquery(_) | E::Exists { .. } | E::InSubquery { .. } => {
-                Err(unsupported("subqueries", span))
+                Err(unsupported("subqueries", span()))
             }
             E::IsTrue(_)
             | E::IsFalse(_)
             | E::IsNotTrue(_)
             | E::IsNotFalse(_)
             | E::IsUnknown(_)
-            | E::IsNotUnknown(_) => Err(unsupported("IS TRUE/FALSE/UNKNOWN", span)),
+            | E::IsNotUnknown(_) => Err(unsupported("IS TRUE/FALSE/UNKNOWN", span())),
             E::IsDistinctFrom(..) | E::IsNotDistinctFrom(..) => {
-                Err(unsupported("IS DISTINCT FROM", span))
+                Err(unsupported("IS DISTINCT FROM", span()))
             }
             E::TypedString(_) => Err(unsupported(
                 "typed literals (write a plain string next to a typed column)",
-                span,
+                span(),
             )),
-            E::Interval(_) => Err(unsupported("INTERVAL", span)),
+            E::Interval(_) => Err(unsupported("INTERVAL", span())),
             E::Wildcard(_) | E::QualifiedWildcard(..) => {
-                Err(unsupported("wildcard in an expression", span))
+                Err(unsupported("wildcard in an expression", span()))
             }
-            _ => Err(unsupported(format!("expression `{e}`"), span)),
+            _ => Err(unsupported(format!("expression `{e}`"), span())),
         }
     }
 
@@ -1288,9 +1302,10 @@ impl<'c> Binder<'c> {
         op: &BinaryOperator,
         right: &ast::Expr,
         expected: Option<LogicalType>,
-        span: sqlparser::tokenizer::Span,
+        whole: &ast::Expr,
     ) -> Result<Expr> {
         use BinaryOperator as B;
+        let span = || super::depth::start_span(whole);
         let op = match op {
             B::Eq => BinaryOp::Eq,
             B::NotEq => BinaryOp::NotEq,
@@ -1306,7 +1321,7 @@ impl<'c> Binder<'c> {
             B::Divide => BinaryOp::Divide,
             B::Modulo => BinaryOp::Modulo,
             B::StringConcat => BinaryOp::Concat,
-            other => return Err(unsupported(format!("operator {other}"), span)),
+            other => return Err(unsupported(format!("operator {other}"), span())),
         };
         let mk = |l: Expr, r: Expr, ty| Expr {
             kind: ExprKind::Binary {
@@ -1318,13 +1333,14 @@ impl<'c> Binder<'c> {
         };
         match op {
             BinaryOp::And | BinaryOp::Or => {
+                // Long chains arrive as balanced trees (`depth::check`).
                 let l = self.bind_expr(left, Some(LogicalType::Bool))?;
                 let r = self.bind_expr(right, Some(LogicalType::Bool))?;
-                for (x, s) in [(&l, left.span()), (&r, right.span())] {
+                for (x, s) in [(&l, left), (&r, right)] {
                     if x.ty != LogicalType::Bool {
                         return Err(mismatch(
                             format!("AND/OR need booleans, got {}", x.ty.name()),
-                            s,
+                            super::depth::start_span(s),
                         ));
                     }
                 }
@@ -1332,17 +1348,17 @@ impl<'c> Binder<'c> {
             }
             _ if op.is_comparison() => {
                 let (l, r) = self.bind_pair(left, right)?;
-                self.check_comparable(&l, &r, span)?;
+                self.check_comparable(&l, &r, whole)?;
                 Ok(mk(l, r, LogicalType::Bool))
             }
             BinaryOp::Concat => {
                 let l = self.bind_expr(left, Some(LogicalType::Text))?;
                 let r = self.bind_expr(right, Some(LogicalType::Text))?;
-                for (x, s) in [(&l, left.span()), (&r, right.span())] {
+                for (x, s) in [(&l, left), (&r, right)] {
                     if x.ty != LogicalType::Text {
                         return Err(mismatch(
                             format!("|| needs text operands, got {}", x.ty.name()),
-                            s,
+                            super::depth::start_span(s),
                         ));
                     }
                 }
@@ -1355,18 +1371,18 @@ impl<'c> Binder<'c> {
                 } else {
                     self.bind_pair(left, right)?
                 };
-                for (x, s) in [(&l, left.span()), (&r, right.span())] {
+                for (x, s) in [(&l, left), (&r, right)] {
                     if !x.ty.is_numeric() {
                         return Err(mismatch(
                             format!("arithmetic needs numbers, got {}", x.ty.name()),
-                            s,
+                            super::depth::start_span(s),
                         ));
                     }
                 }
                 let ty = arithmetic_type(op, l.ty, r.ty).ok_or_else(|| {
                     mismatch(
                         format!("% needs integers, got {} and {}", l.ty.name(), r.ty.name()),
-                        span,
+                        span(),
                     )
                 })?;
                 Ok(mk(l, r, ty))
@@ -1374,26 +1390,29 @@ impl<'c> Binder<'c> {
         }
     }
 
-    fn bind_function(
-        &mut self,
-        f: &ast::Function,
-        span: sqlparser::tokenizer::Span,
-    ) -> Result<Expr> {
+    fn bind_function(&mut self, f: &ast::Function, whole: &ast::Expr) -> Result<Expr> {
+        let span = || super::depth::start_span(whole);
         let (name, _) = object_name(&f.name)?;
         if f.over.is_some() {
-            return Err(unsupported("window functions (OVER)", span));
+            return Err(unsupported("window functions (OVER)", span()));
         }
         if f.filter.is_some() || !f.within_group.is_empty() || f.null_treatment.is_some() {
-            return Err(unsupported("FILTER / WITHIN GROUP / NULL treatment", span));
+            return Err(unsupported(
+                "FILTER / WITHIN GROUP / NULL treatment",
+                span(),
+            ));
         }
         let FunctionArguments::List(list) = &f.args else {
             return Err(unsupported(
                 format!("function `{name}` without an argument list"),
-                span,
+                span(),
             ));
         };
         if !list.clauses.is_empty() {
-            return Err(unsupported("ORDER BY / LIMIT inside a function call", span));
+            return Err(unsupported(
+                "ORDER BY / LIMIT inside a function call",
+                span(),
+            ));
         }
         let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
         let agg = match name.as_str() {
@@ -1410,10 +1429,12 @@ impl<'c> Binder<'c> {
                 AggContext::Forbidden(clause) => {
                     return Err(unsupported(
                         format!("aggregate functions in {clause}"),
-                        span,
+                        span(),
                     ));
                 }
-                AggContext::Nested => return Err(unsupported("nested aggregate functions", span)),
+                AggContext::Nested => {
+                    return Err(unsupported("nested aggregate functions", span()));
+                }
             }
             let arg = match list.args.as_slice() {
                 [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]
@@ -1430,7 +1451,7 @@ impl<'c> Binder<'c> {
                 _ => {
                     return Err(unsupported(
                         format!("{}() with these arguments", name.to_uppercase()),
-                        span,
+                        span(),
                     ));
                 }
             };
@@ -1441,7 +1462,7 @@ impl<'c> Binder<'c> {
                     if a.ty == LogicalType::Json {
                         return Err(mismatch(
                             "MIN/MAX cannot order json values".to_owned(),
-                            span,
+                            span(),
                         ));
                     }
                     a.ty
@@ -1455,7 +1476,7 @@ impl<'c> Binder<'c> {
                     t => {
                         return Err(mismatch(
                             format!("SUM needs a number, got {}", t.name()),
-                            span,
+                            span(),
                         ));
                     }
                 },
@@ -1468,7 +1489,7 @@ impl<'c> Binder<'c> {
                     t => {
                         return Err(mismatch(
                             format!("AVG needs a number, got {}", t.name()),
-                            span,
+                            span(),
                         ));
                     }
                 },
@@ -1485,7 +1506,7 @@ impl<'c> Binder<'c> {
         if distinct {
             return Err(unsupported(
                 format!("DISTINCT in {}()", name.to_uppercase()),
-                span,
+                span(),
             ));
         }
         let func = match name.as_str() {
@@ -1494,12 +1515,12 @@ impl<'c> Binder<'c> {
             "length" | "char_length" => ScalarFunc::Length,
             "abs" => ScalarFunc::Abs,
             "coalesce" => ScalarFunc::Coalesce,
-            other => return Err(unsupported(format!("function `{other}`"), span)),
+            other => return Err(unsupported(format!("function `{other}`"), span())),
         };
         let mut args = Vec::new();
         for a in &list.args {
             let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a else {
-                return Err(unsupported("named or wildcard function arguments", span));
+                return Err(unsupported("named or wildcard function arguments", span()));
             };
             let hint = match func {
                 ScalarFunc::Lower | ScalarFunc::Upper | ScalarFunc::Length => {
@@ -1517,7 +1538,7 @@ impl<'c> Binder<'c> {
         if !arity_ok {
             return Err(mismatch(
                 format!("{}() got {} arguments", name.to_uppercase(), args.len()),
-                span,
+                span(),
             ));
         }
         let ty = match func {
@@ -1529,7 +1550,7 @@ impl<'c> Binder<'c> {
                             name.to_uppercase(),
                             args[0].ty.name()
                         ),
-                        span,
+                        span(),
                     ));
                 }
                 if func == ScalarFunc::Length {
@@ -1542,7 +1563,7 @@ impl<'c> Binder<'c> {
                 if !args[0].ty.is_numeric() {
                     return Err(mismatch(
                         format!("ABS() needs a number, got {}", args[0].ty.name()),
-                        span,
+                        span(),
                     ));
                 }
                 args[0].ty
@@ -1556,7 +1577,7 @@ impl<'c> Binder<'c> {
                             ty.name(),
                             bad.ty.name()
                         ),
-                        span,
+                        span(),
                     ));
                 }
                 ty

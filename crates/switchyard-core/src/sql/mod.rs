@@ -5,6 +5,7 @@
 //! refused with [`CoreError::Unsupported`] naming the construct.
 
 mod bind;
+mod depth;
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
@@ -19,17 +20,29 @@ pub fn bind(
     params: &[serde_json::Value],
     catalog: &Catalog,
 ) -> Result<BoundQuery, CoreError> {
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)?;
+    depth::with_stack_for(sql, || {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)?;
+        bind_parsed(statements, sql, params, catalog)
+    })
+}
+
+fn bind_parsed(
+    mut statements: Vec<sqlparser::ast::Statement>,
+    sql: &str,
+    params: &[serde_json::Value],
+    catalog: &Catalog,
+) -> Result<BoundQuery, CoreError> {
     match statements.len() {
         0 => Err(CoreError::Syntax {
             message: "empty statement".to_owned(),
             position: Some(Position { line: 1, column: 1 }),
         }),
         1 => {
-            let statement = statements.pop().ok_or_else(|| CoreError::Syntax {
+            let mut statement = statements.pop().ok_or_else(|| CoreError::Syntax {
                 message: "empty statement".to_owned(),
                 position: None,
             })?;
+            depth::check(&mut statement, catalog.max_expr_depth)?;
             bind::Binder::new(catalog, params).bind_statement(statement, sql)
         }
         _ => Err(CoreError::Unsupported {

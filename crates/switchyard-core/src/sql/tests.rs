@@ -331,3 +331,139 @@ fn route_requests_and_validation() {
     }
     insta::assert_snapshot!(out);
 }
+
+/// Runs `f` on a thread with a 2 MiB stack, the size of a tokio worker's.
+fn on_small_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(f)
+        .expect("spawns")
+        .join()
+        .expect("does not overflow its stack")
+}
+
+/// Operator chains nest one level per operator, however long the statement: past
+/// `execution.max_expr_depth` they are refused with a position, never a stack overflow; chains
+/// of one AND/OR are bound as balanced trees and may be long.
+#[test]
+fn deep_expressions_are_bounded() {
+    let chain = |n: usize, term: &str, op: &str| vec![term; n].join(op);
+    // At the limit a chain binds (256 terms nest 255 levels under the output column).
+    let catalog = shop();
+    let at_limit = format!(
+        "SELECT {} AS x FROM customers LIMIT 1",
+        chain(256, "1", "+")
+    );
+    let planned = on_small_stack(move || crate::plan(&at_limit, &[], &catalog).is_ok());
+    assert!(planned, "a chain at the limit plans");
+    let out = on_small_stack(move || {
+        check(&[
+            (
+                &format!(
+                    "SELECT {} AS x FROM customers LIMIT 1",
+                    chain(300, "1", "+")
+                ),
+                json!([]),
+            ),
+            (
+                &format!(
+                    "SELECT name FROM customers WHERE {}",
+                    chain(900, "name", " || ") + " = 'x'"
+                ),
+                json!([]),
+            ),
+            (
+                &format!(
+                    "SELECT 1 FROM customers WHERE customer_id = 'c1' AND ({})",
+                    chain(4, "state = 'CA'", " OR ")
+                ),
+                json!([]),
+            ),
+        ])
+    });
+    insta::assert_snapshot!(out);
+
+    // A generated filter of 5,000 OR terms binds and nests 13 levels deep.
+    let catalog = shop();
+    let sql = format!(
+        "SELECT name FROM customers WHERE {}",
+        (0..5000)
+            .map(|i| format!("name = 'n{i}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    );
+    let plan = on_small_stack(move || crate::plan(&sql, &[], &catalog).map(|p| p.query));
+    let query = plan.expect("a long OR chain binds");
+    let crate::ir::Statement::Select(select) = &query.statement else {
+        panic!("a select");
+    };
+    let depth = expr_depth(select.filter.as_ref().expect("a filter"));
+    assert!(depth <= 15, "depth {depth}");
+}
+
+fn expr_depth(e: &crate::ir::Expr) -> usize {
+    use crate::ir::ExprKind as K;
+    let children: Vec<&crate::ir::Expr> = match &e.kind {
+        K::Binary { left, right, .. } => vec![left, right],
+        K::Unary { expr, .. } | K::IsNull { expr, .. } => vec![expr],
+        K::InList { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
+        K::Between {
+            expr, low, high, ..
+        } => vec![expr, low, high],
+        K::Like { expr, pattern, .. } => vec![expr, pattern],
+        K::Func { args, .. } => args.iter().collect(),
+        K::Agg { arg, .. } => arg.iter().map(|a| &**a).collect(),
+        K::Column { .. } | K::Excluded { .. } | K::Literal(_) | K::Param(_) => Vec::new(),
+    };
+    1 + children.into_iter().map(expr_depth).max().unwrap_or(0)
+}
+
+/// Statements of 1 MiB (the default body limit) that nest a level every two bytes: parsed,
+/// refused and dropped without overflowing a runtime thread's stack.
+#[test]
+fn deep_statements_drop_on_their_stack() {
+    let mib = 1024 * 1024;
+    let repeat = |head: &str, unit: &str, tail: &str| {
+        let mut s = head.to_owned();
+        while s.len() + unit.len() + tail.len() < mib {
+            s.push_str(unit);
+        }
+        s.push_str(tail);
+        s
+    };
+    let cases = [
+        repeat("SELECT 1", "+1", " FROM customers"),
+        repeat("SELECT 1 FROM customers WHERE true", " OR true", ""),
+        repeat("SELECT 1 FROM customers WHERE name = 'a'", "||'a'", ""),
+        repeat("SELECT name", "::text", " FROM customers"),
+        repeat(
+            "SELECT 1 FROM customers",
+            " UNION SELECT 1 FROM customers",
+            "",
+        ),
+        repeat("SELECT f(1", "+1", ") FROM customers"),
+        repeat("SELECT 1 FROM inventory WHERE stock IN (1", ",1+1", ")"),
+    ];
+    let codes = on_small_stack(move || {
+        let catalog = shop();
+        cases
+            .iter()
+            .map(|sql| match crate::plan(sql, &[], &catalog) {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.code().as_str().to_owned(),
+            })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        codes,
+        [
+            "QUERY_TOO_LARGE",
+            "ok",
+            "QUERY_TOO_LARGE",
+            "QUERY_TOO_LARGE",
+            "UNSUPPORTED",
+            "QUERY_TOO_LARGE",
+            "ok"
+        ]
+    );
+}
