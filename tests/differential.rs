@@ -246,6 +246,114 @@ fn suite() -> Vec<Case> {
             json!([]),
         ),
     ]
+    .into_iter()
+    .chain(generated())
+    .collect()
+}
+
+/// `s` as a `&'static str` for a generated case (the suite lives for the whole test).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Every aggregate, plain and DISTINCT, in every clause (output, HAVING, ORDER BY), and the
+/// expression shapes that once grew exponentially on MongoDB (long OR chains, NOT and function
+/// calls nested in each other, OR in the output where NULLs matter).
+fn generated() -> Vec<Case> {
+    let mut out = Vec::new();
+    for func in ["COUNT", "SUM", "AVG", "MIN", "MAX"] {
+        for distinct in ["", "DISTINCT "] {
+            for arg in ["quantity", "price"] {
+                let agg = format!("{func}({distinct}{arg})");
+                out.push(Case {
+                    sql: leak(format!(
+                        "SELECT product_id, {agg} AS a FROM order_items GROUP BY product_id ORDER BY product_id LIMIT 30"
+                    )),
+                    params: json!([]),
+                    ordered: true,
+                });
+                out.push(Case {
+                    sql: leak(format!(
+                        "SELECT product_id FROM order_items GROUP BY product_id HAVING {agg} > 3 ORDER BY product_id LIMIT 30"
+                    )),
+                    params: json!([]),
+                    ordered: true,
+                });
+                out.push(Case {
+                    sql: leak(format!(
+                        "SELECT product_id, COUNT(*) AS n FROM order_items GROUP BY product_id ORDER BY {agg} DESC, product_id LIMIT 10"
+                    )),
+                    params: json!([]),
+                    ordered: true,
+                });
+            }
+        }
+    }
+    let brands: Vec<String> = ["Acme", "Stark", "Hooli"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((0..37).map(|i| format!("Brand {i}")))
+        .map(|b| format!("brand = '{b}'"))
+        .collect();
+    out.push(Case {
+        sql: leak(format!(
+            "SELECT COUNT(*) FROM products WHERE {}",
+            brands.join(" OR ")
+        )),
+        params: json!([]),
+        ordered: false,
+    });
+    out.push(Case {
+        sql: leak(format!(
+            "SELECT product_id, (rating > 4.5 OR {}) AS hit FROM products ORDER BY product_id LIMIT 60",
+            brands[1..31].join(" OR ")
+        )),
+        params: json!([]),
+        ordered: true,
+    });
+    out.push(Case {
+        sql: leak(format!(
+            "SELECT COUNT(*) FROM products WHERE {}rating > 3{}",
+            "NOT (".repeat(12),
+            ")".repeat(12)
+        )),
+        params: json!([]),
+        ordered: false,
+    });
+    out.push(Case {
+        sql: leak(format!(
+            "SELECT product_id, {}name{} AS n FROM products ORDER BY product_id LIMIT 10",
+            "LOWER(UPPER(".repeat(6),
+            "))".repeat(6)
+        )),
+        params: json!([]),
+        ordered: true,
+    });
+    out
+}
+
+/// Statements every store refuses with the same code.
+fn refused() -> Vec<(&'static str, J, &'static str)> {
+    vec![
+        (
+            "SELECT COUNT(*) FROM customers WHERE name LIKE 'ab\\'",
+            json!([]),
+            "DATA_ERROR",
+        ),
+        (
+            "SELECT COUNT(*) FROM customers WHERE name NOT LIKE $1",
+            json!(["50\\"]),
+            "DATA_ERROR",
+        ),
+        (
+            leak(format!(
+                "SELECT {} AS x FROM customers",
+                vec!["1"; 300].join(" + ")
+            )),
+            json!([]),
+            "QUERY_TOO_LARGE",
+        ),
+    ]
 }
 
 /// Writes applied in order on every store, each followed by the read that checks its effect.
@@ -326,6 +434,16 @@ fn writes() -> Vec<(Case, Option<u64>, Case)> {
             ),
             Some(2),
             r("SELECT COUNT(*) FROM sessions"),
+        ),
+        (
+            w(
+                "INSERT INTO customers (customer_id, name) VALUES ('z000003', $1)",
+                json!(["Nl\n"]),
+            ),
+            Some(1),
+            r(
+                "SELECT customer_id, name LIKE 'Nl' AS exact, name LIKE 'Nl_' AS one, name LIKE 'Nl%' AS prefix, name LIKE '%l' AS suffix FROM customers WHERE customer_id = 'z000003'",
+            ),
         ),
         (
             w("DELETE FROM payments WHERE amount < 0", json!([])),
@@ -442,6 +560,17 @@ async fn same_rows_on_postgres_mariadb_and_sqlite() {
                     ));
                 }
                 Some(_) => {}
+            }
+        }
+    }
+    for (sql, params, code) in refused() {
+        for (store, router) in &routers {
+            let a = common::query(router.addr, sql, params.clone()).await;
+            if a.body["error"]["code"] != code {
+                failures.push(format!(
+                    "{store:?} answered {sql} with {}: {}, expected {code}",
+                    a.status, a.body
+                ));
             }
         }
     }

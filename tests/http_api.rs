@@ -329,3 +329,83 @@ async fn a_store_failing_midway_ends_the_stream_with_an_error() {
     assert_eq!(last["row_count"], rows);
     assert!(!text.contains("rows_affected"));
 }
+
+/// Deep and wide statements (issue: a 1.6 KB operator chain killed the process): refused with
+/// `QUERY_TOO_LARGE` and the position of the expression that crossed
+/// `execution.max_expr_depth` on `/v1/query` and `/v1/explain` alike, up to the 1 MiB body
+/// limit; long AND/OR chains (generated filters) run; the server answers after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_and_wide_statements_are_refused_or_run_never_crash() {
+    let store = TestStore::new(Store::Postgres);
+    let server = start_server(shop_on(store.backend.clone())).await;
+    common::seed(&server.router, 1).await;
+    let a = server.addr;
+    let chain = |n: usize, term: &str, op: &str| vec![term; n].join(op);
+    let plus = format!(
+        "SELECT {} AS x FROM customers LIMIT 1",
+        chain(775, "1", "+")
+    );
+    let concat = format!(
+        "SELECT name FROM customers WHERE {} = 'x'",
+        chain(900, "name", " || ")
+    );
+    let casts = format!("SELECT name{} FROM customers", "::text".repeat(1000));
+    // As long as the body limit allows: 1 MiB less the JSON around it.
+    let huge = format!(
+        "SELECT 1{} FROM customers",
+        "+1".repeat((1024 * 1024 - 200) / 2)
+    );
+    for path in ["/v1/query", "/v1/explain"] {
+        for (sql, position) in [
+            (&plus, (1, 8)),
+            (&concat, (1, 34)),
+            (&casts, (1, 8)),
+            (&huge, (1, 8)),
+        ] {
+            let answer = post(a, path, json!({ "sql": sql })).await;
+            expect_error(&server, answer, 422, "QUERY_TOO_LARGE", Some(position)).await;
+        }
+    }
+
+    // At the limit a chain runs, and gives PostgreSQL's answer.
+    let at_limit = format!(
+        "SELECT {} AS x FROM customers LIMIT 1",
+        chain(256, "1", "+")
+    );
+    let ok = query(a, &at_limit, json!([])).await;
+    assert_eq!(
+        (ok.status, &ok.body["rows"]),
+        (200, &json!([[256]])),
+        "{}",
+        ok.body
+    );
+
+    // A generated filter: 900 AND terms and 5,000 OR terms.
+    let and = format!(
+        "SELECT COUNT(*) FROM customers WHERE {}",
+        chain(900, "customer_id <> 'none'", " AND ")
+    );
+    let ok = query(a, &and, json!([])).await;
+    assert_eq!(
+        (ok.status, &ok.body["rows"]),
+        (200, &json!([[1000]])),
+        "{}",
+        ok.body
+    );
+    let or = format!(
+        "SELECT COUNT(*) FROM customers WHERE {}",
+        (0..5000)
+            .map(|i| format!("customer_id = 'c{i:06}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    );
+    let ok = query(a, &or, json!([])).await;
+    assert_eq!(
+        (ok.status, &ok.body["rows"]),
+        (200, &json!([[1000]])),
+        "{}",
+        ok.body
+    );
+    let healthy = http(a, "GET", "/healthz", None, Vec::new()).await;
+    assert_eq!(healthy.status, 200);
+}

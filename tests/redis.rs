@@ -169,9 +169,13 @@ async fn carts_sessions_and_hits_live_in_redis() {
         json!({ "sql": "UPDATE product_hits SET hits = hits + 1 WHERE product_id = 'p1'" }),
     )
     .await;
-    assert_eq!(
-        e.body["fragments"][0]["statement"],
-        format!("MULTI; INCRBY {prefix}hits:p1 1; EXEC")
+    // One script per counter: the existence check and INCRBY, atomically.
+    let statement = e.body["fragments"][0]["statement"].as_str().unwrap();
+    assert!(
+        statement.starts_with("MULTI; EVAL ")
+            && statement.contains("INCRBY")
+            && statement.ends_with(&format!(" 1 {prefix}hits:p1 incr 1; EXEC")),
+        "{statement}"
     );
 
     // Without the key: NEEDS_KEY, and the router keeps serving.
@@ -534,4 +538,191 @@ async fn key_shaped_queries_match_sqlite() {
         }
         assert_eq!(got, want, "{sql}");
     }
+}
+
+/// Every statement kind in every layout does the write it acknowledges, or is refused before
+/// anything is written; each write is read back from the real Redis. Keys over several columns
+/// stay distinct whatever the values hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_in_every_layout_is_done_or_refused() {
+    let prefix = format!("{}:", unique_name("sy"));
+    let _cleanup = RedisCleanup(prefix.clone());
+    let text = format!(
+        r#"
+[backends.kv]
+kind = "redis"
+url = "{url}"
+key_prefix = "{prefix}"
+[tables.h]
+columns = {{ id = "text", n = "int", s = "text" }}
+primary_key = ["id"]
+placements = [{{ backend = "kv", key_pattern = "h:{{id}}", mode = "hash" }}]
+[tables.j]
+columns = {{ id = "text", n = "int", s = "text" }}
+primary_key = ["id"]
+placements = [{{ backend = "kv", key_pattern = "j:{{id}}", mode = "json" }}]
+[tables.c]
+columns = {{ id = "text", n = "int" }}
+primary_key = ["id"]
+placements = [{{ backend = "kv", key_pattern = "c:{{id}}", mode = "counter" }}]
+[tables.p1]
+columns = {{ part = "text", item = "text", n = "int" }}
+primary_key = ["part", "item"]
+placements = [{{ backend = "kv", key_pattern = "p1:{{part}}", mode = "hash-per-partition" }}]
+[tables.p2]
+columns = {{ part = "text", item = "text", n = "int", s = "text" }}
+primary_key = ["part", "item"]
+placements = [{{ backend = "kv", key_pattern = "p2:{{part}}", mode = "hash-per-partition" }}]
+[tables.kv2]
+columns = {{ a = "text", b = "text", v = "text" }}
+primary_key = ["a", "b"]
+placements = [{{ backend = "kv", key_pattern = "kv:{{a}}:{{b}}", mode = "json" }}]
+"#,
+        url = redis_url()
+    );
+    let config = switchyard_config::parse_str(&text, "matrix.toml", &|_| None).unwrap();
+    let server = start_server(config).await;
+    let a = server.addr;
+    let ok = |sql: &'static str, params: serde_json::Value| async move {
+        let r = query(a, sql, params).await;
+        assert_eq!(r.status, 200, "{sql}: {}", r.body);
+        r.body
+    };
+    let refused = |sql: &'static str| async move {
+        let r = query(a, sql, json!([])).await;
+        assert!(r.status >= 400, "{sql} must be refused: {}", r.body);
+        r.body["error"]["code"].clone()
+    };
+
+    // hash and json rows: set, increment, NULL, a missing key, delete.
+    for t in ["h", "j"] {
+        let sql = |s: &str| -> &'static str { Box::leak(s.replace("{t}", t).into_boxed_str()) };
+        ok(
+            sql("INSERT INTO {t} (id, n, s) VALUES ('r1', 1, 'x')"),
+            json!([]),
+        )
+        .await;
+        let u = ok(
+            sql("UPDATE {t} SET s = $1, n = n + 5 WHERE id = $2"),
+            json!(["y", "r1"]),
+        )
+        .await;
+        assert_eq!(u["rows_affected"], 1, "{t}");
+        let r = ok(sql("SELECT id, n, s FROM {t} WHERE id = 'r1'"), json!([])).await;
+        assert_eq!(r["rows"], json!([["r1", 6, "y"]]), "{t}");
+        let u = ok(
+            sql("UPDATE {t} SET s = 'z' WHERE id IN ('r1', 'ghost')"),
+            json!([]),
+        )
+        .await;
+        assert_eq!(u["rows_affected"], 1, "{t}: only the existing row");
+        let r = ok(sql("SELECT id FROM {t} WHERE id = 'ghost'"), json!([])).await;
+        assert_eq!(r["rows"], json!([]), "{t}: an UPDATE never creates a row");
+        ok(sql("UPDATE {t} SET n = NULL WHERE id = 'r1'"), json!([])).await;
+        ok(sql("UPDATE {t} SET n = n + 1 WHERE id = 'r1'"), json!([])).await;
+        let r = ok(sql("SELECT id, n, s FROM {t} WHERE id = 'r1'"), json!([])).await;
+        assert_eq!(
+            r["rows"],
+            json!([["r1", null, "z"]]),
+            "{t}: NULL + 1 is NULL"
+        );
+        refused(sql("UPDATE {t} SET id = 'r2' WHERE id = 'r1'")).await;
+        let d = ok(sql("DELETE FROM {t} WHERE id = 'r1'"), json!([])).await;
+        assert_eq!(d["rows_affected"], 1, "{t}");
+        let u = ok(sql("UPDATE {t} SET s = 'w' WHERE id = 'r1'"), json!([])).await;
+        assert_eq!(u["rows_affected"], 0, "{t}");
+        let r = ok(sql("SELECT id FROM {t} WHERE id = 'r1'"), json!([])).await;
+        assert_eq!(r["rows"], json!([]), "{t}");
+    }
+
+    // counters: increments and sets of an existing counter only; NULL refused.
+    ok("INSERT INTO c (id, n) VALUES ('k1', 1)", json!([])).await;
+    ok("UPDATE c SET n = n + 5 WHERE id = 'k1'", json!([])).await;
+    let u = ok(
+        "UPDATE c SET n = n + 5 WHERE id IN ('k1', 'ghost')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(u["rows_affected"], 1);
+    let r = ok("SELECT id, n FROM c WHERE id IN ('k1', 'ghost')", json!([])).await;
+    assert_eq!(r["rows"], json!([["k1", 11]]));
+    ok("UPDATE c SET n = 40 WHERE id = 'k1'", json!([])).await;
+    refused("UPDATE c SET n = NULL WHERE id = 'k1'").await;
+    refused("INSERT INTO c (id, n) VALUES ('k2', NULL)").await;
+    refused("INSERT INTO c (id, n) VALUES (NULL, 1)").await;
+    let r = ok("SELECT n FROM c WHERE id = 'k1'", json!([])).await;
+    assert_eq!(r["rows"], json!([[40]]));
+    let over = query(
+        a,
+        "UPDATE c SET n = n + 9223372036854775807 WHERE id = 'k1'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(over.body["error"]["code"], "DATA_ERROR", "{}", over.body);
+    let r = ok("SELECT n FROM c WHERE id = 'k1'", json!([])).await;
+    assert_eq!(
+        r["rows"],
+        json!([[40]]),
+        "a failed increment changed nothing"
+    );
+
+    // hash-per-partition, one value column and packed (JSON) values.
+    ok(
+        "INSERT INTO p1 (part, item, n) VALUES ('a', 'i1', 2)",
+        json!([]),
+    )
+    .await;
+    let u = ok(
+        "UPDATE p1 SET n = n + 3 WHERE part = 'a' AND item IN ('i1', 'ghost')",
+        json!([]),
+    )
+    .await;
+    assert_eq!(u["rows_affected"], 1);
+    let r = ok("SELECT part, item, n FROM p1 WHERE part = 'a'", json!([])).await;
+    assert_eq!(r["rows"], json!([["a", "i1", 5]]));
+    ok(
+        "INSERT INTO p2 (part, item, n, s) VALUES ('a', 'i1', 2, 'x')",
+        json!([]),
+    )
+    .await;
+    let u = ok(
+        "UPDATE p2 SET s = 'y', n = n + 1 WHERE part = 'a' AND item = 'i1'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(u["rows_affected"], 1);
+    let r = ok(
+        "SELECT part, item, n, s FROM p2 WHERE part = 'a'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(r["rows"], json!([["a", "i1", 3, "y"]]));
+    refused("UPDATE p2 SET item = 'i2' WHERE part = 'a' AND item = 'i1'").await;
+
+    // Keys over two columns: values holding the separator or a placeholder stay distinct rows.
+    let pairs = [
+        ("x:y", "z", "1"),
+        ("x", "y:z", "2"),
+        ("{b}", "q", "3"),
+        ("q", "{b}", "4"),
+    ];
+    for (ka, kb, v) in pairs {
+        ok(
+            "INSERT INTO kv2 (a, b, v) VALUES ($1, $2, $3)",
+            json!([ka, kb, v]),
+        )
+        .await;
+    }
+    for (ka, kb, v) in pairs {
+        let r = ok("SELECT v FROM kv2 WHERE a = $1 AND b = $2", json!([ka, kb])).await;
+        assert_eq!(r["rows"], json!([[v]]), "({ka}, {kb})");
+    }
+    let d = ok("DELETE FROM kv2 WHERE a = 'x' AND b = 'y:z'", json!([])).await;
+    assert_eq!(d["rows_affected"], 1);
+    let r = ok("SELECT v FROM kv2 WHERE a = 'x:y' AND b = 'z'", json!([])).await;
+    assert_eq!(
+        r["rows"],
+        json!([["1"]]),
+        "deleting ('x', 'y:z') left ('x:y', 'z') alone"
+    );
 }

@@ -15,8 +15,11 @@
 //!
 //! Invariant: the only crate that knows the `redis` driver.
 
+mod layout;
+mod plan;
+mod update;
+
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,10 +30,12 @@ use switchyard_backend::{
 };
 use switchyard_config::{BackendConfig, RedisMode};
 use switchyard_core::exec::eval::{Scope, eval, is_true};
-use switchyard_core::ir::{BinaryOp, Expr, ExprKind, OnConflict, Statement};
-use switchyard_core::routing::{CompareOp, Route, build_request};
-use switchyard_core::value::{format_timestamp, parse_timestamp};
-use switchyard_core::{BackendKind, LogicalType, Placement, ResultSet, Table, Value};
+use switchyard_core::ir::{ExprKind, Statement};
+use switchyard_core::{BackendKind, LogicalType, ResultSet, Table, Value};
+
+use layout::{Layout, Segment, json_of, parse_pattern};
+pub use layout::{decode, encode};
+use plan::Step;
 
 /// A Redis backend.
 pub struct RedisBackend {
@@ -86,6 +91,12 @@ impl RedisBackend {
     }
 
     fn map_err(&self, e: redis::RedisError) -> BackendError {
+        if e.to_string().contains("would overflow") {
+            return BackendError::Data {
+                backend: self.name.clone(),
+                message: "bigint out of range".to_owned(),
+            };
+        }
         if e.is_io_error()
             || e.is_connection_refusal()
             || e.is_timeout()
@@ -146,9 +157,13 @@ impl RedisBackend {
                 .collect();
             format!("{}:{}", table.name, keys.join(":"))
         });
-        let key_columns: Vec<usize> = pattern_columns(&pattern)
+        let segments = parse_pattern(&pattern, table).map_err(|e| self.unsupported(e))?;
+        let key_columns: Vec<usize> = segments
             .iter()
-            .filter_map(|c| table.column_index(c))
+            .filter_map(|s| match s {
+                Segment::Column(c) => Some(*c),
+                Segment::Literal(_) => None,
+            })
             .collect();
         let clustering: Vec<usize> = table
             .primary_key
@@ -182,415 +197,14 @@ impl RedisBackend {
             table,
             placement,
             mode,
-            pattern,
+            reserved: Layout::reserved_of(&segments),
+            segments,
             key_columns,
             clustering,
             values,
             prefix: self.prefix.clone(),
         })
     }
-
-    /// The commands of a fragment, as text (for explain) and as runnable steps.
-    fn plan<'a>(&self, fragment: Fragment<'a>) -> Result<(Layout<'a>, Vec<Step>), BackendError> {
-        let layout = self.layout(fragment)?;
-        let query = fragment.query;
-        let request = build_request(
-            query,
-            fragment.catalog,
-            Route::single(0, 1),
-            Vec::new(),
-            Vec::new(),
-        );
-        let access = request
-            .accesses
-            .first()
-            .ok_or_else(|| self.unsupported("a statement without a table"))?;
-        let needs_key = |hint: &str| BackendError::NeedsKey {
-            backend: self.name.clone(),
-            table: layout.table.name.clone(),
-            hint: hint.to_owned(),
-        };
-        // Key tuples over the pattern's columns, from equality / IN predicates.
-        let pinned = |columns: &[usize]| -> Option<Vec<Vec<Value>>> {
-            let mut tuples: Vec<Vec<Value>> = vec![Vec::new()];
-            for c in columns {
-                // Every key predicate on the column must hold: intersect them
-                // (`k IN (a, b) AND k = 'b'` reads `b` only), each value once.
-                let mut keyed = access.predicates.iter().filter(|p| {
-                    p.column == *c && matches!(p.op, CompareOp::Eq | CompareOp::InList)
-                });
-                let mut values: Vec<&Value> = Vec::new();
-                for v in &keyed.next()?.values {
-                    if !values.contains(&v) {
-                        values.push(v);
-                    }
-                }
-                for other in keyed {
-                    values.retain(|v| other.values.contains(v));
-                }
-                tuples = tuples
-                    .iter()
-                    .flat_map(|t| {
-                        values
-                            .iter()
-                            .map(move |v| [t.clone(), vec![(*v).clone()]].concat())
-                    })
-                    .collect();
-            }
-            Some(tuples)
-        };
-        let allowed: Vec<usize> = layout
-            .key_columns
-            .iter()
-            .chain(&layout.clustering)
-            .copied()
-            .collect();
-        let by_key_only = |filter: Option<&Expr>| {
-            filter.is_none_or(|f| {
-                f.conjuncts()
-                    .iter()
-                    .all(|c| c.is_key_predicate(&|_, column| allowed.contains(&column)))
-            })
-        };
-        let key_hint = format!(
-            "add WHERE {} = ... (or IN (...))",
-            layout
-                .key_columns
-                .iter()
-                .map(|c| layout.table.columns[*c].name.as_str())
-                .collect::<Vec<_>>()
-                .join(" = ... AND ")
-        );
-        let steps = match &query.statement {
-            Statement::Select(s) => {
-                let only_keys = by_key_only(s.filter.as_ref());
-                if !s.joins.is_empty()
-                    || s.is_aggregate()
-                    || s.distinct
-                    || !s.order_by.is_empty()
-                    || !only_keys
-                {
-                    return Err(self.unsupported(
-                        "Redis answers key lookups only (no joins, aggregates, ORDER BY or filters beyond the key)",
-                    ));
-                }
-                if s.projection
-                    .iter()
-                    .any(|c| !matches!(c.expr.kind, ExprKind::Column { .. }))
-                {
-                    return Err(self.unsupported("Redis returns columns, not computed expressions"));
-                }
-                match (pinned(&layout.key_columns), layout.placement.scan_max_rows) {
-                    (Some(partitions), _) => {
-                        let fields = if layout.mode == RedisMode::HashPerPartition {
-                            pinned(&layout.clustering)
-                        } else {
-                            None
-                        };
-                        vec![Step::Read {
-                            partitions,
-                            fields,
-                            max_rows: None,
-                        }]
-                    }
-                    // A scan reads every row and keeps those matching the (key-only) filter.
-                    (None, Some(max_rows)) => vec![Step::Scan { max_rows }],
-                    (None, None) => return Err(needs_key(&key_hint)),
-                }
-            }
-            Statement::Insert(ins) => {
-                let rows: Vec<Vec<Value>> = ins
-                    .rows
-                    .iter()
-                    .map(|row| {
-                        let mut full = vec![Value::Null; layout.table.columns.len()];
-                        for (e, c) in row.iter().zip(&ins.columns) {
-                            full[*c] = e.constant(&query.params).unwrap_or(Value::Null);
-                        }
-                        full
-                    })
-                    .collect();
-                let increment = match &ins.on_conflict {
-                    None => Some(false),
-                    Some(OnConflict::DoNothing) => None,
-                    Some(OnConflict::DoUpdate(assignments)) => {
-                        match (assignments.as_slice(), layout.values.as_slice()) {
-                            ([a], [v])
-                                if a.column == *v && is_increment_by_excluded(&a.value, *v) =>
-                            {
-                                Some(true)
-                            }
-                            _ => {
-                                return Err(self.unsupported(
-                                "ON CONFLICT DO UPDATE on Redis supports `SET v = table.v + EXCLUDED.v` (an increment)",
-                            ));
-                            }
-                        }
-                    }
-                };
-                vec![Step::Insert {
-                    rows,
-                    on_conflict: increment,
-                }]
-            }
-            Statement::Update(u) => {
-                let partitions = pinned(&layout.key_columns).ok_or_else(|| needs_key(&key_hint))?;
-                let fields = if layout.mode == RedisMode::HashPerPartition {
-                    Some(
-                        pinned(&layout.clustering)
-                            .ok_or_else(|| needs_key("add the clustering key"))?,
-                    )
-                } else {
-                    None
-                };
-                let mut changes = Vec::new();
-                for a in &u.assignments {
-                    let change = match &a.value.kind {
-                        _ if a.value.constant(&query.params).is_some() => Change::Set(
-                            a.column,
-                            a.value.constant(&query.params).unwrap_or(Value::Null),
-                        ),
-                        ExprKind::Binary {
-                            op: op @ (BinaryOp::Plus | BinaryOp::Minus),
-                            left,
-                            right,
-                        } if matches!(left.kind, ExprKind::Column { column, .. } if column == a.column) => {
-                            match right.constant(&query.params) {
-                                Some(Value::Int(n)) => Change::Incr(
-                                    a.column,
-                                    if *op == BinaryOp::Plus { n } else { -n },
-                                ),
-                                _ => {
-                                    return Err(
-                                        self.unsupported("Redis increments by an integer constant")
-                                    );
-                                }
-                            }
-                        }
-                        _ => {
-                            return Err(self.unsupported(
-                                "Redis UPDATE sets constants or adds an integer (`x = x + n`)",
-                            ));
-                        }
-                    };
-                    changes.push(change);
-                }
-                if !by_key_only(u.filter.as_ref()) {
-                    return Err(self.unsupported("Redis UPDATE filters by key only"));
-                }
-                vec![Step::Update {
-                    partitions,
-                    fields,
-                    changes,
-                }]
-            }
-            Statement::Delete(d) => {
-                if !by_key_only(d.filter.as_ref()) {
-                    return Err(self.unsupported("Redis DELETE filters by key only"));
-                }
-                let partitions = pinned(&layout.key_columns).ok_or_else(|| needs_key(&key_hint))?;
-                let fields = if layout.mode == RedisMode::HashPerPartition {
-                    pinned(&layout.clustering)
-                } else {
-                    None
-                };
-                vec![Step::Delete { partitions, fields }]
-            }
-        };
-        Ok((layout, steps))
-    }
-}
-
-fn is_increment_by_excluded(e: &Expr, column: usize) -> bool {
-    match &e.kind {
-        ExprKind::Binary {
-            op: BinaryOp::Plus,
-            left,
-            right,
-        } => {
-            let own =
-                |x: &Expr| matches!(x.kind, ExprKind::Column { column: c, .. } if c == column);
-            let excluded =
-                |x: &Expr| matches!(x.kind, ExprKind::Excluded { column: c } if c == column);
-            (own(left) && excluded(right)) || (excluded(left) && own(right))
-        }
-        _ => false,
-    }
-}
-
-fn pattern_columns(pattern: &str) -> Vec<String> {
-    pattern
-        .split('{')
-        .skip(1)
-        .filter_map(|p| p.split_once('}').map(|(c, _)| c.to_owned()))
-        .collect()
-}
-
-/// Text that parses back to the same value (None for NULL).
-pub fn encode(v: &Value) -> Option<String> {
-    Some(match v {
-        Value::Null => return None,
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => format!("{f:?}"),
-        Value::Decimal(d) => d.to_string(),
-        Value::Text(s) => s.clone(),
-        Value::Bool(b) => if *b { "1" } else { "0" }.to_owned(),
-        Value::Timestamp(t) => format_timestamp(t),
-        Value::Json(j) => j.to_string(),
-    })
-}
-
-/// The value of `ty` that `text` encodes.
-pub fn decode(text: &str, ty: LogicalType) -> Result<Value, String> {
-    let bad = |e: String| format!("`{text}` is not a {}: {e}", ty.name());
-    Ok(match ty {
-        LogicalType::Int => Value::Int(
-            text.parse()
-                .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
-        ),
-        LogicalType::Float => Value::Float(
-            text.parse()
-                .map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
-        ),
-        LogicalType::Decimal { .. } => {
-            Value::Decimal(rust_decimal::Decimal::from_str(text).map_err(|e| bad(e.to_string()))?)
-                .coerce(ty)?
-        }
-        LogicalType::Text => Value::Text(text.to_owned()),
-        LogicalType::Bool => Value::Bool(text == "1" || text == "true"),
-        LogicalType::Timestamp => {
-            Value::Timestamp(parse_timestamp(text).ok_or_else(|| bad("bad timestamp".into()))?)
-        }
-        LogicalType::Json => {
-            Value::Json(serde_json::from_str(text).map_err(|e| bad(e.to_string()))?)
-        }
-    })
-}
-
-/// How a table sits in Redis.
-struct Layout<'a> {
-    table: &'a Table,
-    placement: &'a Placement,
-    mode: RedisMode,
-    pattern: String,
-    key_columns: Vec<usize>,
-    clustering: Vec<usize>,
-    values: Vec<usize>,
-    prefix: String,
-}
-
-impl Layout<'_> {
-    /// The SCAN MATCH glob of the table's keys.
-    fn glob(&self) -> String {
-        let mut out = glob_escape(&self.prefix);
-        for (literal, column) in self.segments() {
-            out.push_str(&glob_escape(&literal));
-            if column.is_some() {
-                out.push('*');
-            }
-        }
-        out
-    }
-
-    /// The pattern as (literal text, following placeholder column) pairs.
-    fn segments(&self) -> Vec<(String, Option<usize>)> {
-        let mut out = Vec::new();
-        let mut rest = self.pattern.as_str();
-        while let Some(open) = rest.find('{') {
-            let literal = rest[..open].to_owned();
-            let Some(close) = rest[open..].find('}') else {
-                break;
-            };
-            let name = &rest[open + 1..open + close];
-            out.push((literal, self.table.column_index(name)));
-            rest = &rest[open + close + 1..];
-        }
-        out.push((rest.to_owned(), None));
-        out
-    }
-
-    /// The key-column values a key encodes (None when it does not fit the pattern).
-    fn parse_key(&self, key: &str) -> Option<Vec<Value>> {
-        let mut rest = key.strip_prefix(self.prefix.as_str())?;
-        let segments = self.segments();
-        let mut values = std::collections::HashMap::new();
-        for (i, (literal, column)) in segments.iter().enumerate() {
-            rest = rest.strip_prefix(literal.as_str())?;
-            if let Some(c) = column {
-                let next_literal = segments.get(i + 1).map_or("", |(l, _)| l.as_str());
-                let end = if next_literal.is_empty() {
-                    rest.len()
-                } else {
-                    rest.find(next_literal)?
-                };
-                values.insert(*c, decode(&rest[..end], self.table.columns[*c].ty).ok()?);
-                rest = &rest[end..];
-            }
-        }
-        if !rest.is_empty() {
-            return None;
-        }
-        self.key_columns.iter().map(|c| values.remove(c)).collect()
-    }
-
-    /// The key of a tuple of `key_columns` values.
-    fn key(&self, tuple: &[Value]) -> String {
-        let mut key = self.pattern.clone();
-        for (c, v) in self.key_columns.iter().zip(tuple) {
-            key = key.replace(
-                &format!("{{{}}}", self.table.columns[*c].name),
-                &encode(v).unwrap_or_default(),
-            );
-        }
-        format!("{}{key}", self.prefix)
-    }
-
-    fn key_of_row(&self, row: &[Value]) -> String {
-        let tuple: Vec<Value> = self.key_columns.iter().map(|c| row[*c].clone()).collect();
-        self.key(&tuple)
-    }
-
-    fn field_of_row(&self, row: &[Value]) -> String {
-        encode(&row[self.clustering[0]]).unwrap_or_default()
-    }
-
-    /// The stored value of a hash-per-partition field or counter: the one value column, or the
-    /// value columns as a JSON object.
-    fn packed_value(&self, row: &[Value]) -> String {
-        match self.values.as_slice() {
-            [one] => encode(&row[*one]).unwrap_or_default(),
-            many => json_of(self, row, many),
-        }
-    }
-
-    fn ttl(&self) -> Option<u64> {
-        self.placement.ttl_seconds
-    }
-}
-
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn json_of(layout: &Layout<'_>, row: &[Value], columns: &[usize]) -> String {
-    let object: serde_json::Map<String, serde_json::Value> = columns
-        .iter()
-        .map(|c| {
-            let col = &layout.table.columns[*c];
-            (
-                layout.placement.physical_columns[*c].clone(),
-                row[*c].to_json(col.ty),
-            )
-        })
-        .collect();
-    serde_json::Value::Object(object).to_string()
 }
 
 /// Keys asked per SCAN round trip.
@@ -602,41 +216,6 @@ const INSERT_HASH_SCRIPT: &str = "if redis.call('HSETNX', KEYS[1], '__row', '1')
 if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end \
 if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end \
 return 1";
-
-/// One unit of work.
-enum Step {
-    /// Every row, found with SCAN over the key pattern, up to `max_rows`.
-    Scan { max_rows: u64 },
-    /// The rows of these partitions (and, per partition, these clustering fields). `max_rows`
-    /// is set for a scan: its rows are filtered by the statement's WHERE, and more than
-    /// `max_rows` rows read (before the filter) is an error. A keyed read needs no filter: its
-    /// key predicates chose exactly the keys read.
-    Read {
-        partitions: Vec<Vec<Value>>,
-        fields: Option<Vec<Vec<Value>>>,
-        max_rows: Option<u64>,
-    },
-    /// `on_conflict`: Some(false) plain insert (duplicate = error), Some(true) increment, None
-    /// keep the existing row.
-    Insert {
-        rows: Vec<Vec<Value>>,
-        on_conflict: Option<bool>,
-    },
-    Update {
-        partitions: Vec<Vec<Value>>,
-        fields: Option<Vec<Vec<Value>>>,
-        changes: Vec<Change>,
-    },
-    Delete {
-        partitions: Vec<Vec<Value>>,
-        fields: Option<Vec<Vec<Value>>>,
-    },
-}
-
-enum Change {
-    Set(usize, Value),
-    Incr(usize, i64),
-}
 
 fn text_of(v: &redis::Value) -> Option<String> {
     match v {
@@ -804,75 +383,7 @@ impl RedisBackend {
                 partitions,
                 fields,
                 changes,
-            } => {
-                for p in partitions {
-                    let key = layout.key(p);
-                    for change in changes {
-                        match (layout.mode, change, fields) {
-                            (RedisMode::Counter, Change::Incr(_, n), _) => {
-                                out.push(redis::cmd("INCRBY").arg(&key).arg(*n).to_owned())
-                            }
-                            (RedisMode::Counter, Change::Set(_, v), _) => {
-                                out.push(
-                                    redis::cmd("SET")
-                                        .arg(&key)
-                                        .arg(encode(v).unwrap_or_default())
-                                        .arg("XX")
-                                        .arg("KEEPTTL")
-                                        .to_owned(),
-                                );
-                            }
-                            (RedisMode::Hash, Change::Incr(c, n), _) => {
-                                out.push(
-                                    redis::cmd("HINCRBY")
-                                        .arg(&key)
-                                        .arg(&layout.placement.physical_columns[*c])
-                                        .arg(*n)
-                                        .to_owned(),
-                                );
-                            }
-                            (RedisMode::Hash, Change::Set(c, v), _) => match encode(v) {
-                                Some(text) => out.push(
-                                    redis::cmd("HSET")
-                                        .arg(&key)
-                                        .arg(&layout.placement.physical_columns[*c])
-                                        .arg(text)
-                                        .to_owned(),
-                                ),
-                                None => out.push(
-                                    redis::cmd("HDEL")
-                                        .arg(&key)
-                                        .arg(&layout.placement.physical_columns[*c])
-                                        .to_owned(),
-                                ),
-                            },
-                            (RedisMode::HashPerPartition, Change::Incr(_, n), Some(fs)) => {
-                                for f in fs {
-                                    out.push(
-                                        redis::cmd("HINCRBY")
-                                            .arg(&key)
-                                            .arg(encode(&f[0]).unwrap_or_default())
-                                            .arg(*n)
-                                            .to_owned(),
-                                    );
-                                }
-                            }
-                            (RedisMode::HashPerPartition, Change::Set(_, v), Some(fs)) => {
-                                for f in fs {
-                                    out.push(
-                                        redis::cmd("HSET")
-                                            .arg(&key)
-                                            .arg(encode(&f[0]).unwrap_or_default())
-                                            .arg(encode(v).unwrap_or_default())
-                                            .to_owned(),
-                                    );
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
+            } => out.extend(self.update_commands(layout, partitions, fields.as_ref(), changes)),
             Step::Delete { partitions, fields } => {
                 for p in partitions {
                     match fields {
@@ -969,6 +480,21 @@ impl RedisBackend {
                 rows_affected: (!matches!(step, Step::Read { .. })).then_some(0),
             });
         }
+        if let Step::Update {
+            partitions,
+            fields,
+            changes,
+        } = step
+        {
+            let written = self
+                .update(layout, partitions, fields.as_ref(), changes)
+                .await?;
+            return Ok(ResultSet {
+                columns,
+                rows: Vec::new(),
+                rows_affected: Some(written),
+            });
+        }
         let mut conn = self.conn.clone();
         let commands = self.commands(layout, step);
         let mut pipe = redis::pipe();
@@ -977,20 +503,6 @@ impl RedisBackend {
         }
         for c in &commands {
             pipe.add_command(c.clone());
-        }
-        // Updates only touch rows that exist: check first (a write never creates a row).
-        if let Step::Update {
-            partitions, fields, ..
-        } = step
-        {
-            let exists = self.existing(layout, partitions, fields.as_ref()).await?;
-            if exists == 0 {
-                return Ok(ResultSet {
-                    columns,
-                    rows: Vec::new(),
-                    rows_affected: Some(0),
-                });
-            }
         }
         let is_read = matches!(step, Step::Read { .. });
         let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(|e| {
@@ -1026,9 +538,11 @@ impl RedisBackend {
                     }
                     row
                 };
+                // A json row is always an object; a counter or a hash-per-partition field with
+                // one value column holds the bare value.
                 let fill_values = |row: &mut Vec<Value>, text: &str| -> Result<(), BackendError> {
                     match layout.values.as_slice() {
-                        [one] => {
+                        [one] if layout.mode != RedisMode::Json => {
                             row[*one] = decode(text, layout.table.columns[*one].ty)
                                 .map_err(|m| decode_err(&layout.table.columns[*one].name, m))?
                         }
@@ -1181,14 +695,7 @@ impl RedisBackend {
                 }
                 out.rows_affected = Some(inserted);
             }
-            Step::Update {
-                partitions, fields, ..
-            } => {
-                out.rows_affected = Some(match fields {
-                    Some(fs) => (partitions.len() * fs.len()) as u64,
-                    None => partitions.len() as u64,
-                });
-            }
+            Step::Update { .. } => {}
             Step::Delete { fields, .. } => {
                 // A whole partition: its HLEN replies (every other one) are the rows deleted.
                 let whole_partitions =
@@ -1209,35 +716,6 @@ impl RedisBackend {
             }
         }
         Ok(out)
-    }
-
-    async fn existing(
-        &self,
-        layout: &Layout<'_>,
-        partitions: &[Vec<Value>],
-        fields: Option<&Vec<Vec<Value>>>,
-    ) -> Result<u64, BackendError> {
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        for p in partitions {
-            match fields {
-                Some(fs) => {
-                    for f in fs {
-                        pipe.cmd("HEXISTS")
-                            .arg(layout.key(p))
-                            .arg(encode(&f[0]).unwrap_or_default());
-                    }
-                }
-                None => {
-                    pipe.cmd("EXISTS").arg(layout.key(p));
-                }
-            }
-        }
-        let replies: Vec<i64> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(replies.iter().filter(|n| **n > 0).count() as u64)
     }
 }
 

@@ -86,6 +86,15 @@ pub enum BackendError {
         /// The store's message.
         message: String,
     },
+    /// A value made the statement fail in the store (out of range, division by zero): the
+    /// client's data, not the store, is at fault.
+    #[error("backend `{backend}`: {message}")]
+    Data {
+        /// Backend name.
+        backend: String,
+        /// What went wrong, without driver text, e.g. `bigint out of range`.
+        message: String,
+    },
     /// The store refused or failed the statement.
     #[error("backend `{backend}` failed the statement: {message}")]
     Rejected {
@@ -149,6 +158,7 @@ impl BackendError {
             Self::Unavailable { .. } | Self::Interrupted { .. } => ErrorCode::BackendUnavailable,
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::Constraint { .. } => ErrorCode::ConstraintViolation,
+            Self::Data { .. } => ErrorCode::DataError,
             Self::Rejected { .. } | Self::Decode { .. } => ErrorCode::BackendError,
             Self::Unsupported { .. } => ErrorCode::NoRoute,
             Self::NeedsKey { .. } => ErrorCode::NeedsKey,

@@ -256,6 +256,7 @@ pub(crate) fn backend_error_kind(e: &BackendError) -> &'static str {
         BackendError::Interrupted { .. } => "interrupted",
         BackendError::Timeout { .. } => "timeout",
         BackendError::Constraint { .. } => "constraint",
+        BackendError::Data { .. } => "data",
         BackendError::Rejected { .. } => "rejected",
         BackendError::Decode { .. } => "decode",
         BackendError::NeedsKey { .. } => "needs_key",
