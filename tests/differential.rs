@@ -248,6 +248,7 @@ fn suite() -> Vec<Case> {
     ]
     .into_iter()
     .chain(generated())
+    .chain(answered())
     .collect()
 }
 
@@ -353,6 +354,61 @@ fn refused() -> Vec<(&'static str, J, &'static str)> {
             json!([]),
             "QUERY_TOO_LARGE",
         ),
+        // Client mistakes are the client's: 4xx, never a store's 502.
+        (
+            "SELECT installments + 9223372036854775807 FROM payments WHERE installments > 0",
+            json!([]),
+            "DATA_ERROR",
+        ),
+        (
+            "SELECT 9223372036854775807 + 1 FROM payments",
+            json!([]),
+            "DATA_ERROR",
+        ),
+        (
+            "SELECT installments / 0 FROM payments",
+            json!([]),
+            "DATA_ERROR",
+        ),
+        (
+            "INSERT INTO customers (customer_id, name) VALUES ('nul', $1)",
+            json!(["a\u{0}b"]),
+            "BAD_PARAMS",
+        ),
+        (
+            "SELECT name AS \"\" FROM customers",
+            json!([]),
+            "SQL_SYNTAX",
+        ),
+        (
+            leak(format!(
+                "SELECT {} FROM customers",
+                vec!["name"; 1665].join(", ")
+            )),
+            json!([]),
+            "QUERY_TOO_LARGE",
+        ),
+        (
+            "UPDATE payments SET amount = 12345678901234.5 WHERE payment_id = 'x'",
+            json!([]),
+            "DATA_ERROR",
+        ),
+    ]
+}
+
+/// Statements every store answers, and answers alike (they once failed with 502).
+fn answered() -> Vec<Case> {
+    vec![
+        Case {
+            sql: "SELECT $1 AS p FROM customers LIMIT 2",
+            params: json!(["abc"]),
+            ordered: false,
+        },
+        Case {
+            sql: "SELECT -9223372036854775808 AS m, 9223372036854775807 AS x FROM customers LIMIT 1",
+            params: json!([]),
+            ordered: false,
+        },
     ]
 }
 
@@ -426,6 +482,24 @@ fn writes() -> Vec<(Case, Option<u64>, Case)> {
             r(
                 "SELECT product_id, specs, rating, retail_price FROM products WHERE product_id = 'p000001'",
             ),
+        ),
+        (
+            w(
+                "UPDATE products SET specs = $1 WHERE product_id IN ('p000003', 'p000004')",
+                json!(["plain"]),
+            ),
+            Some(2),
+            r(
+                "SELECT product_id, specs FROM products WHERE product_id IN ('p000003', 'p000004') ORDER BY product_id",
+            ),
+        ),
+        (
+            w(
+                "UPDATE products SET specs = $1 WHERE product_id = 'p000005'",
+                json!([12.5]),
+            ),
+            Some(1),
+            r("SELECT product_id, specs FROM products WHERE product_id = 'p000005'"),
         ),
         (
             w(

@@ -214,8 +214,10 @@ async fn explain_names_backend_and_native_statement() {
     assert_eq!(e.body["fragments"][0]["params"], json!(["p1"]));
 }
 
+/// A store's data exception (SQLSTATE class 22) is the client's `DATA_ERROR` in words of our own;
+/// a statement the store refuses for its own reasons (a table it lacks) is `BACKEND_ERROR`.
 #[tokio::test]
-async fn a_statement_the_store_refuses_is_backend_error() {
+async fn store_refusals_are_data_errors_or_backend_errors() {
     let store = TestStore::new(Store::Postgres);
     let server = start_server(shop_on(store.backend.clone())).await;
     let seeded = server
@@ -232,17 +234,24 @@ async fn a_statement_the_store_refuses_is_backend_error() {
         )
         .await;
     assert_eq!(seeded.unwrap(), 1);
-    let refused = query(server.addr, "SELECT stock / 0 FROM inventory", json!([])).await;
-    assert_eq!(refused.status, 502, "{}", refused.body);
-    assert_eq!(refused.body["error"]["code"], "BACKEND_ERROR");
-    assert!(
-        refused.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("division by zero"),
+    let refused = query(
+        server.addr,
+        "SELECT stock / (stock - stock) FROM inventory",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, &refused.body["error"]),
+        (
+            422,
+            &json!({ "code": "DATA_ERROR", "message": "backend `db`: division by zero" })
+        ),
         "{}",
         refused.body
     );
+    let missing = query(server.addr, "SELECT name FROM customers", json!([])).await;
+    assert_eq!(missing.status, 502, "{}", missing.body);
+    assert_eq!(missing.body["error"]["code"], "BACKEND_ERROR");
     let next = query(server.addr, "SELECT stock FROM inventory", json!([])).await;
     assert_eq!(next.body["rows"], json!([[3]]));
 }
@@ -408,4 +417,138 @@ async fn deep_and_wide_statements_are_refused_or_run_never_crash() {
     );
     let healthy = http(a, "GET", "/healthz", None, Vec::new()).await;
     assert_eq!(healthy.status, 200);
+}
+
+/// A backend that cannot be reached: after `circuit_failures` statements in a row its circuit
+/// opens and statements fail at once (503, `Retry-After`, `retry_after_ms`) instead of waiting
+/// for the connect timeout each; `/admin/backends`, the metrics and the status plugins see
+/// report it; after `circuit_open_ms` one probe goes through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_fails_fast_once_its_circuit_opens() {
+    let a = TestStore::new(Store::Sqlite);
+    let mut config = shop_on(a.backend.clone());
+    // Accepts connections and never answers: every connect waits for its timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://nobody@{}/none", silent.local_addr().unwrap());
+    let mut dead = common::backend(BackendKind::Postgres, url);
+    dead.connect_timeout_ms = 400;
+    dead.circuit_failures = 3;
+    dead.circuit_open_ms = 1_500;
+    config.backends.insert("dead".to_owned(), dead);
+    config.tables["sessions"].placements = vec![PlacementConfig {
+        backend: "dead".to_owned(),
+        role: Role::Primary,
+        name: None,
+        columns: Default::default(),
+        key_pattern: None,
+        mode: None,
+        ttl_seconds: None,
+        scan: Default::default(),
+        scan_max_rows: 10_000,
+    }];
+    let server = start_server(config).await;
+    let addr = server.addr;
+
+    for _ in 0..3 {
+        let down = query(
+            addr,
+            "SELECT * FROM sessions WHERE session_id = 's1'",
+            json!([]),
+        )
+        .await;
+        assert_eq!(
+            down.body["error"]["code"], "BACKEND_UNAVAILABLE",
+            "{}",
+            down.body
+        );
+    }
+    let started = std::time::Instant::now();
+    let fast = common::http_with(
+        addr,
+        "POST",
+        "/v1/query",
+        &[("content-type", "application/json")],
+        json!({ "sql": "SELECT * FROM sessions WHERE session_id = 's1'" })
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(300),
+        "an open circuit answers at once, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fast.status, 503, "{}", fast.body);
+    assert_eq!(fast.body["error"]["code"], "BACKEND_UNAVAILABLE");
+    let retry = fast.body["error"]["retry_after_ms"].as_u64().unwrap();
+    assert!((1..=1_500).contains(&retry), "{}", fast.body);
+    assert_eq!(
+        fast.headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+
+    let backends = http(addr, "GET", "/admin/backends", None, Vec::new()).await;
+    let dead = backends.body["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backend"] == "dead")
+        .unwrap()
+        .clone();
+    assert_eq!(dead["circuit"], "open", "{dead}");
+    let status = server.router.backend_status();
+    let id = server
+        .router
+        .catalog()
+        .backends
+        .get_index_of("dead")
+        .unwrap();
+    assert!(!status[id].healthy, "plugins see the backend unhealthy");
+    let metrics = http(addr, "GET", "/metrics", None, Vec::new()).await;
+    let text = metrics.text;
+    assert!(
+        text.contains("switchyard_backend_circuit_state{backend=\"dead\"} 1")
+            && text.contains("switchyard_backend_circuit_opened_total{backend=\"dead\"} 1"),
+        "{text}"
+    );
+    // Other backends are untouched.
+    let seeded = server
+        .router
+        .seed_table(
+            "inventory",
+            &["product_id", "stock"],
+            vec![vec![
+                switchyard_core::Value::Text("p1".into()),
+                switchyard_core::Value::Int(3),
+            ]],
+            10,
+            &|_| {},
+        )
+        .await;
+    assert_eq!(seeded.unwrap(), 1);
+    let ok = query(addr, "SELECT stock FROM inventory", json!([])).await;
+    assert_eq!(ok.body["rows"], json!([[3]]), "{}", ok.body);
+
+    // After the open time one probe goes to the store again (and, failing, reopens it).
+    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    let started = std::time::Instant::now();
+    let probe = query(
+        addr,
+        "SELECT * FROM sessions WHERE session_id = 's1'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(probe.body["error"]["code"], "BACKEND_UNAVAILABLE");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "the probe waited for the store"
+    );
+    assert!(
+        probe.body["error"].get("retry_after_ms").is_none(),
+        "{}",
+        probe.body
+    );
+    drop(silent);
 }

@@ -144,6 +144,8 @@ pub fn backend(kind: BackendKind, url: String) -> BackendConfig {
         statement_timeout_ms: None,
         schema: None,
         key_prefix: None,
+        circuit_failures: switchyard_config::defaults::CIRCUIT_FAILURES,
+        circuit_open_ms: switchyard_config::defaults::CIRCUIT_OPEN_MS,
     }
 }
 

@@ -21,12 +21,13 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 use switchyard_backend::{
-    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, spawn_stream, within,
+    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, coerce_column,
+    spawn_stream, undecodable, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::ir::{ExprKind, Statement};
-use switchyard_core::{BackendKind, ResultColumn, ResultSet, Table, Value};
-use translate::{Command, from_bson};
+use switchyard_core::{BackendKind, LogicalType, ResultColumn, ResultSet, Table, Value};
+use translate::{Command, bson_to_json, from_bson};
 
 /// A MongoDB backend.
 #[derive(Debug)]
@@ -79,7 +80,7 @@ impl MongoBackend {
         command.check_limits().map_err(|e| BackendError::TooLarge {
             backend: self.name.clone(),
             what: format!("the generated command's {}", e.what),
-            limit: e.limit,
+            limit: Some(e.limit),
             unit: "",
         })?;
         Ok(command)
@@ -398,14 +399,27 @@ fn map_mongo_err(name: &str, err: mongodb::error::Error) -> BackendError {
             backend,
             source: Box::new(err),
         },
+        // A zero divisor computed from the data (constant ones are refused when binding).
+        ErrorKind::Command(c)
+            if c.message.contains("divide by zero") || c.message.contains("mod by zero") =>
+        {
+            BackendError::Data {
+                backend,
+                message: "division by zero".to_owned(),
+            }
+        }
         ErrorKind::Command(c) => BackendError::Rejected {
             backend,
             message: c.message.clone(),
         },
-        _ => BackendError::Rejected {
-            backend,
-            message: err.to_string(),
-        },
+        // The driver's own failures: its text (debug output) goes to the log only.
+        _ => {
+            tracing::warn!(backend = %backend, error = %err, "mongodb driver error");
+            BackendError::Rejected {
+                backend,
+                message: "the MongoDB driver failed the command".to_owned(),
+            }
+        }
     }
 }
 
@@ -417,15 +431,16 @@ fn decode_row(
 ) -> Result<Vec<Value>, BackendError> {
     let mut row = Vec::with_capacity(columns.len());
     for (i, c) in columns.iter().enumerate() {
-        let raw = d.get(format!("c{i}")).map_or(Ok(Value::Null), from_bson);
-        let v = raw
-            .and_then(|v| v.coerce(c.ty))
-            .map_err(|message| BackendError::Decode {
-                backend: backend.to_owned(),
-                column: c.name.clone(),
-                message,
-            })?;
-        row.push(v);
+        let raw = match (d.get(format!("c{i}")), c.ty) {
+            // Any JSON value reads back as itself: a scalar (a string, a number) stored in a
+            // json column is JSON too, not text to parse.
+            (Some(b), LogicalType::Json) if !matches!(b, Bson::Null) => {
+                Ok(Value::Json(bson_to_json(b)))
+            }
+            (b, _) => b.map_or(Ok(Value::Null), from_bson),
+        };
+        let raw = raw.map_err(|detail| undecodable(backend, c, detail))?;
+        row.push(coerce_column(backend, c, raw)?);
     }
     Ok(row)
 }

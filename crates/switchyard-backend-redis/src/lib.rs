@@ -421,7 +421,7 @@ impl RedisBackend {
         let too_large = || BackendError::TooLarge {
             backend: self.name.clone(),
             what: format!("a scan of `{}`", layout.table.name),
-            limit: max_rows,
+            limit: Some(max_rows),
             unit: " rows",
         };
         loop {
@@ -625,7 +625,7 @@ impl RedisBackend {
                     return Err(BackendError::TooLarge {
                         backend: self.name.clone(),
                         what: format!("a scan of `{}`", layout.table.name),
-                        limit: *max_rows,
+                        limit: Some(*max_rows),
                         unit: " rows",
                     });
                 }
@@ -998,6 +998,8 @@ mod tests {
             statement_timeout_ms: None,
             schema: None,
             key_prefix: None,
+            circuit_failures: 0,
+            circuit_open_ms: 0,
         };
         match RedisBackend::connect_lazy("r", &config, 1_000) {
             Ok(b) => b,

@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 use switchyard_backend::{
     Backend, BackendError, Capabilities, Fragment, LocalTransaction, NativeStatement, PoolState,
-    RowSink, RowStream, spawn_stream, within,
+    RowSink, RowStream, coerce_column, spawn_stream, undecodable, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::value::format_timestamp;
@@ -359,11 +359,8 @@ struct StreamTask {
 impl StreamTask {
     async fn rows(self, mut sink: RowSink) -> Result<RowSink, BackendError> {
         let sql_err = |e: sqlx::Error| map_sqlx_err(&self.name, self.timeout_ms, e);
-        let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
-            backend: self.name.clone(),
-            column: column.name.clone(),
-            message,
-        };
+        let decode_err =
+            |column: &ResultColumn, detail: String| undecodable(&self.name, column, detail);
         macro_rules! pump {
             ($pool:expr, $bind:ident, $decode:ident) => {{
                 let q = self.binds.iter().cloned().fold(
@@ -375,7 +372,7 @@ impl StreamTask {
                     let mut values = Vec::with_capacity(self.columns.len());
                     for (i, c) in self.columns.iter().enumerate() {
                         let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
-                        values.push(raw.coerce(c.ty).map_err(|e| decode_err(c, e))?);
+                        values.push(coerce_column(&self.name, c, raw)?);
                     }
                     if !sink.push(values).await {
                         break;
@@ -413,11 +410,7 @@ fn decode_fetched(
     fragment: Fragment<'_>,
     fetched: Fetched,
 ) -> Result<ResultSet, BackendError> {
-    let decode_err = |column: &ResultColumn, message: String| BackendError::Decode {
-        backend: name.to_owned(),
-        column: column.name.clone(),
-        message,
-    };
+    let decode_err = |column: &ResultColumn, detail: String| undecodable(name, column, detail);
     let mut out = ResultSet {
         columns: fragment.query.statement.result_columns(),
         rows: Vec::new(),
@@ -429,7 +422,7 @@ fn decode_fetched(
                 let mut values = Vec::with_capacity(out.columns.len());
                 for (i, c) in out.columns.iter().enumerate() {
                     let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
-                    values.push(raw.coerce(c.ty).map_err(|e| decode_err(c, e))?);
+                    values.push(coerce_column(name, c, raw)?);
                 }
                 out.rows.push(values);
             }
@@ -450,10 +443,45 @@ fn rendered(
     dialect: Dialect,
     fragment: Fragment<'_>,
 ) -> Result<Rendered, BackendError> {
-    render(fragment.query, fragment.catalog, name, dialect).map_err(|m| BackendError::Unsupported {
-        backend: name.to_owned(),
-        what: format!("table `{}` has no placement here", m.table),
-    })
+    let rendered = render(fragment.query, fragment.catalog, name, dialect).map_err(|m| {
+        BackendError::Unsupported {
+            backend: name.to_owned(),
+            what: format!("table `{}` has no placement here", m.table),
+        }
+    })?;
+    let limit = max_binds(dialect);
+    if rendered.binds.len() > limit {
+        return Err(BackendError::TooLarge {
+            backend: name.to_owned(),
+            what: format!("a statement of {} values", rendered.binds.len()),
+            limit: Some(limit as u64),
+            unit: " bound values",
+        });
+    }
+    Ok(rendered)
+}
+
+/// The most placeholders one statement may bind: PostgreSQL's and MySQL's protocols count them
+/// in 16 bits; SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` is 32766.
+fn max_binds(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Postgres | Dialect::Mysql => 65_535,
+        Dialect::Sqlite => 32_766,
+    }
+}
+
+/// The client's message for a store's data exception (SQLSTATE class 22), in the store's
+/// words for none of them: the same mistake reads the same on every store.
+fn data_message(sqlstate: &str) -> &'static str {
+    match sqlstate {
+        "22003" => "value out of range",
+        "22012" => "division by zero",
+        "22001" => "value too long for its column",
+        "22021" | "22P05" => "invalid byte sequence in a text value",
+        "22P02" => "invalid input syntax for the value's type",
+        "22007" | "22008" => "invalid date or time value",
+        _ => "invalid value",
+    }
 }
 
 /// An open transaction on one connection of the pool.
@@ -628,6 +656,28 @@ fn map_sqlx_err(name: &str, timeout_ms: u64, err: sqlx::Error) -> BackendError {
                     backend,
                     after_ms: timeout_ms,
                 },
+                // Data exceptions: the client's values, not the store, are at fault.
+                _ if db
+                    .code()
+                    .is_some_and(|c| c.len() == 5 && c.starts_with("22")) =>
+                {
+                    BackendError::Data {
+                        backend,
+                        message: data_message(db.code().as_deref().unwrap_or_default()).to_owned(),
+                    }
+                }
+                // Program limits (too many columns, a statement too complex).
+                _ if db
+                    .code()
+                    .is_some_and(|c| c.len() == 5 && c.starts_with("54")) =>
+                {
+                    BackendError::TooLarge {
+                        backend,
+                        what: "the statement".to_owned(),
+                        limit: None,
+                        unit: "",
+                    }
+                }
                 _ => BackendError::Rejected { backend, message },
             }
         }

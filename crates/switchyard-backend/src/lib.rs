@@ -124,14 +124,14 @@ pub enum BackendError {
         hint: String,
     },
     /// The answer would pass a configured row bound.
-    #[error("backend `{backend}`: {what} passes the bound of {limit}{unit}")]
+    #[error("backend `{backend}`: {what} passes {}", bound(*limit, unit))]
     TooLarge {
         /// Backend name.
         backend: String,
         /// What grew too large.
         what: String,
-        /// The bound.
-        limit: u64,
+        /// The bound, when known (the store's own limits are not).
+        limit: Option<u64>,
         /// The bound's unit with a leading space (` rows`), empty when `what` says it.
         unit: &'static str,
     },
@@ -164,6 +164,53 @@ impl BackendError {
             Self::NeedsKey { .. } => ErrorCode::NeedsKey,
             Self::TooLarge { .. } => ErrorCode::QueryTooLarge,
         }
+    }
+}
+
+/// `raw`, as a store returned it, as a value of `column`'s type. An int column holding a float
+/// is an integer overflow that the store (SQLite, MongoDB) turned into a float: the client's
+/// data error, as PostgreSQL reports it, not a store failure.
+pub fn coerce_column(
+    backend: &str,
+    column: &switchyard_core::ResultColumn,
+    raw: Value,
+) -> Result<Value, BackendError> {
+    if column.ty == switchyard_core::LogicalType::Int
+        && let Value::Float(f) = raw
+        && (f.fract() != 0.0 || f.abs() >= i64::MAX as f64)
+    {
+        return Err(BackendError::Data {
+            backend: backend.to_owned(),
+            message: "value out of range".to_owned(),
+        });
+    }
+    raw.coerce(column.ty)
+        .map_err(|message| BackendError::Decode {
+            backend: backend.to_owned(),
+            column: column.name.clone(),
+            message,
+        })
+}
+
+/// A value the driver could not read at all: the driver's text goes to the log, the client
+/// gets the column and its type.
+pub fn undecodable(
+    backend: &str,
+    column: &switchyard_core::ResultColumn,
+    detail: String,
+) -> BackendError {
+    tracing::warn!(backend, column = %column.name, detail = %detail, "store value not decodable");
+    BackendError::Decode {
+        backend: backend.to_owned(),
+        column: column.name.clone(),
+        message: format!("the store's value cannot be read as {}", column.ty.name()),
+    }
+}
+
+fn bound(limit: Option<u64>, unit: &str) -> String {
+    match limit {
+        Some(limit) => format!("the bound of {limit}{unit}"),
+        None => "a limit of the store".to_owned(),
     }
 }
 

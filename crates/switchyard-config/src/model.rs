@@ -20,6 +20,10 @@ pub mod defaults {
     pub const POOL_MAX_CONNECTIONS: u32 = 10;
     /// `backends.*.connect_timeout_ms`.
     pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+    /// `backends.*.circuit_failures`.
+    pub const CIRCUIT_FAILURES: u32 = 5;
+    /// `backends.*.circuit_open_ms`.
+    pub const CIRCUIT_OPEN_MS: u64 = 5_000;
 
     /// `plugins.call_timeout_ms`.
     pub const PLUGIN_CALL_TIMEOUT_MS: u64 = 5;
@@ -121,6 +125,14 @@ pub mod defaults {
     pub(crate) fn slow_query_ms() -> u64 {
         SLOW_QUERY_MS
     }
+    pub(crate) fn circuit_failures() -> u32 {
+        CIRCUIT_FAILURES
+    }
+
+    pub(crate) fn circuit_open_ms() -> u64 {
+        CIRCUIT_OPEN_MS
+    }
+
     pub(crate) fn pool_max_connections() -> u32 {
         POOL_MAX_CONNECTIONS
     }
@@ -425,6 +437,15 @@ pub struct BackendConfig {
     /// Redis only: a prefix put before every key (several routers or tenants on one Redis).
     #[serde(default)]
     pub key_prefix: Option<String>,
+    /// Circuit breaking: after this many statements in a row could not reach the backend, the
+    /// circuit opens and statements for it fail at once with `BACKEND_UNAVAILABLE` and a
+    /// `retry_after_ms`; 0 never opens it.
+    #[serde(default = "defaults::circuit_failures")]
+    pub circuit_failures: u32,
+    /// How long an open circuit fails statements fast, in milliseconds, before one probe
+    /// statement is let through (it closes the circuit when it reaches the backend).
+    #[serde(default = "defaults::circuit_open_ms")]
+    pub circuit_open_ms: u64,
 }
 
 /// `[tables.NAME]`: one logical table.

@@ -278,6 +278,16 @@ pub enum CoreError {
         /// The expression that crossed it.
         position: Option<Position>,
     },
+    /// A statement wider than every store accepts.
+    #[error("the statement has more than {limit} {what}")]
+    TooWide {
+        /// What there are too many of, e.g. `output columns`.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+        /// Where.
+        position: Option<Position>,
+    },
     /// A value made evaluation in the router fail.
     #[error("{message}")]
     Data {
@@ -307,7 +317,9 @@ impl CoreError {
             Self::BadGrouping { .. } => ErrorCode::BadGrouping,
             Self::BadParams { .. } => ErrorCode::BadParams,
             Self::NoRoute { .. } => ErrorCode::NoRoute,
-            Self::QueryTooLarge { .. } | Self::TooDeep { .. } => ErrorCode::QueryTooLarge,
+            Self::QueryTooLarge { .. } | Self::TooDeep { .. } | Self::TooWide { .. } => {
+                ErrorCode::QueryTooLarge
+            }
             Self::Data { .. } => ErrorCode::DataError,
         }
     }
@@ -323,7 +335,8 @@ impl CoreError {
             | Self::TypeMismatch { position, .. }
             | Self::BadGrouping { position, .. }
             | Self::BadParams { position, .. }
-            | Self::TooDeep { position, .. } => *position,
+            | Self::TooDeep { position, .. }
+            | Self::TooWide { position, .. } => *position,
             Self::NoRoute { .. } | Self::QueryTooLarge { .. } | Self::Data { .. } => None,
         }
     }

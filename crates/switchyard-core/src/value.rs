@@ -134,7 +134,32 @@ impl Value {
             (J::String(s), T::Decimal { .. } | T::Timestamp) => Self::Text(s.clone()).coerce(ty)?,
             (j, _) => return Err(format!("expected {}, got {}", ty.name(), json_kind(j))),
         };
+        v.check_storable(ty)?;
         Ok(v)
+    }
+
+    /// Refuses a value no store can keep as it is in a column of `ty`: text with a NUL
+    /// character (PostgreSQL refuses it, the others would keep it: the same value must read the
+    /// same everywhere), a decimal with more integer digits than `decimal(p, s)` holds
+    /// (PostgreSQL's "numeric field overflow").
+    pub fn check_storable(&self, ty: LogicalType) -> Result<(), String> {
+        use LogicalType as T;
+        match (self, ty) {
+            (Self::Text(s), _) if s.contains('\0') => {
+                Err("text values cannot contain the NUL character (\\u0000)".to_owned())
+            }
+            (Self::Decimal(d), T::Decimal { precision, scale }) => {
+                let integer_digits = d.trunc().abs().to_string().trim_start_matches('0').len();
+                if integer_digits > usize::from(precision.saturating_sub(scale)) {
+                    Err(format!(
+                        "numeric field overflow: {d} does not fit decimal({precision},{scale})"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The value a JSON parameter has when nothing in the statement gives it a type.
@@ -152,6 +177,16 @@ impl Value {
             },
             J::String(s) => (Self::Text(s.clone()), LogicalType::Text),
             other => (Self::Json(other.clone()), LogicalType::Json),
+        }
+    }
+
+    /// Whether this is a number equal to zero.
+    pub fn is_zero_number(&self) -> bool {
+        match self {
+            Self::Int(i) => *i == 0,
+            Self::Float(f) => *f == 0.0,
+            Self::Decimal(d) => d.is_zero(),
+            _ => false,
         }
     }
 

@@ -5,6 +5,7 @@
 //! on a request path panics. API boundary: [`Router::query`], [`Router::explain`],
 //! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
 
+mod breaker;
 mod exec;
 pub mod failpoint;
 pub mod metrics;
@@ -39,6 +40,7 @@ use switchyard_plugin_host::{
 };
 use tracing::Instrument;
 
+pub use breaker::CircuitState;
 use metrics::Metrics;
 use stats::BackendStats;
 
@@ -78,6 +80,17 @@ pub enum RouterError {
     /// A multi-statement transaction failed (or was refused).
     #[error("{}", .0.message)]
     Transaction(Box<TxFailure>),
+    /// The backend's circuit is open: it failed to answer recently, so statements for it fail
+    /// at once.
+    #[error(
+        "backend `{backend}` is not answering (circuit open after repeated connection failures); retry in {retry_after_ms} ms"
+    )]
+    CircuitOpen {
+        /// The backend.
+        backend: String,
+        /// When a statement may go through again.
+        retry_after_ms: u64,
+    },
     /// A backend could not be created from its configuration.
     #[error("backend `{backend}` cannot be created")]
     BackendSetup {
@@ -99,7 +112,7 @@ impl RouterError {
             Self::PluginEngine { .. } => ErrorCode::Internal,
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::UnknownTable { .. } => ErrorCode::UnknownTable,
-            Self::BackendSetup { .. } => ErrorCode::BackendUnavailable,
+            Self::BackendSetup { .. } | Self::CircuitOpen { .. } => ErrorCode::BackendUnavailable,
             Self::Transaction(f) => f.code,
         }
     }
@@ -247,6 +260,8 @@ pub struct BackendDetail {
     pub kind: &'static str,
     /// Health and latency of recent statements.
     pub status: switchyard_core::routing::BackendStatus,
+    /// Its circuit breaker.
+    pub circuit: CircuitState,
     /// Pool connections, for pooled stores.
     pub pool: Option<switchyard_backend::PoolState>,
     /// Rows read from it since start.
@@ -406,7 +421,22 @@ impl Router {
     pub fn with_backends(config: Config, backends: IndexMap<String, Arc<dyn Backend>>) -> Router {
         let catalog = Catalog::from_config(&config);
         let query_timeout = Duration::from_millis(config.server.query_timeout_ms);
-        let stats = backends.keys().map(|_| BackendStats::default()).collect();
+        let stats = backends
+            .keys()
+            .map(|name| {
+                let b = config.backends.get(name);
+                BackendStats::new(
+                    b.map_or(switchyard_config::defaults::CIRCUIT_FAILURES, |b| {
+                        b.circuit_failures
+                    }),
+                    Duration::from_millis(
+                        b.map_or(switchyard_config::defaults::CIRCUIT_OPEN_MS, |b| {
+                            b.circuit_open_ms
+                        }),
+                    ),
+                )
+            })
+            .collect();
         let log_backend = config.transactions.log_backend.clone().or_else(|| {
             config
                 .backends
@@ -693,6 +723,7 @@ impl Router {
                 (plan.route.as_single(), &plan.query.statement)
         {
             let backend = self.backend_by_id(id)?;
+            self.admit(id)?;
             let fragment = Fragment {
                 query: &plan.query,
                 catalog: &self.catalog,
@@ -901,9 +932,29 @@ impl Router {
         )
     }
 
+    /// Whether a statement may go to backend `id` now (its circuit breaker).
+    fn admit(&self, id: usize) -> Result<(), RouterError> {
+        let Some(((name, backend), stats)) = self.backends.get_index(id).zip(self.stats.get(id))
+        else {
+            return Ok(());
+        };
+        stats.breaker.admit().map_err(|retry_after| {
+            self.metrics
+                .backend_errors
+                .with_label_values(&[name, "circuit_open"])
+                .inc();
+            tracing::debug!(backend = %name, kind = backend.kind().as_str(), "circuit open");
+            RouterError::CircuitOpen {
+                backend: name.clone(),
+                retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+            }
+        })
+    }
+
     /// Runs a fragment on backend `id`, recording its latency, failures and reachability.
     async fn run_on(&self, id: usize, fragment: Fragment<'_>) -> Result<ResultSet, RouterError> {
         let backend = self.backend_by_id(id)?;
+        self.admit(id)?;
         let stats = &self.stats[id];
         let _in_flight = stats.start();
         let started = Instant::now();
@@ -931,7 +982,9 @@ impl Router {
             result,
             Err(BackendError::Unavailable { .. } | BackendError::Interrupted { .. })
         );
-        stats.record(elapsed, result.is_err(), !unreachable);
+        if stats.record(elapsed, result.is_err(), !unreachable) {
+            self.circuit_opened(name);
+        }
         // Per-query timings for the slow-query log (outside a query, e.g. seeding: none).
         let _ = FRAGMENT_TIMES.try_with(|t| {
             t.borrow_mut().push((
@@ -959,6 +1012,12 @@ impl Router {
         }
     }
 
+    /// Counts and logs a circuit that just opened.
+    fn circuit_opened(&self, name: &str) {
+        self.metrics.circuit_opened.with_label_values(&[name]).inc();
+        tracing::warn!(backend = %name, "backend unreachable: circuit open");
+    }
+
     /// Every backend with its recent status, pool and rows fetched (`GET /admin/backends`).
     pub fn backend_details(&self) -> Vec<BackendDetail> {
         self.backends
@@ -968,6 +1027,7 @@ impl Router {
                 backend: name.clone(),
                 kind: b.kind().as_str(),
                 status: stats.status(),
+                circuit: stats.breaker.state(),
                 pool: b.pool_state(),
                 rows_fetched: self.fetched_from(name, b.kind().as_str()),
             })
@@ -987,6 +1047,13 @@ impl Router {
             m.backend_up
                 .with_label_values(&[name, backend.kind().as_str()])
                 .set(i64::from(stats.status().healthy));
+            m.circuit_state
+                .with_label_values(&[name])
+                .set(match stats.breaker.state() {
+                    CircuitState::Closed => 0,
+                    CircuitState::Open => 1,
+                    CircuitState::HalfOpen => 2,
+                });
             if let Some(pool) = backend.pool_state() {
                 m.pool_connections
                     .with_label_values(&[name, "idle"])
@@ -1161,8 +1228,10 @@ impl Router {
                 .map(|(i, (name, b))| async move {
                     let started = Instant::now();
                     let result = b.health().await.map(|()| started.elapsed());
-                    if let Some(stats) = self.stats.get(i) {
-                        stats.set_healthy(result.is_ok());
+                    if let Some(stats) = self.stats.get(i)
+                        && stats.set_healthy(result.is_ok())
+                    {
+                        self.circuit_opened(name);
                     }
                     BackendHealth {
                         backend: name.clone(),

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     /// `switchyard_backend_pool_connections{backend, state}`: `idle` / `active`, pooled stores.
     pub pool_connections: IntGaugeVec,
+    /// `switchyard_backend_circuit_state{backend}`: 0 closed, 1 open, 2 half open.
+    pub circuit_state: IntGaugeVec,
+    /// `switchyard_backend_circuit_opened_total{backend}`: times the circuit opened.
+    pub circuit_opened: IntCounterVec,
     /// `switchyard_plugin_route_duration_seconds{plugin, version}`.
     pub plugin_route_duration: HistogramVec,
     /// `switchyard_plugin_failures_total{plugin, version, kind}`: trap, timeout, memory,
@@ -163,6 +167,16 @@ impl Metrics {
                 "switchyard_backend_pool_connections",
                 "Pooled connections by state.",
                 &["backend", "state"],
+            ),
+            circuit_state: gauge(
+                "switchyard_backend_circuit_state",
+                "Circuit breaker of the backend: 0 closed, 1 open (failing fast), 2 half open.",
+                &["backend"],
+            ),
+            circuit_opened: counter(
+                "switchyard_backend_circuit_opened_total",
+                "Times the backend's circuit opened after repeated connection failures.",
+                &["backend"],
             ),
             plugin_route_duration: histogram(
                 "switchyard_plugin_route_duration_seconds",

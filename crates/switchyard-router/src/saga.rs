@@ -296,6 +296,8 @@ pub(crate) struct SagaLog {
     lease: Duration,
 }
 
+/// The longest idempotency key accepted (it is stored in the saga log).
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 const LOG: &str = "saga_log";
 const LOG_COLUMNS: [(&str, LogicalType); 11] = [
     ("saga_id", LogicalType::Text),
@@ -555,6 +557,19 @@ impl Router {
             return Err(RouterError::Transaction(Box::new(TxFailure {
                 code: ErrorCode::BadRequest,
                 message: "a transaction needs at least one statement".to_owned(),
+                saga_id: None,
+                statement: None,
+                cause: None,
+            })));
+        }
+        if let Some(key) = &req.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || key.contains('\0'))
+        {
+            return Err(RouterError::Transaction(Box::new(TxFailure {
+                code: ErrorCode::BadRequest,
+                message: format!(
+                    "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes of text without NUL characters"
+                ),
                 saga_id: None,
                 statement: None,
                 cause: None,

@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use switchyard_core::routing::BackendStatus;
 
+use crate::breaker::{Breaker, CircuitState};
+
 const WINDOW: usize = 128;
 
 /// Counters of one backend.
 #[derive(Debug)]
 pub(crate) struct BackendStats {
+    /// Fails statements fast while the backend cannot be reached.
+    pub(crate) breaker: Breaker,
     healthy: AtomicBool,
     in_flight: AtomicU32,
     window: Mutex<Window>,
@@ -27,9 +31,12 @@ struct Window {
     error_rate: f32,
 }
 
-impl Default for BackendStats {
-    fn default() -> Self {
+impl BackendStats {
+    /// Counters of a backend whose circuit opens after `circuit_failures` unreachable
+    /// statements in a row, for `circuit_open`.
+    pub(crate) fn new(circuit_failures: u32, circuit_open: Duration) -> Self {
         Self {
+            breaker: Breaker::new(circuit_failures, circuit_open),
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
             window: Mutex::new(Window {
@@ -60,8 +67,15 @@ impl BackendStats {
     }
 
     /// Records one statement; `reachable` is false when the backend could not be reached.
-    pub(crate) fn record(&self, elapsed: Duration, failed: bool, reachable: bool) {
+    /// True when this opened the circuit.
+    pub(crate) fn record(&self, elapsed: Duration, failed: bool, reachable: bool) -> bool {
         self.healthy.store(reachable, Ordering::Relaxed);
+        let opened = self.breaker.record(reachable);
+        self.record_window(elapsed, failed);
+        opened
+    }
+
+    fn record_window(&self, elapsed: Duration, failed: bool) {
         let Ok(mut w) = self.window.lock() else {
             return;
         };
@@ -87,9 +101,10 @@ impl BackendStats {
         }
     }
 
-    /// Marks the backend healthy or not (health checks).
-    pub(crate) fn set_healthy(&self, healthy: bool) {
+    /// Marks the backend healthy or not (health checks); true when this opened the circuit.
+    pub(crate) fn set_healthy(&self, healthy: bool) -> bool {
         self.healthy.store(healthy, Ordering::Relaxed);
+        self.breaker.record(healthy)
     }
 
     pub(crate) fn status(&self) -> BackendStatus {
@@ -99,7 +114,9 @@ impl BackendStats {
             .map(|w| (w.p50, w.p99, w.error_rate))
             .unwrap_or_default();
         BackendStatus {
-            healthy: self.healthy.load(Ordering::Relaxed),
+            // A backend whose circuit is not closed is not offered as healthy to plugins.
+            healthy: self.healthy.load(Ordering::Relaxed)
+                && self.breaker.state() == CircuitState::Closed,
             p50_micros: p50,
             p99_micros: p99,
             in_flight: self.in_flight.load(Ordering::Relaxed),

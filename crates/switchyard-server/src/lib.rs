@@ -101,6 +101,9 @@ impl From<RouterError> for ApiError {
     fn from(e: RouterError) -> Self {
         let details = match &e {
             RouterError::Transaction(f) => Some(Box::new(f.details())),
+            RouterError::CircuitOpen { retry_after_ms, .. } => {
+                Some(Box::new(json!({ "retry_after_ms": retry_after_ms })))
+            }
             _ => None,
         };
         Self {
@@ -132,7 +135,16 @@ fn error_response(e: &ApiError) -> Response<Body> {
             error[k.as_str()] = v.clone();
         }
     }
-    json_response(status_of(e.code), &json!({ "error": error }))
+    let mut resp = json_response(status_of(e.code), &json!({ "error": error }));
+    // A backend failing fast says when to come back, in whole seconds (rounded up).
+    if let Some(ms) = error
+        .get("retry_after_ms")
+        .and_then(serde_json::Value::as_u64)
+        && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+    {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// The state shared by all connections.
@@ -706,6 +718,7 @@ async fn backends_json(router: &Router) -> serde_json::Value {
                 "backend": d.backend,
                 "kind": d.kind,
                 "healthy": healthy,
+                "circuit": d.circuit.as_str(),
                 "check_latency_us": check_us,
                 "error": error,
                 "recent": {

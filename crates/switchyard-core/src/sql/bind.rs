@@ -22,6 +22,10 @@ use crate::{LogicalType, Value};
 
 type Result<T> = std::result::Result<T, CoreError>;
 
+/// The most output columns a SELECT may have: PostgreSQL's limit on a target list, so a
+/// statement one store accepts no other refuses.
+const MAX_OUTPUT_COLUMNS: usize = 1664;
+
 /// Precision given to decimals computed by arithmetic and aggregates.
 const COMPUTED_PRECISION: u8 = LogicalType::MAX_DECIMAL_PRECISION;
 
@@ -50,6 +54,18 @@ fn ident_name(ident: &ast::Ident) -> String {
     } else {
         ident.value.to_lowercase()
     }
+}
+
+/// An alias as named: `""` is refused, as PostgreSQL's lexer refuses any zero-length quoted
+/// identifier (a column or table named nothing).
+fn alias_name(ident: &ast::Ident) -> Result<String> {
+    if ident.quote_style.is_some() && ident.value.is_empty() {
+        return Err(CoreError::Syntax {
+            message: "zero-length delimited identifier".to_owned(),
+            position: pos(ident.span),
+        });
+    }
+    Ok(ident_name(ident))
 }
 
 fn object_name(name: &ObjectName) -> Result<(String, sqlparser::tokenizer::Span)> {
@@ -381,7 +397,7 @@ impl<'c> Binder<'c> {
                 SelectItem::ExprWithAlias { expr, alias } => {
                     let bound = self.bind_expr(expr, None)?;
                     projection.push(OutputColumn {
-                        name: ident_name(alias),
+                        name: alias_name(alias)?,
                         expr: bound,
                     });
                 }
@@ -410,6 +426,13 @@ impl<'c> Binder<'c> {
         }
 
         // GROUP BY (may name output aliases or ordinals) and HAVING.
+        if projection.len() > MAX_OUTPUT_COLUMNS {
+            return Err(CoreError::TooWide {
+                what: "output columns",
+                limit: MAX_OUTPUT_COLUMNS,
+                position: pos(span),
+            });
+        }
         let mut group_by = Vec::new();
         match &s.group_by {
             GroupByExpr::Expressions(exprs, modifiers) => {
@@ -564,7 +587,7 @@ impl<'c> Binder<'c> {
             Some(a) if !a.columns.is_empty() => {
                 return Err(unsupported("column aliases on a table", a.name.span));
             }
-            Some(a) => ident_name(&a.name),
+            Some(a) => alias_name(&a.name)?,
             None => table_name.clone(),
         };
         if self.scope.iter().any(|s| s.alias == alias_name) {
@@ -790,6 +813,10 @@ impl<'c> Binder<'c> {
         column: &str,
         span: sqlparser::tokenizer::Span,
     ) -> Result<Expr> {
+        if let ExprKind::Literal(v) = &value.kind {
+            v.check_storable(ty)
+                .map_err(|message| CoreError::Data { message })?;
+        }
         if value.ty == ty || matches!(value.kind, ExprKind::Literal(Value::Null)) {
             return Ok(Expr { ty, ..value });
         }
@@ -1002,7 +1029,16 @@ impl<'c> Binder<'c> {
                     });
                 }
             },
-            (None, None) => Value::from_untyped_param(json),
+            (None, None) => {
+                let (value, ty) = Value::from_untyped_param(json);
+                value
+                    .check_storable(ty)
+                    .map_err(|message| CoreError::BadParams {
+                        message: format!("parameter ${}: {message}", index + 1),
+                        position: pos(span),
+                    })?;
+                (value, ty)
+            }
         };
         if self.params[index].is_none() {
             self.params[index] = Some(value);
@@ -1036,6 +1072,12 @@ impl<'c> Binder<'c> {
                 }
             },
             ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => {
+                if s.contains('\0') {
+                    return Err(CoreError::Data {
+                        message: "text values cannot contain the NUL character (\\u0000)"
+                            .to_owned(),
+                    });
+                }
                 (Value::Text(s.clone()), LogicalType::Text)
             }
             ast::Value::Placeholder(p) => {
@@ -1079,6 +1121,15 @@ impl<'c> Binder<'c> {
             kind: ExprKind::Literal(value),
             ty,
         })
+    }
+
+    /// The value of a literal or of a parameter already converted.
+    fn constant_value(&self, e: &Expr) -> Option<Value> {
+        match &e.kind {
+            ExprKind::Literal(v) => Some(v.clone()),
+            ExprKind::Param(i) => self.params.get(*i).cloned().flatten(),
+            _ => None,
+        }
     }
 
     /// Binds `a op b` so that an untyped side (literal, parameter) takes the other side's type.
@@ -1201,12 +1252,7 @@ impl<'c> Binder<'c> {
                 }
                 // A constant pattern (literal or parameter) is checked here, so every store
                 // answers a malformed one the same way.
-                let constant = match &pat.kind {
-                    ExprKind::Literal(v) => Some(v.clone()),
-                    ExprKind::Param(i) => self.params.get(*i).cloned().flatten(),
-                    _ => None,
-                };
-                if let Some(Value::Text(p)) = constant {
+                if let Some(Value::Text(p)) = self.constant_value(&pat) {
                     crate::exec::eval::check_like_pattern(&p)?;
                 }
                 Ok(boolean(ExprKind::Like {
@@ -1378,6 +1424,16 @@ impl<'c> Binder<'c> {
                             super::depth::start_span(s),
                         ));
                     }
+                }
+                // A constant zero divisor fails on every store alike (SQLite and MySQL would
+                // answer NULL): PostgreSQL's `division by zero`.
+                if matches!(op, BinaryOp::Divide | BinaryOp::Modulo)
+                    && let Some(divisor) = self.constant_value(&r)
+                    && divisor.is_zero_number()
+                {
+                    return Err(CoreError::Data {
+                        message: "division by zero".to_owned(),
+                    });
                 }
                 let ty = arithmetic_type(op, l.ty, r.ty).ok_or_else(|| {
                     mismatch(
