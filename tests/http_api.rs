@@ -552,3 +552,83 @@ async fn an_unreachable_backend_fails_fast_once_its_circuit_opens() {
     );
     drop(silent);
 }
+
+/// Clients that ask for a large streamed answer and read nothing: counted in flight while they
+/// hold their connections, abandoned after `stream_stall_timeout_ms` (the statement cancelled,
+/// the pool connection released, the answer ending with a `TIMEOUT` error), so other queries on
+/// the store keep working well before the query timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_release_their_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = TestStore::new(Store::Postgres);
+    let mut backend = store.backend.clone();
+    backend.pool_max_connections = 3;
+    backend.connect_timeout_ms = 2_000;
+    backend.stream_stall_timeout_ms = 1_500;
+    let server = start_server(shop_on(backend)).await;
+    common::seed(&server.router, 1).await;
+    let a = server.addr;
+    // About six million rows: far more than socket buffers and two batches hold.
+    let body = json!({ "sql": "SELECT p.payment_id, q.payment_id FROM payments p JOIN payments q ON q.payment_type = p.payment_type" }).to_string();
+    let request = format!(
+        "POST /v1/query HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(a).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(conn);
+    }
+    let mut seen = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // What `/admin/backends` shows as `recent.in_flight` (without its health checks, which
+        // would wait for the pool these streams hold).
+        seen = server.router.backend_status()[0].in_flight;
+        if seen >= 3 {
+            break;
+        }
+    }
+    assert!(seen >= 3, "stalled streams are in flight: {seen}");
+
+    // The pool's three connections come back once the streams are abandoned (the kernel's
+    // socket buffers take a few megabytes before a stream stalls).
+    let started = std::time::Instant::now();
+    let other = query(a, "SELECT COUNT(*) FROM customers", json!([])).await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "another query waited {:?}",
+        started.elapsed()
+    );
+    // Every stream gives its store connection back, though no client read its answer.
+    let mut seen = u32::MAX;
+    for _ in 0..100 {
+        seen = server.router.backend_status()[0].in_flight;
+        if seen == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 0, "abandoned streams are not in flight");
+    let backends = http(a, "GET", "/admin/backends", None, Vec::new()).await;
+    assert_eq!(backends.body["backends"][0]["recent"]["in_flight"], 0);
+    // A stalled answer ends with an error, not as if it were complete.
+    let mut text = Vec::new();
+    let mut conn = stalled.remove(0);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        conn.read_to_end(&mut text),
+    )
+    .await
+    .expect("the abandoned answer ends")
+    .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("\"code\":\"TIMEOUT\"") && !text.contains("\"rows_affected\""),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    drop(stalled);
+}

@@ -146,6 +146,7 @@ pub fn backend(kind: BackendKind, url: String) -> BackendConfig {
         key_prefix: None,
         circuit_failures: switchyard_config::defaults::CIRCUIT_FAILURES,
         circuit_open_ms: switchyard_config::defaults::CIRCUIT_OPEN_MS,
+        stream_stall_timeout_ms: switchyard_config::defaults::STREAM_STALL_TIMEOUT_MS,
     }
 }
 

@@ -21,8 +21,8 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 use switchyard_backend::{
-    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, coerce_column,
-    spawn_stream, undecodable, within,
+    Backend, BackendError, Capabilities, Fragment, NativeStatement, RowStream, StreamLimits,
+    coerce_column, spawn_stream, undecodable, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::ir::{ExprKind, Statement};
@@ -35,6 +35,8 @@ pub struct MongoBackend {
     name: String,
     db: Database,
     timeout: Duration,
+    /// `stream_stall_timeout_ms`.
+    stall: Duration,
 }
 
 impl MongoBackend {
@@ -66,6 +68,7 @@ impl MongoBackend {
             timeout: Duration::from_millis(
                 config.statement_timeout_ms.unwrap_or(default_timeout_ms),
             ),
+            stall: Duration::from_millis(config.stream_stall_timeout_ms),
         })
     }
 
@@ -287,7 +290,10 @@ impl Backend for MongoBackend {
         let (name, cols) = (self.name.clone(), columns.clone());
         spawn_stream(
             &self.name,
-            self.timeout,
+            StreamLimits {
+                timeout: self.timeout,
+                stall: self.stall,
+            },
             columns,
             move |mut sink| async move {
                 let mut cursor = coll

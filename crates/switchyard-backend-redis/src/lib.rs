@@ -1000,6 +1000,7 @@ mod tests {
             key_prefix: None,
             circuit_failures: 0,
             circuit_open_ms: 0,
+            stream_stall_timeout_ms: 0,
         };
         match RedisBackend::connect_lazy("r", &config, 1_000) {
             Ok(b) => b,

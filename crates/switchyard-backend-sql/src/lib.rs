@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 use switchyard_backend::{
     Backend, BackendError, Capabilities, Fragment, LocalTransaction, NativeStatement, PoolState,
-    RowSink, RowStream, coerce_column, spawn_stream, undecodable, within,
+    RowSink, RowStream, StreamLimits, coerce_column, spawn_stream, undecodable, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::value::format_timestamp;
@@ -46,6 +46,8 @@ pub struct SqlBackend {
     dialect: Dialect,
     pool: Pool,
     timeout: Duration,
+    /// `stream_stall_timeout_ms`.
+    stall: Duration,
     schema: Option<String>,
 }
 
@@ -115,6 +117,7 @@ impl SqlBackend {
             dialect,
             pool,
             timeout: Duration::from_millis(timeout_ms),
+            stall: Duration::from_millis(config.stream_stall_timeout_ms),
             schema: config.schema.clone(),
         })
     }
@@ -304,10 +307,11 @@ impl Backend for SqlBackend {
             binds: r.binds,
             columns: columns.clone(),
         };
-        spawn_stream(&self.name, self.timeout, columns, move |sink| {
-            task.rows(sink)
-        })
-        .await
+        let limits = StreamLimits {
+            timeout: self.timeout,
+            stall: self.stall,
+        };
+        spawn_stream(&self.name, limits, columns, move |sink| task.rows(sink)).await
     }
 
     async fn health(&self) -> Result<(), BackendError> {
@@ -367,16 +371,27 @@ impl StreamTask {
                     sqlx::query(AssertSqlSafe(self.sql.as_str())),
                     |q, (v, t)| $bind(q, v, t),
                 );
-                let mut rows = q.fetch($pool);
-                while let Some(row) = rows.try_next().await.map_err(sql_err)? {
-                    let mut values = Vec::with_capacity(self.columns.len());
-                    for (i, c) in self.columns.iter().enumerate() {
-                        let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
-                        values.push(coerce_column(&self.name, c, raw)?);
+                let mut conn = $pool.acquire().await.map_err(sql_err)?;
+                let mut cut = false;
+                {
+                    let mut rows = q.fetch(&mut *conn);
+                    while let Some(row) = rows.try_next().await.map_err(sql_err)? {
+                        let mut values = Vec::with_capacity(self.columns.len());
+                        for (i, c) in self.columns.iter().enumerate() {
+                            let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
+                            values.push(coerce_column(&self.name, c, raw)?);
+                        }
+                        if !sink.push(values).await {
+                            cut = true;
+                            break;
+                        }
                     }
-                    if !sink.push(values).await {
-                        break;
-                    }
+                }
+                // An answer nobody reads any more (the client went away or stalled): close the
+                // connection, which ends the statement in the store, instead of returning it
+                // to the pool to drain the rest of the rows first.
+                if cut {
+                    drop(conn.detach());
                 }
             }};
         }

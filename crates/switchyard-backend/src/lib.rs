@@ -95,6 +95,16 @@ pub enum BackendError {
         /// What went wrong, without driver text, e.g. `bigint out of range`.
         message: String,
     },
+    /// A streamed answer whose client stopped reading: abandoned, its connection released.
+    #[error(
+        "backend `{backend}`: the answer was abandoned after the client read nothing for {after_ms} ms"
+    )]
+    Stalled {
+        /// Backend name.
+        backend: String,
+        /// The stall timeout.
+        after_ms: u64,
+    },
     /// The store refused or failed the statement.
     #[error("backend `{backend}` failed the statement: {message}")]
     Rejected {
@@ -159,6 +169,7 @@ impl BackendError {
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::Constraint { .. } => ErrorCode::ConstraintViolation,
             Self::Data { .. } => ErrorCode::DataError,
+            Self::Stalled { .. } => ErrorCode::Timeout,
             Self::Rejected { .. } | Self::Decode { .. } => ErrorCode::BackendError,
             Self::Unsupported { .. } => ErrorCode::NoRoute,
             Self::NeedsKey { .. } => ErrorCode::NeedsKey,
@@ -252,7 +263,42 @@ pub struct RowStream {
     /// The first batch (all rows when `rest` is `None`).
     pub first: Vec<Vec<switchyard_core::Value>>,
     /// The batches after the first, ending with an error if the store fails midway.
-    pub rest: Option<tokio::sync::mpsc::Receiver<Batch>>,
+    pub rest: Option<Batches>,
+}
+
+/// The batches of a [`RowStream`] after its first.
+#[derive(Debug)]
+pub struct Batches {
+    rx: tokio::sync::mpsc::Receiver<Batch>,
+    /// Set by a producer that gave up on a consumer that stopped reading (the channel was full,
+    /// so the error could not be queued behind the rows).
+    abandoned: std::sync::Arc<std::sync::Mutex<Option<BackendError>>>,
+    /// Closed when the producing task ends (its connection is back in the pool or closed).
+    producer: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Batches {
+    /// Resolves when the task reading the store ends, whether or not anyone reads the rows it
+    /// queued: how long the stream holds a store connection (the first call only).
+    pub fn producer_done(&mut self) -> Option<impl std::future::Future<Output = ()> + use<>> {
+        self.producer.take().map(|rx| async move {
+            let _ = rx.await;
+        })
+    }
+
+    /// The next batch; `None` at the end. A stream the producer abandoned ends with its error
+    /// after the rows already queued, never as if it were complete.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        match self.rx.recv().await {
+            Some(batch) => Some(batch),
+            None => self
+                .abandoned
+                .lock()
+                .ok()
+                .and_then(|mut e| e.take())
+                .map(Err),
+        }
+    }
 }
 
 impl RowStream {
@@ -274,17 +320,39 @@ type Batch = Result<Vec<Vec<Value>>, BackendError>;
 pub struct RowSink {
     tx: tokio::sync::mpsc::Sender<Batch>,
     batch: Vec<Vec<Value>>,
+    /// How long a full batch may wait for the consumer before the stream is abandoned.
+    stall: std::time::Duration,
+    backend: String,
+    abandoned: std::sync::Arc<std::sync::Mutex<Option<BackendError>>>,
 }
 
 impl RowSink {
-    /// Adds a row; `false` when the consumer is gone (stop reading: that cancels the statement).
+    /// Adds a row; `false` when the consumer is gone, or stopped reading for longer than the
+    /// stall timeout: stop reading the store (that cancels the statement and releases its
+    /// connection).
     pub async fn push(&mut self, row: Vec<Value>) -> bool {
         self.batch.push(row);
         if self.batch.len() < STREAM_BATCH_ROWS {
             return true;
         }
         let full = std::mem::replace(&mut self.batch, Vec::with_capacity(STREAM_BATCH_ROWS));
-        self.tx.send(Ok(full)).await.is_ok()
+        match tokio::time::timeout(self.stall, self.tx.send(Ok(full))).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                if let Ok(mut slot) = self.abandoned.lock() {
+                    *slot = Some(BackendError::Stalled {
+                        backend: self.backend.clone(),
+                        after_ms: u64::try_from(self.stall.as_millis()).unwrap_or(u64::MAX),
+                    });
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether the consumer stalled and the stream was abandoned.
+    fn abandoned(&self) -> bool {
+        self.abandoned.lock().map(|e| e.is_some()).unwrap_or(false)
     }
 }
 
@@ -294,7 +362,7 @@ impl RowSink {
 /// later one ends the stream.
 pub async fn spawn_stream<F, Fut>(
     backend: &str,
-    timeout: std::time::Duration,
+    limits: StreamLimits,
     columns: Vec<switchyard_core::ResultColumn>,
     produce: F,
 ) -> Result<RowStream, BackendError>
@@ -303,19 +371,30 @@ where
     Fut: std::future::Future<Output = Result<RowSink, BackendError>> + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let abandoned = std::sync::Arc::new(std::sync::Mutex::new(None));
     let sink = RowSink {
         tx: tx.clone(),
         batch: Vec::with_capacity(STREAM_BATCH_ROWS),
+        stall: limits.stall,
+        backend: backend.to_owned(),
+        abandoned: abandoned.clone(),
     };
     let name = backend.to_owned();
+    let stall = limits.stall;
+    let (producer_tx, producer_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
+        // Dropped when this task ends: tells `Batches::producer_done`.
+        let _producing = producer_tx;
         // The receiver may be gone (client disconnected): then there is nothing left to tell.
-        match within(&name, timeout, produce(sink)).await {
-            Ok(sink) => {
-                let _ = sink.tx.send(Ok(sink.batch)).await;
+        // Sends wait at most the stall timeout: a consumer that does not read never holds the
+        // task (and the store's connection) for longer.
+        match within(&name, limits.timeout, produce(sink)).await {
+            Ok(sink) if !sink.abandoned() => {
+                let _ = tokio::time::timeout(stall, sink.tx.send(Ok(sink.batch))).await;
             }
+            Ok(_) => {}
             Err(e) => {
-                let _ = tx.send(Err(e)).await;
+                let _ = tokio::time::timeout(stall, tx.send(Err(e))).await;
             }
         }
     });
@@ -326,8 +405,22 @@ where
     Ok(RowStream {
         columns,
         first,
-        rest: Some(rx),
+        rest: Some(Batches {
+            rx,
+            abandoned,
+            producer: Some(producer_rx),
+        }),
     })
+}
+
+/// Bounds of a streamed answer.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// The whole statement.
+    pub timeout: std::time::Duration,
+    /// How long a full batch waits for a consumer that stopped reading before the stream is
+    /// abandoned (`backends.*.stream_stall_timeout_ms`).
+    pub stall: std::time::Duration,
 }
 
 /// A store behind the router.

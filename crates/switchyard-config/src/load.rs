@@ -749,7 +749,7 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
         insta::assert_snapshot!(problems(text), @r"
         router.toml has 9 problems
           router.toml:3:10: server.listen: `nowhere` is not a socket address, expected host:port such as 127.0.0.1:7878
-          router.toml:7:1: backends.pg.urll: unknown field `urll`, expected one of `kind`, `url`, `pool_max_connections`, `connect_timeout_ms`, `statement_timeout_ms`, `schema`, `key_prefix`, `circuit_failures`, `circuit_open_ms`
+          router.toml:7:1: backends.pg.urll: unknown field `urll`, expected one of `kind`, `url`, `pool_max_connections`, `connect_timeout_ms`, `statement_timeout_ms`, `schema`, `key_prefix`, `circuit_failures`, `circuit_open_ms`, `stream_stall_timeout_ms`
           router.toml:11:7: backends.my.url: environment variable `NOPE` is not set and `${NOPE}` has no default (write `${NOPE:-default}`)
           router.toml:11:7: backends.my.url: a mysql url must start with mysql:// or mariadb://
           router.toml:12:10: backends.my.schema: applies only to postgres backends

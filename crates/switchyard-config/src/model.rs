@@ -24,6 +24,8 @@ pub mod defaults {
     pub const CIRCUIT_FAILURES: u32 = 5;
     /// `backends.*.circuit_open_ms`.
     pub const CIRCUIT_OPEN_MS: u64 = 5_000;
+    /// `backends.*.stream_stall_timeout_ms`.
+    pub const STREAM_STALL_TIMEOUT_MS: u64 = 5_000;
 
     /// `plugins.call_timeout_ms`.
     pub const PLUGIN_CALL_TIMEOUT_MS: u64 = 5;
@@ -131,6 +133,10 @@ pub mod defaults {
 
     pub(crate) fn circuit_open_ms() -> u64 {
         CIRCUIT_OPEN_MS
+    }
+
+    pub(crate) fn stream_stall_timeout_ms() -> u64 {
+        STREAM_STALL_TIMEOUT_MS
     }
 
     pub(crate) fn pool_max_connections() -> u32 {
@@ -446,6 +452,11 @@ pub struct BackendConfig {
     /// statement is let through (it closes the circuit when it reaches the backend).
     #[serde(default = "defaults::circuit_open_ms")]
     pub circuit_open_ms: u64,
+    /// A streamed answer whose client reads nothing for this long (with two batches of rows
+    /// waiting for it) is abandoned: the statement is cancelled, its connection goes back to
+    /// the pool and the answer ends with a `TIMEOUT` error. In milliseconds.
+    #[serde(default = "defaults::stream_stall_timeout_ms")]
+    pub stream_stall_timeout_ms: u64,
 }
 
 /// `[tables.NAME]`: one logical table.

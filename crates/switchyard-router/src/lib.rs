@@ -729,8 +729,9 @@ impl Router {
                 catalog: &self.catalog,
             };
             let started = Instant::now();
+            // In flight until the last batch is read, not only until the first arrives.
+            let in_flight = self.stats[id].start();
             let streamed = {
-                let _in_flight = self.stats[id].start();
                 tokio::time::timeout(self.query_timeout, backend.stream(fragment))
                     .await
                     .unwrap_or_else(|_| {
@@ -751,7 +752,15 @@ impl Router {
                         .metrics
                         .rows_fetched
                         .with_label_values(&[backend.name(), backend.kind().as_str()]);
-                    let rest = stream.rest.map(|rx| {
+                    let rest = stream.rest.map(|mut rx| {
+                        // In flight while the store is read, however long the client takes
+                        // to read what was queued.
+                        if let Some(done) = rx.producer_done() {
+                            tokio::spawn(async move {
+                                done.await;
+                                drop(in_flight);
+                            });
+                        }
                         futures::stream::unfold(rx, |mut rx| async move {
                             rx.recv().await.map(|batch| (batch, rx))
                         })

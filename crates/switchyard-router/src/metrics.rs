@@ -271,6 +271,7 @@ pub(crate) fn backend_error_kind(e: &BackendError) -> &'static str {
         BackendError::Timeout { .. } => "timeout",
         BackendError::Constraint { .. } => "constraint",
         BackendError::Data { .. } => "data",
+        BackendError::Stalled { .. } => "stalled",
         BackendError::Rejected { .. } => "rejected",
         BackendError::Decode { .. } => "decode",
         BackendError::NeedsKey { .. } => "needs_key",

@@ -1,8 +1,8 @@
 //! Live backend status handed to placement plugins: health, latency percentiles, in-flight
 //! statements and recent error rate.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchyard_core::routing::BackendStatus;
@@ -17,7 +17,8 @@ pub(crate) struct BackendStats {
     /// Fails statements fast while the backend cannot be reached.
     pub(crate) breaker: Breaker,
     healthy: AtomicBool,
-    in_flight: AtomicU32,
+    /// Statements running, streamed answers included until their last batch.
+    in_flight: Arc<AtomicU32>,
     window: Mutex<Window>,
 }
 
@@ -38,7 +39,7 @@ impl BackendStats {
         Self {
             breaker: Breaker::new(circuit_failures, circuit_open),
             healthy: AtomicBool::new(true),
-            in_flight: AtomicU32::new(0),
+            in_flight: Arc::new(AtomicU32::new(0)),
             window: Mutex::new(Window {
                 latencies_us: Vec::with_capacity(WINDOW),
                 failures: Vec::with_capacity(WINDOW),
@@ -51,19 +52,19 @@ impl BackendStats {
     }
 }
 
-/// Marks a statement in flight until dropped.
-pub(crate) struct InFlight<'a>(&'a BackendStats);
+/// Marks a statement in flight until dropped (a streamed answer carries it to its end).
+pub(crate) struct InFlight(Arc<AtomicU32>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl BackendStats {
-    pub(crate) fn start(&self) -> InFlight<'_> {
+    pub(crate) fn start(&self) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self)
+        InFlight(self.in_flight.clone())
     }
 
     /// Records one statement; `reachable` is false when the backend could not be reached.
