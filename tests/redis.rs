@@ -726,3 +726,125 @@ placements = [{{ backend = "kv", key_pattern = "kv:{{a}}:{{b}}", mode = "json" }
         "deleting ('x', 'y:z') left ('x:y', 'z') alone"
     );
 }
+
+/// A Redis of our own on a free port, stopped and continued with signals (never the machine's).
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}/0");
+        for _ in 0..100 {
+            if redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .is_ok()
+            {
+                return OwnRedis { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server on port {port} did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With the cache and events Redis stopped (SIGSTOP), writes to other stores answer within
+/// `events.publish_wait_ms` + `execution.cache_timeout_ms`, cached reads within the cache
+/// timeout (from the source of truth), and the queued events go out once Redis continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_delays_nothing_for_long() {
+    let sqlite = TestStore::new(Store::Sqlite);
+    let own = OwnRedis::start();
+    let mut config = common::shop_config();
+    for (name, b) in config.backends.iter_mut() {
+        *b = if name == "redis" {
+            common::backend(BackendKind::Redis, own.url())
+        } else {
+            sqlite.backend.clone()
+        };
+    }
+    let server = start_server(config).await;
+    common::seed(&server.router, 1).await;
+    let a = server.addr;
+    let lookup = "SELECT product_id, name FROM products WHERE product_id = 'p000001'";
+    let before = query(a, lookup, json!([])).await;
+    assert_eq!(before.status, 200, "{}", before.body);
+
+    own.signal("-STOP");
+    let timed = |sql: &'static str| async move {
+        let started = std::time::Instant::now();
+        let r = query(a, sql, json!([])).await;
+        (r, started.elapsed())
+    };
+    let bound = std::time::Duration::from_millis(1_500);
+    let (w, took) =
+        timed("UPDATE inventory SET stock = stock + 1 WHERE product_id = 'p000002'").await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    assert!(took < bound, "a write with its events queued took {took:?}");
+    let (r, took) = timed(lookup).await;
+    assert_eq!(
+        (r.status, &r.body["rows"]),
+        (200, &before.body["rows"]),
+        "{}",
+        r.body
+    );
+    assert!(took < bound, "a cached read took {took:?}");
+    let (w, took) =
+        timed("UPDATE products SET name = 'Renamed' WHERE product_id = 'p000001'").await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    assert!(took < bound, "a write to a cached table took {took:?}");
+
+    own.signal("-CONT");
+    // The events queued while Redis was stopped are published, and the renamed product is
+    // not served stale from the cache.
+    let client = redis::Client::open(own.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut len = 0;
+    for _ in 0..100 {
+        len = redis::cmd("XLEN")
+            .arg("switchyard:changes")
+            .query(&mut conn)
+            .unwrap_or(0);
+        if len >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(len >= 2, "events published after Redis continued: {len}");
+    let after = query(a, lookup, json!([])).await;
+    assert_eq!(after.body["rows"][0][1], "Renamed", "{}", after.body);
+}

@@ -74,6 +74,12 @@ pub mod defaults {
     pub const EVENTS_STREAM: &str = "switchyard:changes";
     /// `events.max_len`.
     pub const EVENTS_MAX_LEN: u64 = 100_000;
+    /// `events.publish_wait_ms`.
+    pub const EVENTS_PUBLISH_WAIT_MS: u64 = 100;
+    /// `events.queue_capacity`.
+    pub const EVENTS_QUEUE_CAPACITY: u64 = 10_000;
+    /// `execution.cache_timeout_ms`.
+    pub const CACHE_TIMEOUT_MS: u64 = 250;
 
     pub(crate) fn saga_log_table() -> String {
         SAGA_LOG_TABLE.to_owned()
@@ -89,6 +95,18 @@ pub mod defaults {
     }
     pub(crate) fn events_max_len() -> u64 {
         EVENTS_MAX_LEN
+    }
+
+    pub(crate) fn events_publish_wait_ms() -> u64 {
+        EVENTS_PUBLISH_WAIT_MS
+    }
+
+    pub(crate) fn events_queue_capacity() -> u64 {
+        EVENTS_QUEUE_CAPACITY
+    }
+
+    pub(crate) fn cache_timeout_ms() -> u64 {
+        CACHE_TIMEOUT_MS
     }
 
     pub(crate) fn max_query_rows() -> u64 {
@@ -224,6 +242,16 @@ pub struct EventsConfig {
     /// Approximate cap on the stream's length (`XADD ... MAXLEN ~`).
     #[serde(default = "defaults::events_max_len")]
     pub max_len: u64,
+    /// The events of a `/v1/query` write are queued and published in order by one task; the
+    /// write's answer waits at most this long (ms) for them to be published, so a stream that
+    /// hangs delays answers by this much, no more. (Transactions publish theirs before they
+    /// commit, as their outbox requires.)
+    #[serde(default = "defaults::events_publish_wait_ms")]
+    pub publish_wait_ms: u64,
+    /// Writes whose events wait to be published; past it their events are dropped (counted in
+    /// `switchyard_events_published_total{outcome="dropped"}`).
+    #[serde(default = "defaults::events_queue_capacity")]
+    pub queue_capacity: u64,
 }
 
 impl Default for EventsConfig {
@@ -232,6 +260,8 @@ impl Default for EventsConfig {
             backend: None,
             stream: defaults::EVENTS_STREAM.to_owned(),
             max_len: defaults::EVENTS_MAX_LEN,
+            publish_wait_ms: defaults::EVENTS_PUBLISH_WAIT_MS,
+            queue_capacity: defaults::EVENTS_QUEUE_CAPACITY,
         }
     }
 }
@@ -260,6 +290,12 @@ pub struct ExecutionConfig {
     /// `QUERY_TOO_LARGE` before anything runs. At most 1000.
     #[serde(default = "defaults::max_expr_depth")]
     pub max_expr_depth: u32,
+    /// How long a read or fill of a cache placement may take on a query's path (ms); a cache
+    /// that does not answer in time is skipped (reads go to the source of truth, fills are
+    /// dropped). Invalidations after a write wait this long too; one that does not finish is
+    /// logged and counted, and the entry lives until its TTL.
+    #[serde(default = "defaults::cache_timeout_ms")]
+    pub cache_timeout_ms: u64,
 }
 
 impl Default for ExecutionConfig {
@@ -270,6 +306,7 @@ impl Default for ExecutionConfig {
             semi_join_max_keys: defaults::SEMI_JOIN_MAX_KEYS,
             semi_join_batch_size: defaults::SEMI_JOIN_BATCH_SIZE,
             max_expr_depth: defaults::MAX_EXPR_DEPTH,
+            cache_timeout_ms: defaults::CACHE_TIMEOUT_MS,
         }
     }
 }

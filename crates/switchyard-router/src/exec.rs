@@ -1080,12 +1080,21 @@ impl<'a> Exec<'a> {
             }
             s
         };
+        let mut fill = fill;
         let caps = self.caps(frag.backend);
         let cache_scan = by_keys(&self.scan(frag.backend, &[access], &caps, true), &keys);
-        let cached = match self.run_scan(&cache_scan).await {
-            Ok(r) => r.rows,
-            Err(err) => {
+        // A cache that does not answer within `execution.cache_timeout_ms` is skipped.
+        let cache_timeout = self.router.cache_timeout();
+        let cached = match tokio::time::timeout(cache_timeout, self.run_scan(&cache_scan)).await {
+            Ok(Ok(r)) => r.rows,
+            Ok(Err(err)) => {
                 tracing::warn!(error = %err, "cache read failed; reading the source of truth");
+                Vec::new()
+            }
+            Err(_) => {
+                self.cache_timed_out(frag.backend);
+                // The missing keys' versions would hang the same way: no fill this time.
+                fill = false;
                 Vec::new()
             }
         };
@@ -1114,17 +1123,23 @@ impl<'a> Exec<'a> {
             .backend_by_id(frag.backend)
             .ok()
             .and_then(|b| b.versioned_cache());
-        let mut fill = fill;
         let tokens: Option<HashMap<Vec<Key>, u64>> = match (fill, versioned) {
-            (true, Some(vc)) => match vc.tokens(table, &missing).await {
-                Ok(t) => Some(missing.iter().map(|k| ops::keys_of(k)).zip(t).collect()),
-                Err(BackendError::Unsupported { .. }) => None,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cache versions unreadable; not filling");
-                    fill = false;
-                    None
+            (true, Some(vc)) => {
+                match tokio::time::timeout(cache_timeout, vc.tokens(table, &missing)).await {
+                    Ok(Ok(t)) => Some(missing.iter().map(|k| ops::keys_of(k)).zip(t).collect()),
+                    Ok(Err(BackendError::Unsupported { .. })) => None,
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "cache versions unreadable; not filling");
+                        fill = false;
+                        None
+                    }
+                    Err(_) => {
+                        self.cache_timed_out(frag.backend);
+                        fill = false;
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
         let source_rows = match source {
@@ -1154,13 +1169,30 @@ impl<'a> Exec<'a> {
                 .with_label_values(&[table.name.as_str(), "fill"])
                 .inc_by(filled.len() as u64);
             crate::failpoint::hit(&format!("cache.before_fill.{}", table.name)).await;
-            self.fill_cache(frag.backend, access, table, &filled, tokens.as_ref())
-                .await;
+            let fill = self.fill_cache(frag.backend, access, table, &filled, tokens.as_ref());
+            if tokio::time::timeout(cache_timeout, fill).await.is_err() {
+                self.cache_timed_out(frag.backend);
+            }
         }
         Ok(vec![Relation {
             accesses: vec![access],
             rows,
         }])
+    }
+
+    /// Counts and logs a cache that did not answer within `execution.cache_timeout_ms`.
+    fn cache_timed_out(&self, backend: usize) {
+        let name = self
+            .router
+            .backend_name(backend)
+            .unwrap_or_default()
+            .to_owned();
+        self.router
+            .metrics
+            .backend_errors
+            .with_label_values(&[name.as_str(), "cache_timeout"])
+            .inc();
+        tracing::warn!(backend = %name, "cache did not answer in time; skipped");
     }
 
     /// Writes rows read from the source of truth into the cache (`INSERT ... ON CONFLICT DO

@@ -6,6 +6,7 @@
 //! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
 
 mod breaker;
+mod events;
 mod exec;
 pub mod failpoint;
 pub mod metrics;
@@ -283,6 +284,10 @@ pub struct Router {
     saga: Option<saga::SagaLog>,
     /// The change stream: backend index, stream key, length cap.
     events: Option<(usize, String, u64)>,
+    /// The queue `/v1/query` writes publish their events through.
+    event_queue: Option<events::EventQueue>,
+    /// `execution.cache_timeout_ms`.
+    cache_timeout: Duration,
 }
 
 impl Router {
@@ -461,18 +466,33 @@ impl Router {
                 config.events.max_len,
             ))
         });
+        let metrics = Metrics::new();
+        let event_queue = events.as_ref().and_then(|(id, stream, max_len)| {
+            let backend = backends.get_index(*id)?.1.clone();
+            Some(events::EventQueue::new(
+                backend,
+                stream.clone(),
+                *max_len,
+                config.events.queue_capacity,
+                Duration::from_millis(config.events.publish_wait_ms),
+                metrics.events_published.clone(),
+            ))
+        });
+        let cache_timeout = Duration::from_millis(config.execution.cache_timeout_ms);
         Router {
             config,
             catalog,
             backends,
             stats,
-            metrics: Metrics::new(),
+            metrics,
             plugins: None,
             watcher: std::sync::Mutex::new(None),
             recovery: std::sync::Mutex::new(None),
             query_timeout,
             saga,
             events,
+            event_queue,
+            cache_timeout,
         }
     }
 
@@ -889,13 +909,17 @@ impl Router {
             for &cache in &write.invalidate {
                 self.invalidate(query, cache, keys.clone()).await;
             }
-            if publish && !matches!(query.statement, Statement::Select(_)) {
-                self.publish(saga::change_events(
-                    query,
-                    keys.as_deref().unwrap_or_default(),
-                    None,
-                ))
-                .await;
+            if publish
+                && !matches!(query.statement, Statement::Select(_))
+                && let Some(queue) = &self.event_queue
+            {
+                queue
+                    .publish(saga::change_events(
+                        query,
+                        keys.as_deref().unwrap_or_default(),
+                        None,
+                    ))
+                    .await;
             }
             return result.ok_or_else(|| {
                 RouterError::Plan(CoreError::NoRoute {
@@ -931,6 +955,16 @@ impl Router {
                 reason: "a write needs a write plan".to_owned(),
             })),
         }
+    }
+
+    /// The name of backend `id`.
+    pub(crate) fn backend_name(&self, id: usize) -> Option<&str> {
+        self.backends.get_index(id).map(|(name, _)| name.as_str())
+    }
+
+    /// `execution.cache_timeout_ms`.
+    pub(crate) fn cache_timeout(&self) -> Duration {
+        self.cache_timeout
     }
 
     /// The memory guard of one query, from `[execution]`.
@@ -1094,6 +1128,34 @@ impl Router {
     /// Drops the written rows from a cache placement: the keys when the statement pins them, the
     /// whole cache table otherwise. A failure is logged, not returned: the write itself happened.
     async fn invalidate(&self, query: &BoundQuery, cache: usize, keys: Option<Vec<Vec<Value>>>) {
+        let table = query
+            .statement
+            .access_tables()
+            .first()
+            .map(|t| (*t).to_owned());
+        if tokio::time::timeout(self.cache_timeout, self.invalidate_now(query, cache, keys))
+            .await
+            .is_err()
+        {
+            self.metrics
+                .backend_errors
+                .with_label_values(&[
+                    self.backends
+                        .get_index(cache)
+                        .map_or("", |(name, _)| name.as_str()),
+                    "cache_timeout",
+                ])
+                .inc();
+            tracing::warn!(table = ?table, "cache invalidation timed out; the entry lives until its TTL");
+        }
+    }
+
+    async fn invalidate_now(
+        &self,
+        query: &BoundQuery,
+        cache: usize,
+        keys: Option<Vec<Vec<Value>>>,
+    ) {
         let Some(table_name) = query
             .statement
             .access_tables()
@@ -1154,8 +1216,9 @@ impl Router {
         Some(rs.rows)
     }
 
-    /// Appends change events to the configured stream. A failure is logged and counted, never
-    /// returned: the write it describes has committed.
+    /// Appends change events to the configured stream now (a saga's outbox, before its commit
+    /// record). A failure is logged and counted, never returned: the write it describes has
+    /// committed.
     async fn publish(&self, events: Vec<switchyard_backend::ChangeEvent>) {
         let Some((id, stream, max_len)) = &self.events else {
             return;
