@@ -718,6 +718,25 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
                 } },
             } })
         }
+        ExprKind::Binary {
+            op: op @ (BinaryOp::Plus | BinaryOp::Multiply | BinaryOp::Concat),
+            ..
+        } => {
+            // One n-ary operator for a whole chain (`a + b + c` is `$add: [a, b, c]`, evaluated
+            // left to right like the nested form): a long chain stays one level deep.
+            let mut parts = Vec::new();
+            chain_terms(e, *op, &mut parts);
+            let mut terms = Vec::with_capacity(parts.len());
+            for part in parts {
+                terms.push(sub(part)?);
+            }
+            let name = match op {
+                BinaryOp::Plus => "$add",
+                BinaryOp::Multiply => "$multiply",
+                _ => "$concat",
+            };
+            Bson::Document(doc! { name: terms })
+        }
         ExprKind::Binary { op, left, right } => {
             let (l, r) = (sub(left)?, sub(right)?);
             match op {
@@ -743,15 +762,15 @@ fn composite(e: &Expr, sub: &dyn Fn(&Expr) -> R<Bson>, cx: &Cx<'_>) -> R<Bson> {
                         )
                     })
                 }
-                BinaryOp::Plus => Bson::Document(doc! { "$add": [l, r] }),
                 BinaryOp::Minus => Bson::Document(doc! { "$subtract": [l, r] }),
-                BinaryOp::Multiply => Bson::Document(doc! { "$multiply": [l, r] }),
                 BinaryOp::Divide if left.ty == LogicalType::Int && right.ty == LogicalType::Int => {
                     Bson::Document(doc! { "$trunc": [ { "$divide": [l, r] }, 0 ] })
                 }
                 BinaryOp::Divide => Bson::Document(doc! { "$divide": [l, r] }),
                 BinaryOp::Modulo => Bson::Document(doc! { "$mod": [l, r] }),
-                BinaryOp::Concat => Bson::Document(doc! { "$concat": [l, r] }),
+                BinaryOp::Plus | BinaryOp::Multiply | BinaryOp::Concat => {
+                    return Err(no("an operator chain outside a chain"));
+                }
             }
         }
         ExprKind::IsNull { expr, negated } => {

@@ -9,6 +9,8 @@ mod breaker;
 mod events;
 mod exec;
 pub mod failpoint;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 mod saga;
 mod stats;

@@ -43,7 +43,9 @@ pub struct Metrics {
     pub fragments: IntCounterVec,
     /// `switchyard_backend_rows_fetched_total{backend, backend_kind}`.
     pub rows_fetched: IntCounterVec,
-    /// `switchyard_backend_errors_total{backend, kind}`.
+    /// `switchyard_backend_errors_total{backend, kind}`: unavailable, interrupted, timeout,
+    /// constraint, data, stalled, rejected, decode, needs_key, too_large, unsupported, and the
+    /// router's circuit_open (failed fast) and cache_timeout (a cache skipped).
     pub backend_errors: IntCounterVec,
     /// `switchyard_backend_up{backend, backend_kind}`: 1 when the last statement or health
     /// check reached it.

@@ -1097,4 +1097,74 @@ mod tests {
             assert_eq!(redact_url(url).as_deref(), want, "{url}");
         }
     }
+
+    /// Request bodies, arbitrary bytes and JSON nested or wide without bound, parse into a
+    /// request or a `BAD_REQUEST`, never a panic or a stack overflow (serde_json stops at 128
+    /// levels; the SQL inside is fuzzed in `switchyard-router`).
+    #[test]
+    fn request_bodies_never_panic() {
+        use proptest::prelude::*;
+        let json_value = proptest::arbitrary::any::<String>()
+            .prop_map(serde_json::Value::String)
+            .prop_recursive(8, 64, 8, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..8)
+                        .prop_map(serde_json::Value::from),
+                    proptest::collection::hash_map("[a-z_]{0,8}", inner, 0..8)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            });
+        let bodies = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            json_value.prop_map(|v| v.to_string().into_bytes()),
+            (json_value_shapes(), 0usize..100_000).prop_map(|(shape, n)| shape(n).into_bytes()),
+        ];
+        let cases = std::env::var("SWITCHYARD_FUZZ_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(400);
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        });
+        runner
+            .run(&bodies, |body| {
+                let _ = serde_json::from_slice::<QueryRequest>(&body);
+                let _ = serde_json::from_slice::<switchyard_router::TxRequest>(&body);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Bodies `n` levels deep or `n` items wide in each field of a request.
+    fn json_value_shapes() -> impl proptest::strategy::Strategy<Value = fn(usize) -> String> {
+        proptest::sample::select(vec![
+            (|n| {
+                format!(
+                    "{{\"sql\": \"SELECT 1\", \"params\": {}{}}}",
+                    "[".repeat(n),
+                    "]".repeat(n)
+                )
+            }) as fn(usize) -> String,
+            |n| {
+                format!(
+                    "{{\"sql\": \"SELECT 1\", \"params\": [{}1]}}",
+                    "1, ".repeat(n)
+                )
+            },
+            |n| {
+                format!(
+                    "{{\"sql\": \"SELECT 1\", \"context\": {{\"a\": {}}}}}",
+                    "{\"b\": ".repeat(n)
+                )
+            },
+            |n| {
+                format!(
+                    "{{\"statements\": [{}]}}",
+                    "{\"sql\": \"SELECT 1\"}, ".repeat(n)
+                )
+            },
+        ])
+    }
 }
