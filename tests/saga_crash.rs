@@ -95,10 +95,11 @@ async fn wait_listening(addr: std::net::SocketAddr) {
 }
 
 /// POSTs a transaction to a router that may die while answering; the answer is not needed.
-async fn post_to_victim(addr: std::net::SocketAddr, body: serde_json::Value) {
+/// Posts a checkout to a router that should die on the way; what it answered, if anything.
+async fn post_to_victim(addr: std::net::SocketAddr, body: serde_json::Value) -> String {
     let body = body.to_string();
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return;
+        return String::new();
     };
     let request = format!(
         "POST /v1/transaction HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -107,6 +108,7 @@ async fn post_to_victim(addr: std::net::SocketAddr, body: serde_json::Value) {
     let _ = s.write_all(request.as_bytes()).await;
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut sink)).await;
+    String::from_utf8_lossy(&sink).into_owned()
 }
 
 async fn rows(router: &Router, sql: &str, params: serde_json::Value) -> Vec<Vec<Value>> {
@@ -153,8 +155,20 @@ async fn a_router_killed_at_any_saga_step_leaves_consistent_stores() {
             let addr = free_addr();
             let mut victim = start(&config_path, addr, Some(point));
             wait_listening(addr).await;
-            post_to_victim(addr, checkout(&customer, &order, &[("K1", 2)], None)).await;
-            let status = victim.wait().unwrap();
+            let answer =
+                post_to_victim(addr, checkout(&customer, &order, &[("K1", 2)], None)).await;
+            // Bounded: a checkout that fails before the failpoint leaves the victim serving.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let status = loop {
+                if let Some(status) = victim.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = victim.kill();
+                    panic!("{point}: the victim did not reach its failpoint: {answer}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             assert_eq!(
                 status.signal(),
                 Some(9),

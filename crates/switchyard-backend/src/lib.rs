@@ -483,7 +483,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
 pub struct ChangeEvent {
     /// Logical table.
     pub table: String,
-    /// The primary key, its values joined by `:`; `*` when the write did not pin its keys.
+    /// The primary key: its value's text, or for several columns their values with `\` and
+    /// `:` escaped by `\`, joined by `:`; `*` when the write did not pin its keys.
     pub key: String,
     /// `insert`, `update` or `delete`.
     pub operation: &'static str,

@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use switchyard_config::{BackendKind, Config, LogicalType, RedisMode, Role};
 
 /// Everything the planner knows about tables and backends.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Catalog {
     /// Logical tables by name, in configuration order.
     pub tables: IndexMap<String, Table>,
@@ -12,6 +12,17 @@ pub struct Catalog {
     pub backends: IndexMap<String, BackendInfo>,
     /// How deep bound expressions may nest (`execution.max_expr_depth`).
     pub max_expr_depth: usize,
+}
+
+impl Default for Catalog {
+    /// No tables, no backends, the default `execution.max_expr_depth`.
+    fn default() -> Self {
+        Self {
+            tables: IndexMap::new(),
+            backends: IndexMap::new(),
+            max_expr_depth: switchyard_config::defaults::MAX_EXPR_DEPTH as usize,
+        }
+    }
 }
 
 /// A backend as the planner sees it.

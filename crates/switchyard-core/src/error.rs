@@ -278,6 +278,14 @@ pub enum CoreError {
         /// The expression that crossed it.
         position: Option<Position>,
     },
+    /// Parentheses, function calls or casts nested deeper than the parser goes.
+    #[error(
+        "the statement nests parentheses, function calls or casts more than {limit} levels deep; simplify it"
+    )]
+    TooNested {
+        /// The parser's recursion limit.
+        limit: usize,
+    },
     /// A statement wider than every store accepts.
     #[error("the statement has more than {limit} {what}")]
     TooWide {
@@ -317,9 +325,10 @@ impl CoreError {
             Self::BadGrouping { .. } => ErrorCode::BadGrouping,
             Self::BadParams { .. } => ErrorCode::BadParams,
             Self::NoRoute { .. } => ErrorCode::NoRoute,
-            Self::QueryTooLarge { .. } | Self::TooDeep { .. } | Self::TooWide { .. } => {
-                ErrorCode::QueryTooLarge
-            }
+            Self::QueryTooLarge { .. }
+            | Self::TooDeep { .. }
+            | Self::TooNested { .. }
+            | Self::TooWide { .. } => ErrorCode::QueryTooLarge,
             Self::Data { .. } => ErrorCode::DataError,
         }
     }
@@ -337,7 +346,10 @@ impl CoreError {
             | Self::BadParams { position, .. }
             | Self::TooDeep { position, .. }
             | Self::TooWide { position, .. } => *position,
-            Self::NoRoute { .. } | Self::QueryTooLarge { .. } | Self::Data { .. } => None,
+            Self::NoRoute { .. }
+            | Self::QueryTooLarge { .. }
+            | Self::TooNested { .. }
+            | Self::Data { .. } => None,
         }
     }
 }

@@ -47,6 +47,25 @@ fn runner(target: &'static str) -> TestRunner {
     })
 }
 
+/// Runs `round` once or, with `SWITCHYARD_FUZZ_SECONDS`, again and again (fresh random cases
+/// each time) until that many seconds have passed: the long local runs.
+pub(crate) fn for_rounds(mut round: impl FnMut()) {
+    let seconds = std::env::var("SWITCHYARD_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut rounds = 0u64;
+    loop {
+        round();
+        rounds += 1;
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    eprintln!("fuzz: {rounds} rounds");
+}
+
 /// A table of the shop catalog: name, numeric columns, text columns.
 type TableShape = (
     &'static str,
@@ -392,29 +411,31 @@ fn fuzz_sql_through_planning_rendering_and_translation() {
         std::sync::atomic::AtomicUsize::new(0),
         std::sync::atomic::AtomicUsize::new(0),
     );
-    runner("proptest-regressions/fuzz_sql.txt")
-        .run(&strategy, |(sql, choices)| {
-            let used = (1..=3)
-                .rev()
-                .find(|n| sql.contains(&format!("${n}")))
-                .unwrap_or(0);
-            let params: Vec<J> = choices
-                .into_iter()
-                .take(used)
-                .enumerate()
-                .map(|(i, (roll, any))| match (roll, i) {
-                    (0, _) => any,
-                    (_, 0) => json!(i64::from(roll) * 7 - 20),
-                    (_, _) => json!(format!("v{roll}%")),
-                })
-                .collect();
-            if run_statement(&catalog, &sql, &params) {
-                planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    for_rounds(|| {
+        runner("proptest-regressions/fuzz_sql.txt")
+            .run(&strategy, |(sql, choices)| {
+                let used = (1..=3)
+                    .rev()
+                    .find(|n| sql.contains(&format!("${n}")))
+                    .unwrap_or(0);
+                let params: Vec<J> = choices
+                    .into_iter()
+                    .take(used)
+                    .enumerate()
+                    .map(|(i, (roll, any))| match (roll, i) {
+                        (0, _) => any,
+                        (_, 0) => json!(i64::from(roll) * 7 - 20),
+                        (_, _) => json!(format!("v{roll}%")),
+                    })
+                    .collect();
+                if run_statement(&catalog, &sql, &params) {
+                    planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
     // The generator must reach past the parser and binder, or the later stages go unfuzzed.
     let (planned, total) = (planned.into_inner(), total.into_inner());
     eprintln!("fuzz: {planned} of {total} statements planned");
@@ -494,10 +515,12 @@ fn fuzz_route_validation() {
     assert_eq!(requests.len(), 5);
     let backends = catalog.backends.len();
     let strategy = (0..requests.len(), route(4, 3, backends));
-    runner("proptest-regressions/fuzz_routes.txt")
-        .run(&strategy, |(i, route)| {
-            let _ = validate(&route, &requests[i], &catalog);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    for_rounds(|| {
+        runner("proptest-regressions/fuzz_routes.txt")
+            .run(&strategy, |(i, route)| {
+                let _ = validate(&route, &requests[i], &catalog);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
 }

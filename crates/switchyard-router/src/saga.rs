@@ -1737,6 +1737,33 @@ fn delta_of(
     Some((column, inverse, n))
 }
 
+/// The `key` of a change event: one key column's text as is; several columns' texts with a
+/// backslash before each `\` and `:` in them, joined by `:`, so distinct keys stay distinct
+/// (`("a:b", "c")` is `a\:b:c`, `("a", "b:c")` is `a:b\:c`): the rule of Redis key patterns.
+pub(crate) fn event_key(key: &[Value]) -> String {
+    let parts = key
+        .iter()
+        .map(|v| switchyard_backend_redis::encode(v).unwrap_or_default());
+    if key.len() == 1 {
+        return parts.collect();
+    }
+    parts
+        .map(|p| p.replace('\\', "\\\\").replace(':', "\\:"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+#[test]
+fn event_keys_of_several_columns_stay_distinct() {
+    let text = |s: &str| Value::Text(s.to_owned());
+    assert_eq!(event_key(&[text("a:b")]), "a:b");
+    assert_eq!(event_key(&[text("a:b"), text("c")]), "a\\:b:c");
+    assert_eq!(event_key(&[text("a"), text("b:c")]), "a:b\\:c");
+    assert_eq!(event_key(&[text("a\\"), text(":")]), "a\\\\:\\:");
+    assert_eq!(event_key(&[Value::Int(7), text("x")]), "7:x");
+}
+
 /// Change events of a committed write (one per key; `*` when the keys are unknown).
 pub(crate) fn change_events(
     query: &BoundQuery,
@@ -1755,16 +1782,11 @@ pub(crate) fn change_events(
         .first()
         .map(|t| (*t).to_owned())
         .unwrap_or_default();
-    let key_text = |k: &Vec<Value>| {
-        k.iter()
-            .map(|v| switchyard_backend_redis::encode(v).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join(":")
-    };
+
     let keys: Vec<String> = if keys.is_empty() {
         vec!["*".to_owned()]
     } else {
-        keys.iter().map(key_text).collect()
+        keys.iter().map(|k| event_key(k)).collect()
     };
     keys.into_iter()
         .map(|key| ChangeEvent {

@@ -1128,13 +1128,25 @@ mod tests {
             failure_persistence: None,
             ..proptest::test_runner::Config::default()
         });
-        runner
-            .run(&bodies, |body| {
-                let _ = serde_json::from_slice::<QueryRequest>(&body);
-                let _ = serde_json::from_slice::<switchyard_router::TxRequest>(&body);
-                Ok(())
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
+        // SWITCHYARD_FUZZ_SECONDS: rounds of fresh random cases until that much time passed.
+        let seconds = std::env::var("SWITCHYARD_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            runner
+                .run(&bodies, |body| {
+                    let _ = serde_json::from_slice::<QueryRequest>(&body);
+                    let _ = serde_json::from_slice::<switchyard_router::TxRequest>(&body);
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            runner = proptest::test_runner::TestRunner::new(runner.config().clone());
+        }
     }
 
     /// Bodies `n` levels deep or `n` items wide in each field of a request.

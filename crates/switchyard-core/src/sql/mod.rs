@@ -21,7 +21,11 @@ pub fn bind(
     catalog: &Catalog,
 ) -> Result<BoundQuery, CoreError> {
     depth::with_stack_for(sql, || {
-        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax_error)?;
+        let statements = Parser::new(&PostgreSqlDialect {})
+            .with_recursion_limit(PARSER_RECURSION_LIMIT)
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statements())
+            .map_err(syntax_error)?;
         bind_parsed(statements, sql, params, catalog)
     })
 }
@@ -52,12 +56,20 @@ fn bind_parsed(
     }
 }
 
-/// Turns a sqlparser error into [`CoreError::Syntax`], lifting `at Line: L, Column: C` into a
+/// sqlparser's recursion limit (its default): how deep parentheses, function calls and casts
+/// may nest while parsing; deeper is [`CoreError::TooNested`] (`QUERY_TOO_LARGE`).
+const PARSER_RECURSION_LIMIT: usize = 50;
+
+/// Turns a sqlparser error into [`CoreError::Syntax`] (or [`CoreError::TooNested`]), lifting `at Line: L, Column: C` into a
 /// position.
 fn syntax_error(err: ParserError) -> CoreError {
     let text = match err {
         ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
-        ParserError::RecursionLimitExceeded => "statement nests too deeply".to_owned(),
+        ParserError::RecursionLimitExceeded => {
+            return CoreError::TooNested {
+                limit: PARSER_RECURSION_LIMIT,
+            };
+        }
     };
     let (message, position) = match text.rfind(" at Line: ") {
         Some(at) => {

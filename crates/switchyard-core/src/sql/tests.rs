@@ -399,6 +399,23 @@ fn deep_expressions_are_bounded() {
     };
     let depth = expr_depth(select.filter.as_ref().expect("a filter"));
     assert!(depth <= 15, "depth {depth}");
+
+    // Parentheses nested past the parser's recursion limit: QUERY_TOO_LARGE, not a syntax error.
+    let catalog = shop();
+    let parens = format!(
+        "SELECT 1 FROM customers WHERE {}name = 'x'{}",
+        "NOT (".repeat(60),
+        ")".repeat(60)
+    );
+    let e = on_small_stack(move || crate::plan(&parens, &[], &catalog).err());
+    assert!(
+        matches!(e, Some(crate::error::CoreError::TooNested { limit: 50 })),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.map(|e| e.code()),
+        Some(crate::error::ErrorCode::QueryTooLarge)
+    );
 }
 
 fn expr_depth(e: &crate::ir::Expr) -> usize {
