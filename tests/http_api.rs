@@ -563,7 +563,9 @@ async fn stalled_readers_release_their_connections() {
     let store = TestStore::new(Store::Postgres);
     let mut backend = store.backend.clone();
     backend.pool_max_connections = 3;
-    backend.connect_timeout_ms = 2_000;
+    // Waiting for a pooled connection may take until the streams are abandoned: the stall
+    // timeout plus filling the socket buffers, which is slow on a loaded machine.
+    backend.connect_timeout_ms = 5_000;
     backend.stream_stall_timeout_ms = 1_500;
     let server = start_server(shop_on(backend)).await;
     common::seed(&server.router, 1).await;
@@ -631,4 +633,120 @@ async fn stalled_readers_release_their_connections() {
         &text[text.len().saturating_sub(300)..]
     );
     drop(stalled);
+}
+
+/// Counts the round trips clients make to PostgreSQL: a TCP proxy that reads the frontend
+/// protocol and counts `Sync` and simple `Query` messages (each waits for the server's
+/// `ReadyForQuery`: one round trip apiece; a ping is a lone `Sync`).
+struct RoundTrips {
+    addr: std::net::SocketAddr,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RoundTrips {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = count.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (client_read, mut client_write) = client.into_split();
+                let (mut server_read, server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+                tokio::spawn(Self::relay(client_read, server_write, counter.clone()));
+            }
+        });
+        Self { addr, count }
+    }
+
+    async fn relay(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Untyped messages first: SSL or GSS requests, then the startup message.
+        let mut started = false;
+        loop {
+            let mut frame = Vec::new();
+            if started {
+                let kind = from.read_u8().await?;
+                frame.push(kind);
+                if matches!(kind, b'S' | b'Q') {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            let len = from.read_u32().await?;
+            frame.extend_from_slice(&len.to_be_bytes());
+            let mut body = vec![0u8; (len as usize).saturating_sub(4)];
+            from.read_exact(&mut body).await?;
+            if !started {
+                let code = body
+                    .get(..4)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                started = !matches!(code, Some(80_877_103 | 80_877_104));
+            }
+            frame.extend_from_slice(&body);
+            to.write_all(&frame).await?;
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A point lookup costs PostgreSQL exactly one round trip: no ping when the pool hands out a
+/// connection or takes it back, the statement prepared once per connection, the statement
+/// timeout set once when the connection opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_lookup_is_one_round_trip_to_postgresql() {
+    let store = TestStore::new(Store::Postgres);
+    let mut backend = store.backend.clone();
+    // postgres://user@host:port/db?... with the proxy in place of host:port.
+    let (scheme, rest) = backend.url.split_once("://").unwrap();
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (user, upstream) = match authority.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host.to_owned()),
+        None => (String::new(), authority.to_owned()),
+    };
+    let proxy = RoundTrips::start(upstream).await;
+    let separator = if path.contains('?') { '&' } else { '?' };
+    backend.url = format!(
+        "{scheme}://{user}{}{path}{separator}sslmode=disable",
+        proxy.addr
+    );
+    backend.pool_max_connections = 2;
+    let server = start_server(shop_on(backend)).await;
+    common::seed(&server.router, 1).await;
+    let lookup = "SELECT name, city FROM customers WHERE customer_id = $1";
+    // The first lookups on each connection prepare the statement.
+    for _ in 0..4 {
+        let warm = query(server.addr, lookup, json!(["c000001"])).await;
+        assert_eq!(warm.status, 200, "{}", warm.body);
+    }
+    let before = proxy.now();
+    for _ in 0..20 {
+        let hit = query(server.addr, lookup, json!(["c000001"])).await;
+        assert_eq!(hit.status, 200, "{}", hit.body);
+        assert_eq!(
+            hit.body["rows"].as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            hit.body
+        );
+    }
+    // A connection goes back to the pool without a ping after the answer: give any such
+    // background work time to show up before counting.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        proxy.now() - before,
+        20,
+        "round trips to PostgreSQL for 20 point lookups"
+    );
 }

@@ -5,6 +5,7 @@
 //! IR declares for each output column, whatever physical type the store reports.
 
 pub mod ddl;
+mod pool;
 pub mod render;
 
 use std::str::FromStr;
@@ -13,12 +14,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::TryStreamExt;
+use pool::ConnPool;
 use rust_decimal::Decimal;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow};
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 use switchyard_backend::{
     Backend, BackendError, Capabilities, Fragment, LocalTransaction, NativeStatement, PoolState,
@@ -33,9 +33,47 @@ pub use render::{Dialect, Rendered, render};
 /// The pool of one SQL backend.
 #[derive(Debug, Clone)]
 enum Pool {
-    Postgres(PgPool),
-    Mysql(MySqlPool),
-    Sqlite(SqlitePool),
+    Postgres(ConnPool<PgConnection>),
+    Mysql(ConnPool<MySqlConnection>),
+    Sqlite(ConnPool<SqliteConnection>),
+}
+
+/// Runs `$body` with `$conn` bound to a connection leased from `$pool` (a [`ConnPool`]); the
+/// connection goes back to the pool if the work completed or the store refused it, and is
+/// closed otherwise (see [`pool::Lease::finish`]).
+macro_rules! on_lease {
+    ($pool:expr, |$conn:ident| $body:expr) => {{
+        let mut lease = $pool.acquire().await?;
+        let result: Result<_, sqlx::Error> = async {
+            let $conn = &mut *lease;
+            Ok($body)
+        }
+        .await;
+        lease.finish(&result);
+        result?
+    }};
+}
+
+/// A connection leased from a [`ConnPool`] with a transaction begun on it.
+macro_rules! begin_on {
+    ($pool:expr) => {{
+        let mut lease = $pool.acquire().await?;
+        sqlx::raw_sql("BEGIN").execute(&mut *lease).await?;
+        lease
+    }};
+}
+
+/// Commits the transaction on a lease; the connection goes back to the pool once it is over.
+macro_rules! commit_on {
+    ($lease:expr) => {{
+        let mut lease = $lease;
+        let result = sqlx::raw_sql("COMMIT")
+            .execute(&mut *lease)
+            .await
+            .map(|_| ());
+        lease.finish(&result);
+        result
+    }};
 }
 
 /// A PostgreSQL, MySQL/MariaDB or SQLite backend.
@@ -74,22 +112,20 @@ impl SqlBackend {
                     settings.push(("search_path".to_owned(), schema.clone()));
                 }
                 opts = opts.options(settings);
-                let pool = PgPoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(acquire)
-                    .connect_lazy_with(opts);
-                (Dialect::Postgres, Pool::Postgres(pool))
+                (
+                    Dialect::Postgres,
+                    Pool::Postgres(ConnPool::new(opts, max, acquire)),
+                )
             }
             BackendKind::Mysql => {
                 let url = config.url.replacen("mariadb://", "mysql://", 1);
                 let opts = MySqlConnectOptions::from_str(&url)
                     .map_err(bad_url)?
                     .timezone(Some("+00:00".to_owned()));
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(acquire)
-                    .connect_lazy_with(opts);
-                (Dialect::Mysql, Pool::Mysql(pool))
+                (
+                    Dialect::Mysql,
+                    Pool::Mysql(ConnPool::new(opts, max, acquire)),
+                )
             }
             BackendKind::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(&config.url)
@@ -98,11 +134,10 @@ impl SqlBackend {
                     .journal_mode(SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_millis(timeout_ms))
                     .pragma("case_sensitive_like", "ON");
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(acquire)
-                    .connect_lazy_with(opts);
-                (Dialect::Sqlite, Pool::Sqlite(pool))
+                (
+                    Dialect::Sqlite,
+                    Pool::Sqlite(ConnPool::new(opts, max, acquire)),
+                )
             }
             other => {
                 return Err(BackendError::Unsupported {
@@ -143,9 +178,18 @@ impl SqlBackend {
     async fn run_ddl(&self, sql: String) -> Result<(), BackendError> {
         let fut = async {
             match &self.pool {
-                Pool::Postgres(p) => sqlx::query(AssertSqlSafe(sql)).execute(p).await.map(|_| ()),
-                Pool::Mysql(p) => sqlx::query(AssertSqlSafe(sql)).execute(p).await.map(|_| ()),
-                Pool::Sqlite(p) => sqlx::query(AssertSqlSafe(sql)).execute(p).await.map(|_| ()),
+                Pool::Postgres(p) => {
+                    on_lease!(p, |c| sqlx::query(AssertSqlSafe(sql)).execute(c).await?);
+                    Ok(())
+                }
+                Pool::Mysql(p) => {
+                    on_lease!(p, |c| sqlx::query(AssertSqlSafe(sql)).execute(c).await?);
+                    Ok(())
+                }
+                Pool::Sqlite(p) => {
+                    on_lease!(p, |c| sqlx::query(AssertSqlSafe(sql)).execute(c).await?);
+                    Ok(())
+                }
             }
         };
         within(&self.name, self.timeout, async {
@@ -259,9 +303,24 @@ impl Backend for SqlBackend {
         let (sql, binds) = (r.sql, r.binds);
         let fut = async {
             Ok::<_, sqlx::Error>(match &self.pool {
-                Pool::Postgres(p) => run_statement!(p, sql, binds, bind_pg, Pg, is_select),
-                Pool::Mysql(p) => run_statement!(p, sql, binds, bind_mysql, My, is_select),
-                Pool::Sqlite(p) => run_statement!(p, sql, binds, bind_sqlite, Lite, is_select),
+                Pool::Postgres(p) => {
+                    on_lease!(p, |c| run_statement!(c, sql, binds, bind_pg, Pg, is_select))
+                }
+                Pool::Mysql(p) => {
+                    on_lease!(p, |c| run_statement!(
+                        c, sql, binds, bind_mysql, My, is_select
+                    ))
+                }
+                Pool::Sqlite(p) => {
+                    on_lease!(p, |c| run_statement!(
+                        c,
+                        sql,
+                        binds,
+                        bind_sqlite,
+                        Lite,
+                        is_select
+                    ))
+                }
             })
         };
         let fetched: Fetched = within(&self.name, self.timeout, async {
@@ -276,9 +335,9 @@ impl Backend for SqlBackend {
     async fn begin(&self) -> Result<Box<dyn LocalTransaction>, BackendError> {
         let fut = async {
             Ok::<_, sqlx::Error>(match &self.pool {
-                Pool::Postgres(p) => Tx::Pg(p.begin().await?),
-                Pool::Mysql(p) => Tx::My(p.begin().await?),
-                Pool::Sqlite(p) => Tx::Lite(p.begin().await?),
+                Pool::Postgres(p) => Tx::Pg(begin_on!(p)),
+                Pool::Mysql(p) => Tx::My(begin_on!(p)),
+                Pool::Sqlite(p) => Tx::Lite(begin_on!(p)),
             })
         };
         let tx = within(&self.name, self.timeout, async {
@@ -372,7 +431,6 @@ impl StreamTask {
                     |q, (v, t)| $bind(q, v, t),
                 );
                 let mut conn = $pool.acquire().await.map_err(sql_err)?;
-                let mut cut = false;
                 {
                     let mut rows = q.fetch(&mut *conn);
                     while let Some(row) = rows.try_next().await.map_err(sql_err)? {
@@ -382,17 +440,15 @@ impl StreamTask {
                             values.push(coerce_column(&self.name, c, raw)?);
                         }
                         if !sink.push(values).await {
-                            cut = true;
-                            break;
+                            // An answer nobody reads any more (the client went away or
+                            // stalled): the lease drops unfinished, which closes the
+                            // connection and so ends the statement in the store, instead of
+                            // draining the rest of the rows into a pooled connection.
+                            return Ok(sink);
                         }
                     }
                 }
-                // An answer nobody reads any more (the client went away or stalled): close the
-                // connection, which ends the statement in the store, instead of returning it
-                // to the pool to drain the rest of the rows first.
-                if cut {
-                    drop(conn.detach());
-                }
+                conn.finish(&Ok::<(), sqlx::Error>(()));
             }};
         }
         match &self.pool {
@@ -501,12 +557,13 @@ fn data_message(sqlstate: &str) -> &'static str {
 
 /// An open transaction on one connection of the pool.
 enum Tx {
-    Pg(sqlx::Transaction<'static, sqlx::Postgres>),
-    My(sqlx::Transaction<'static, sqlx::MySql>),
-    Lite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Pg(pool::Lease<PgConnection>),
+    My(pool::Lease<MySqlConnection>),
+    Lite(pool::Lease<SqliteConnection>),
 }
 
-/// [`LocalTransaction`] of a SQL store. Dropping it rolls back (sqlx queues the ROLLBACK).
+/// [`LocalTransaction`] of a SQL store. Dropping it rolls back: its connection is closed, which
+/// ends the transaction in the store.
 struct SqlTransaction {
     name: String,
     dialect: Dialect,
@@ -542,9 +599,9 @@ impl LocalTransaction for SqlTransaction {
         let (name, timeout) = (self.name.clone(), self.timeout);
         let fut = async {
             match self.tx {
-                Tx::Pg(t) => t.commit().await,
-                Tx::My(t) => t.commit().await,
-                Tx::Lite(t) => t.commit().await,
+                Tx::Pg(t) => commit_on!(t),
+                Tx::My(t) => commit_on!(t),
+                Tx::Lite(t) => commit_on!(t),
             }
         };
         within(&name, timeout, async {
