@@ -398,6 +398,85 @@ fn run_statement(catalog: &Catalog, sql: &str, params: &[J]) -> bool {
     true
 }
 
+/// The corpus: statements that once crashed, exhausted or corrupted (issue 14 and what the
+/// fuzzer found since), replayed through every stage on every run. Shapes are generated so the
+/// sizes are the ones that did the damage.
+fn corpus() -> Vec<(String, Vec<J>)> {
+    let chain = |n: usize, term: &str, op: &str| vec![term; n].join(op);
+    let ors = |n: usize| {
+        (0..n)
+            .map(|_| "brand = $1".to_owned())
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    vec![
+        // Left-deep operator chains that overflowed the stack (1.6 KB statements).
+        (
+            format!("SELECT {} AS x FROM customers LIMIT 1", chain(775, "1", "+")),
+            vec![],
+        ),
+        (
+            format!("SELECT name FROM customers WHERE {}", chain(900, "name = 'a'", " AND ")),
+            vec![],
+        ),
+        (
+            format!("SELECT name FROM customers WHERE {}", chain(900, "name = 'a'", " OR ")),
+            vec![],
+        ),
+        (
+            format!("SELECT name FROM customers WHERE {} = 'x'", chain(900, "name", " || ")),
+            vec![],
+        ),
+        (
+            format!("SELECT {} FROM payments", chain(115, "UPPER(payment_type)", " || ")),
+            vec![],
+        ),
+        // OR chains that doubled the MongoDB pipeline per term.
+        (
+            format!("SELECT name FROM products WHERE {}", ors(16)),
+            vec![json!("Acme")],
+        ),
+        (
+            format!("SELECT COUNT(*) FROM products WHERE {}", ors(100)),
+            vec![json!("Acme")],
+        ),
+        // Parentheses past the parser's recursion limit, casts past the depth limit.
+        (
+            format!(
+                "SELECT 1 FROM customers WHERE {}name = 'x'{}",
+                "NOT (".repeat(60),
+                ")".repeat(60)
+            ),
+            vec![],
+        ),
+        (
+            format!("SELECT name{} FROM customers", "::text".repeat(2000)),
+            vec![],
+        ),
+        // Wrong answers and refusals that once were 502s.
+        (
+            "SELECT brand, MIN(DISTINCT rating), MAX(DISTINCT rating) FROM products GROUP BY brand HAVING MAX(DISTINCT rating) > 1000 ORDER BY MIN(DISTINCT rating)".to_owned(),
+            vec![],
+        ),
+        ("SELECT name FROM customers WHERE name LIKE 'ab\\'".to_owned(), vec![]),
+        ("SELECT $1 FROM customers".to_owned(), vec![json!("abc")]),
+        ("SELECT -9223372036854775808 FROM customers".to_owned(), vec![]),
+        ("SELECT 1 AS \"\" FROM customers".to_owned(), vec![]),
+        ("SELECT retail_price / 0 FROM products".to_owned(), vec![]),
+        ("UPDATE sessions SET data = $1 WHERE session_id = $2".to_owned(), vec![json!({"a": 1}), json!("s1")]),
+        ("UPDATE products SET specs = 'plain' WHERE product_id = 'p1'".to_owned(), vec![]),
+        ("SELECT name FROM customers WHERE name = $1".to_owned(), vec![json!("a\u{0}b")]),
+    ]
+}
+
+#[test]
+fn corpus_statements_never_crash() {
+    let catalog = shop();
+    for (sql, params) in corpus() {
+        run_statement(&catalog, &sql, &params);
+    }
+}
+
 #[test]
 fn fuzz_sql_through_planning_rendering_and_translation() {
     let catalog = shop();
