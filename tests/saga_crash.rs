@@ -94,7 +94,6 @@ async fn wait_listening(addr: std::net::SocketAddr) {
     }
 }
 
-/// POSTs a transaction to a router that may die while answering; the answer is not needed.
 /// Posts a checkout to a router that should die on the way; what it answered, if anything.
 async fn post_to_victim(addr: std::net::SocketAddr, body: serde_json::Value) -> String {
     let body = body.to_string();

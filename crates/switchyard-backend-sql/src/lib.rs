@@ -448,7 +448,7 @@ impl StreamTask {
                         }
                     }
                 }
-                conn.finish(&Ok::<(), sqlx::Error>(()));
+                conn.finish(&Ok(()));
             }};
         }
         match &self.pool {

@@ -1782,7 +1782,6 @@ pub(crate) fn change_events(
         .first()
         .map(|t| (*t).to_owned())
         .unwrap_or_default();
-
     let keys: Vec<String> = if keys.is_empty() {
         vec!["*".to_owned()]
     } else {

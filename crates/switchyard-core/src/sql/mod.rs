@@ -60,8 +60,8 @@ fn bind_parsed(
 /// may nest while parsing; deeper is [`CoreError::TooNested`] (`QUERY_TOO_LARGE`).
 const PARSER_RECURSION_LIMIT: usize = 50;
 
-/// Turns a sqlparser error into [`CoreError::Syntax`] (or [`CoreError::TooNested`]), lifting `at Line: L, Column: C` into a
-/// position.
+/// Turns a sqlparser error into [`CoreError::Syntax`], lifting `at Line: L, Column: C` into a
+/// position; the recursion limit is [`CoreError::TooNested`].
 fn syntax_error(err: ParserError) -> CoreError {
     let text = match err {
         ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
