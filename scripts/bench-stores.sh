@@ -11,6 +11,8 @@
 # and this runs as root on Debian).
 #
 #   ./scripts/bench-stores.sh            # RUNS=3 DURATION=10 (seconds per run) POOL=10
+#   SWITCHYARD_BENCH_BIN=path/to/switchyard ./scripts/bench-stores.sh   # another build
+#   TOKIO_WORKER_THREADS=1 ./scripts/bench-stores.sh                    # another runtime layout
 #
 # pgbench's per-transaction latencies are exact with one client per thread only (with several
 # it reuses one clock reading across them), so direct p50/p99 are given at 1 client.
@@ -40,9 +42,14 @@ for tool in pgbench psql redis-benchmark redis-cli curl; do
   command -v "$tool" >/dev/null || die "$tool is missing"
 done
 
-log "building the release binary"
-cargo build --release --bin switchyard -q
-BIN=${CARGO_TARGET_DIR:-target}/release/switchyard
+# SWITCHYARD_BENCH_BIN: a binary built otherwise (say, --no-default-features for the system
+# allocator) to compare with; by default the release binary is built here.
+BIN=${SWITCHYARD_BENCH_BIN:-}
+if [ -z "$BIN" ]; then
+  log "building the release binary"
+  cargo build --release --bin switchyard -q
+  BIN=${CARGO_TARGET_DIR:-target}/release/switchyard
+fi
 
 work=$(mktemp -d)
 router_pid=""

@@ -356,10 +356,12 @@ impl RowSink {
     }
 }
 
-/// Streams a SELECT: `produce` reads the store on its own task, within `timeout`, pushing rows
-/// into the sink it is given and handing it back at the end. The first batch (or the error, or
-/// the end) is awaited here, so an immediate failure is returned before the answer starts; a
-/// later one ends the stream.
+/// Streams a SELECT: `produce` reads the store within `timeout`, pushing rows into the sink it
+/// is given and handing it back at the end. It runs on the calling task until the answer ends
+/// or a first full batch is read: an answer of less than two batches or so (every point lookup)
+/// is returned whole, with no task, channel or thread hand-off. A longer one continues on its
+/// own task from where it stopped, its batches handed over through a bounded channel. An
+/// immediate failure is returned before the answer starts; a later one ends the stream.
 pub async fn spawn_stream<F, Fut>(
     backend: &str,
     limits: StreamLimits,
@@ -374,13 +376,35 @@ where
     let abandoned = std::sync::Arc::new(std::sync::Mutex::new(None));
     let sink = RowSink {
         tx: tx.clone(),
-        batch: Vec::with_capacity(STREAM_BATCH_ROWS),
+        batch: Vec::with_capacity(STREAM_BATCH_ROWS.min(16)),
         stall: limits.stall,
         backend: backend.to_owned(),
         abandoned: abandoned.clone(),
     };
     let name = backend.to_owned();
     let stall = limits.stall;
+    let mut reading = Box::pin(async move { within(&name, limits.timeout, produce(sink)).await });
+    // `biased`: the store is read until it has nothing ready, then the channel is looked at.
+    let first = tokio::select! {
+        biased;
+        done = &mut reading => {
+            // The whole answer was read here: what was queued, then the last partial batch.
+            let mut rows = Vec::new();
+            while let Ok(batch) = rx.try_recv() {
+                rows.extend(batch?);
+            }
+            let sink = done?;
+            if let Some(e) = abandoned.lock().ok().and_then(|mut e| e.take()) {
+                return Err(e);
+            }
+            rows.extend(sink.batch);
+            return Ok(RowStream { columns, first: rows, rest: None });
+        }
+        batch = rx.recv() => match batch {
+            Some(batch) => batch?,
+            None => Vec::new(),
+        },
+    };
     let (producer_tx, producer_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         // Dropped when this task ends: tells `Batches::producer_done`.
@@ -388,7 +412,7 @@ where
         // The receiver may be gone (client disconnected): then there is nothing left to tell.
         // Sends wait at most the stall timeout: a consumer that does not read never holds the
         // task (and the store's connection) for longer.
-        match within(&name, limits.timeout, produce(sink)).await {
+        match reading.await {
             Ok(sink) if !sink.abandoned() => {
                 let _ = tokio::time::timeout(stall, sink.tx.send(Ok(sink.batch))).await;
             }
@@ -398,10 +422,6 @@ where
             }
         }
     });
-    let first = match rx.recv().await {
-        Some(batch) => batch?,
-        None => Vec::new(),
-    };
     Ok(RowStream {
         columns,
         first,
@@ -526,4 +546,100 @@ pub trait VersionedCache: Send + Sync {
     ) -> Result<u64, BackendError>;
     /// Bumps the version of each key and deletes its entry.
     async fn invalidate(&self, table: &Table, keys: &[Vec<Value>]) -> Result<(), BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> StreamLimits {
+        StreamLimits {
+            timeout: std::time::Duration::from_secs(10),
+            stall: std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// Streams `n` one-column rows, failing after them when `fail` is set.
+    async fn rows(n: usize, fail: bool) -> Result<RowStream, BackendError> {
+        spawn_stream("b", limits(), Vec::new(), move |mut sink| async move {
+            for i in 0..n {
+                // A store answers in network reads: let the consumer run now and then.
+                if i % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                if !sink.push(vec![Value::Int(i as i64)]).await {
+                    return Ok(sink);
+                }
+            }
+            if fail {
+                return Err(BackendError::Rejected {
+                    backend: "b".to_owned(),
+                    message: "midway".to_owned(),
+                });
+            }
+            Ok(sink)
+        })
+        .await
+    }
+
+    async fn all(stream: RowStream) -> (Vec<i64>, Option<BackendError>) {
+        let mut out: Vec<Vec<Value>> = stream.first;
+        let mut error = None;
+        if let Some(mut rest) = stream.rest {
+            while let Some(batch) = rest.recv().await {
+                match batch {
+                    Ok(rows) => out.extend(rows),
+                    Err(e) => error = Some(e),
+                }
+            }
+        }
+        let ints = out
+            .into_iter()
+            .map(|r| match r.as_slice() {
+                [Value::Int(i)] => *i,
+                other => panic!("unexpected row {other:?}"),
+            })
+            .collect();
+        (ints, error)
+    }
+
+    #[tokio::test]
+    async fn a_small_answer_is_read_on_the_calling_task() {
+        for n in [0, 1, 7, STREAM_BATCH_ROWS - 1] {
+            let stream = rows(n, false).await.expect("stream");
+            assert!(stream.rest.is_none(), "{n} rows came through a task");
+            let (got, error) = all(stream).await;
+            assert_eq!(got, (0..n as i64).collect::<Vec<_>>());
+            assert!(error.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_continues_on_its_own_task_in_order() {
+        let n = STREAM_BATCH_ROWS * 10 + 3;
+        let stream = rows(n, false).await.expect("stream");
+        assert!(stream.rest.is_some(), "a large answer was read whole");
+        let (got, error) = all(stream).await;
+        assert_eq!(got, (0..n as i64).collect::<Vec<_>>());
+        assert!(error.is_none());
+    }
+
+    #[tokio::test]
+    async fn failures_before_and_after_the_first_batch() {
+        // Before the answer starts: the error itself.
+        let early = rows(3, true).await;
+        assert!(
+            matches!(early, Err(BackendError::Rejected { .. })),
+            "{early:?}"
+        );
+        // After batches were handed over: the rows, then the error.
+        let n = STREAM_BATCH_ROWS * 10;
+        let stream = rows(n, true).await.expect("stream");
+        let (got, error) = all(stream).await;
+        assert_eq!(got.len(), n);
+        assert!(
+            matches!(error, Some(BackendError::Rejected { .. })),
+            "{error:?}"
+        );
+    }
 }

@@ -245,6 +245,53 @@ fn json_kind(j: &serde_json::Value) -> &'static str {
     }
 }
 
+/// A value serialized exactly as [`Value::to_json`] renders it, without building the JSON tree:
+/// answers are written straight into the response buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonCell<'a>(pub &'a Value, pub LogicalType);
+
+impl serde::Serialize for JsonCell<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(_) => s.serialize_unit(),
+            Value::Decimal(d) => match self.1 {
+                LogicalType::Decimal { scale, .. } => {
+                    let mut d = d.round_dp_with_strategy(
+                        u32::from(scale),
+                        RoundingStrategy::MidpointAwayFromZero,
+                    );
+                    d.rescale(u32::from(scale));
+                    s.collect_str(&d)
+                }
+                _ => s.collect_str(d),
+            },
+            Value::Text(t) => s.serialize_str(t),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Timestamp(t) => s.serialize_str(&format_timestamp(t)),
+            Value::Json(j) => j.serialize(s),
+        }
+    }
+}
+
+/// A row serialized as a JSON array of [`JsonCell`]s (`types` in column order).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonRow<'a>(pub &'a [Value], pub &'a [LogicalType]);
+
+impl serde::Serialize for JsonRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let cells = self.0.len().min(self.1.len());
+        let mut seq = s.serialize_seq(Some(cells))?;
+        for (v, t) in self.0.iter().zip(self.1) {
+            seq.serialize_element(&JsonCell(v, *t))?;
+        }
+        seq.end()
+    }
+}
+
 /// Formats a decimal with exactly the scale of `ty` (or its own scale for other types).
 pub fn format_decimal(d: Decimal, ty: LogicalType) -> String {
     match ty {
@@ -320,6 +367,54 @@ mod tests {
         assert_eq!(
             t.map(|v| v.to_json(LogicalType::Timestamp)),
             Ok(serde_json::json!("2024-01-02T01:04:05.000000Z"))
+        );
+    }
+
+    #[test]
+    fn cells_serialize_as_their_json_form() {
+        let dec = LogicalType::Decimal {
+            precision: 18,
+            scale: 2,
+        };
+        let cases = [
+            (Value::Null, LogicalType::Int),
+            (Value::Int(i64::MIN), LogicalType::Int),
+            (Value::Float(0.1), LogicalType::Float),
+            (Value::Float(1e300), LogicalType::Float),
+            (Value::Float(-0.0), LogicalType::Float),
+            (Value::Float(f64::NAN), LogicalType::Float),
+            (Value::Float(f64::INFINITY), LogicalType::Float),
+            (Value::Float(3.0), LogicalType::Float),
+            (Value::Decimal(Decimal::from_str("-12.345").unwrap()), dec),
+            (Value::Decimal(Decimal::from_str("7").unwrap()), dec),
+            (
+                Value::Decimal(Decimal::from_str("1.50").unwrap()),
+                LogicalType::Float,
+            ),
+            (
+                Value::Text("a\"b\\c\n\u{1}é😀".to_owned()),
+                LogicalType::Text,
+            ),
+            (Value::Bool(true), LogicalType::Bool),
+            (
+                Value::Timestamp(parse_timestamp("2024-01-02T03:04:05.5+02:00").unwrap()),
+                LogicalType::Timestamp,
+            ),
+            (
+                Value::Json(serde_json::json!({"b": [1, 2.5, null, "x"], "a": {}})),
+                LogicalType::Json,
+            ),
+        ];
+        for (v, t) in &cases {
+            let direct = serde_json::to_string(&JsonCell(v, *t)).unwrap();
+            assert_eq!(direct, v.to_json(*t).to_string(), "{v:?}");
+        }
+        let values: Vec<Value> = cases.iter().map(|(v, _)| v.clone()).collect();
+        let types: Vec<LogicalType> = cases.iter().map(|(_, t)| *t).collect();
+        let tree: Vec<serde_json::Value> = cases.iter().map(|(v, t)| v.to_json(*t)).collect();
+        assert_eq!(
+            serde_json::to_string(&JsonRow(&values, &types)).unwrap(),
+            serde_json::Value::Array(tree).to_string()
         );
     }
 

@@ -893,30 +893,23 @@ struct Encoder {
 }
 
 impl Encoder {
-    /// Chunks of at most [`ROWS_PER_CHUNK`] rows.
-    fn rows(&mut self, rows: Vec<Vec<switchyard_core::Value>>) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let mut chunk = String::new();
-            for row in rows.by_ref().take(ROWS_PER_CHUNK) {
-                let values: Vec<serde_json::Value> = row
-                    .iter()
-                    .zip(&self.types)
-                    .map(|(v, t)| v.to_json(*t))
-                    .collect();
-                if !self.ndjson && self.row_count > 0 {
-                    chunk.push(',');
-                }
-                self.row_count += 1;
-                chunk.push_str(&serde_json::Value::Array(values).to_string());
-                if self.ndjson {
-                    chunk.push('\n');
-                }
+    /// Appends `rows` to `out`, each written straight from its values (no JSON tree).
+    fn rows(&mut self, rows: &[Vec<switchyard_core::Value>], out: &mut Vec<u8>) {
+        for row in rows {
+            if !self.ndjson && self.row_count > 0 {
+                out.push(b',');
             }
-            out.push(chunk);
+            self.row_count += 1;
+            // Writing to a Vec fails only on a serializer error, which these values never
+            // raise (non-finite floats are null, JSON values are already valid).
+            let _ = serde_json::to_writer(
+                &mut *out,
+                &switchyard_core::value::JsonRow(row, &self.types),
+            );
+            if self.ndjson {
+                out.push(b'\n');
+            }
         }
-        out
     }
 
     /// The end of the document: the trailer, or the error that cut the answer short.
@@ -937,8 +930,9 @@ impl Encoder {
 /// Rows per chunk of a streamed answer.
 const ROWS_PER_CHUNK: usize = 512;
 
-/// Streams an answer with chunked transfer encoding, serializing [`ROWS_PER_CHUNK`] rows at a
-/// time as they arrive: the JSON document `{"columns", "rows", "rows_affected"}`, or NDJSON (a
+/// Sends an answer: one body with its length when the router has it whole (every point
+/// lookup), else chunked transfer encoding, serializing [`ROWS_PER_CHUNK`] rows at a time as
+/// they arrive. The JSON document `{"columns", "rows", "rows_affected"}`, or NDJSON (a
 /// `columns` line, one JSON array per row, a `row_count`/`rows_affected` trailer line). A store
 /// failing midway (the status line is sent by then) ends the document with an `error` member
 /// (JSON) or an `{"error": ...}` line (NDJSON) instead of the trailer, so a cut answer is never
@@ -950,47 +944,58 @@ fn stream_result(answer: switchyard_router::Answer, ndjson: bool) -> Response<Bo
         .iter()
         .map(|c| json!({ "name": c.name, "type": c.ty.name() }))
         .collect();
-    let head = if ndjson {
-        format!("{}\n", json!({ "columns": columns }))
+    let mut head = Vec::with_capacity(256);
+    if ndjson {
+        head.extend_from_slice(json!({ "columns": columns }).to_string().as_bytes());
+        head.push(b'\n');
     } else {
-        format!(
-            "{{\"columns\":{},\"rows\":[",
-            serde_json::Value::Array(columns)
-        )
-    };
+        head.extend_from_slice(b"{\"columns\":");
+        head.extend_from_slice(serde_json::Value::Array(columns).to_string().as_bytes());
+        head.extend_from_slice(b",\"rows\":[");
+    }
     let mut encoder = Encoder {
         types: answer.columns.iter().map(|c| c.ty).collect(),
         ndjson,
         rows_affected: answer.rows_affected,
         row_count: 0,
     };
-    let mut chunks = vec![head];
-    chunks.extend(encoder.rows(answer.first));
     let body = match answer.rest {
         None => {
-            chunks.push(encoder.tail(None));
-            futures::stream::iter(chunks).boxed()
+            let mut out = head;
+            encoder.rows(&answer.first, &mut out);
+            out.extend_from_slice(encoder.tail(None).as_bytes());
+            Full::new(Bytes::from(out)).boxed_unsync()
         }
         Some(rest) => {
+            let mut chunks = vec![Bytes::from(head)];
+            for rows in answer.first.chunks(ROWS_PER_CHUNK) {
+                let mut out = Vec::new();
+                encoder.rows(rows, &mut out);
+                chunks.push(Bytes::from(out));
+            }
             let more =
                 futures::stream::unfold((Some(rest), encoder), |(rest, mut encoder)| async move {
                     let mut rest = rest?;
                     match rest.next().await {
                         Some(Ok(rows)) => {
-                            Some((encoder.rows(rows).concat(), (Some(rest), encoder)))
+                            let mut out = Vec::new();
+                            encoder.rows(&rows, &mut out);
+                            Some((Bytes::from(out), (Some(rest), encoder)))
                         }
                         Some(Err(e)) => {
                             let end = encoder.tail(Some(ApiError::from(e)));
-                            Some((end, (None, encoder)))
+                            Some((Bytes::from(end), (None, encoder)))
                         }
-                        None => Some((encoder.tail(None), (None, encoder))),
+                        None => Some((Bytes::from(encoder.tail(None)), (None, encoder))),
                     }
                 });
-            futures::stream::iter(chunks).chain(more).boxed()
+            let chunks = futures::stream::iter(chunks)
+                .chain(more)
+                .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
+            StreamBody::new(chunks).boxed_unsync()
         }
     };
-    let chunks = body.map(|s| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(s))));
-    let mut resp = Response::new(StreamBody::new(chunks).boxed_unsync());
+    let mut resp = Response::new(body);
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(if ndjson {
