@@ -11,6 +11,10 @@ use serde_json::json;
 use switchyard_core::Catalog;
 use switchyard_plugin_host::{HostLimits, PluginEngine};
 
+// The allocator the router binary runs with (the `mimalloc` feature, on by default).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const JOIN: &str = "SELECT c.customer_id, p.name, i.stock FROM carts c JOIN products p ON p.product_id = c.product_id JOIN inventory i ON i.product_id = c.product_id WHERE c.customer_id = $1";
 const LOOKUP: &str = "SELECT name, state FROM customers WHERE customer_id = $1";
 
@@ -50,13 +54,20 @@ fn benches(c: &mut Criterion) {
     c.bench_function("route call, 1-table lookup, reused instance", |b| {
         b.iter(|| plugin.route(&one).unwrap())
     });
-    let default_plugin = rt
-        .block_on(engine.load(&common::plugin_wasm("fixture_invalid_route"), &catalog))
+    // The host's fixed cost: a policy that hands back the default route it was given.
+    let primaries = rt
+        .block_on(engine.load(&common::plugin_wasm("placement_default"), &catalog))
         .unwrap();
     c.bench_function(
-        "route call, fixture returning a fixed route (host overhead)",
-        |b| b.iter(|| default_plugin.route(&one).is_err()),
+        "route call, 1-table lookup, default plugin (host fixed cost)",
+        |b| b.iter(|| primaries.route(&one).unwrap()),
     );
+    let invalid = rt
+        .block_on(engine.load(&common::plugin_wasm("fixture_invalid_route"), &catalog))
+        .unwrap();
+    c.bench_function("route call, fixture returning an invalid route", |b| {
+        b.iter(|| invalid.route(&one).is_err())
+    });
 
     let store = common::TestStore::new(common::Store::Sqlite);
     let plain = rt
