@@ -96,18 +96,33 @@ impl<C: Connection> ConnPool<C> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
-            let Some(mut idle) = idle else { break };
+            let Some(idle) = idle else { break };
             let idle_for = idle.since.elapsed();
             if idle_for > IDLE_TIMEOUT {
                 self.inner.closed();
                 continue;
             }
             if idle_for > CHECK_AFTER_IDLE {
-                let ping = tokio::time::timeout_at(deadline, idle.conn.ping()).await;
-                if !matches!(ping, Ok(Ok(()))) {
-                    tracing::debug!("idle connection failed its check; closed");
-                    self.inner.closed();
-                    continue;
+                // Counted closed when the check fails, or when the caller gives up during it.
+                let mut checking = Checking {
+                    pool: &self.inner,
+                    conn: Some(idle.conn),
+                };
+                let passed = match checking.conn.as_mut() {
+                    Some(conn) => matches!(
+                        tokio::time::timeout_at(deadline, conn.ping()).await,
+                        Ok(Ok(()))
+                    ),
+                    None => false,
+                };
+                match checking.conn.take() {
+                    Some(conn) if passed => return Ok(self.lease(conn, idle.born, permit)),
+                    conn => {
+                        tracing::debug!("idle connection failed its check; closed");
+                        drop(conn);
+                        self.inner.closed();
+                        continue;
+                    }
                 }
             }
             return Ok(self.lease(idle.conn, idle.born, permit));
@@ -147,6 +162,21 @@ impl<C: Connection> ConnPool<C> {
 impl<C: Connection> Inner<C> {
     fn closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An idle connection under its check: dropped with the connection still inside (the
+/// acquiring statement was cancelled or timed out meanwhile), it is counted closed.
+struct Checking<'a, C: Connection> {
+    pool: &'a Inner<C>,
+    conn: Option<C>,
+}
+
+impl<C: Connection> Drop for Checking<'_, C> {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            self.pool.closed();
+        }
     }
 }
 

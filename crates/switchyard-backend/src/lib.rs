@@ -339,12 +339,7 @@ impl RowSink {
         match tokio::time::timeout(self.stall, self.tx.send(Ok(full))).await {
             Ok(sent) => sent.is_ok(),
             Err(_) => {
-                if let Ok(mut slot) = self.abandoned.lock() {
-                    *slot = Some(BackendError::Stalled {
-                        backend: self.backend.clone(),
-                        after_ms: u64::try_from(self.stall.as_millis()).unwrap_or(u64::MAX),
-                    });
-                }
+                abandon(&self.abandoned, &self.backend, self.stall);
                 false
             }
         }
@@ -353,6 +348,21 @@ impl RowSink {
     /// Whether the consumer stalled and the stream was abandoned.
     fn abandoned(&self) -> bool {
         self.abandoned.lock().map(|e| e.is_some()).unwrap_or(false)
+    }
+}
+
+/// Marks a stream abandoned because its consumer stopped reading for `stall`: the rows already
+/// queued are followed by a `Stalled` error, never by a normal end.
+fn abandon(
+    slot: &std::sync::Mutex<Option<BackendError>>,
+    backend: &str,
+    stall: std::time::Duration,
+) {
+    if let Ok(mut slot) = slot.lock() {
+        *slot = Some(BackendError::Stalled {
+            backend: backend.to_owned(),
+            after_ms: u64::try_from(stall.as_millis()).unwrap_or(u64::MAX),
+        });
     }
 }
 
@@ -406,20 +416,25 @@ where
         },
     };
     let (producer_tx, producer_rx) = tokio::sync::oneshot::channel::<()>();
+    let slot = abandoned.clone();
+    let backend = backend.to_owned();
     tokio::spawn(async move {
         // Dropped when this task ends: tells `Batches::producer_done`.
         let _producing = producer_tx;
         // The receiver may be gone (client disconnected): then there is nothing left to tell.
         // Sends wait at most the stall timeout: a consumer that does not read never holds the
-        // task (and the store's connection) for longer.
-        match reading.await {
+        // task (and the store's connection) for longer, and one that comes back later finds
+        // the stream ended by `Stalled` (the last rows or the error could not be queued), set
+        // before this task drops its senders.
+        let queued = match reading.await {
             Ok(sink) if !sink.abandoned() => {
-                let _ = tokio::time::timeout(stall, sink.tx.send(Ok(sink.batch))).await;
+                tokio::time::timeout(stall, sink.tx.send(Ok(sink.batch))).await
             }
-            Ok(_) => {}
-            Err(e) => {
-                let _ = tokio::time::timeout(stall, tx.send(Err(e))).await;
-            }
+            Ok(_) => return,
+            Err(e) => tokio::time::timeout(stall, tx.send(Err(e))).await,
+        };
+        if queued.is_err() {
+            abandon(&slot, &backend, stall);
         }
     });
     Ok(RowStream {
@@ -622,6 +637,38 @@ mod tests {
         let (got, error) = all(stream).await;
         assert_eq!(got, (0..n as i64).collect::<Vec<_>>());
         assert!(error.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_stalls_before_the_last_rows_gets_an_error_not_a_short_answer() {
+        let stall = std::time::Duration::from_millis(50);
+        let limits = StreamLimits {
+            timeout: std::time::Duration::from_secs(10),
+            stall,
+        };
+        // Three full batches and a partial one: the first is handed over, the next two fill
+        // the channel, and the last cannot be queued while nobody reads.
+        let n = STREAM_BATCH_ROWS * 3 + 100;
+        let stream = spawn_stream("b", limits, Vec::new(), move |mut sink| async move {
+            for i in 0..n {
+                if i % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                if !sink.push(vec![Value::Int(i as i64)]).await {
+                    return Ok(sink);
+                }
+            }
+            Ok(sink)
+        })
+        .await
+        .expect("stream");
+        tokio::time::sleep(stall * 6).await;
+        let (got, error) = all(stream).await;
+        assert_eq!(got.len(), STREAM_BATCH_ROWS * 3);
+        assert!(
+            matches!(error, Some(BackendError::Stalled { .. })),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]
