@@ -84,54 +84,43 @@ impl<C: Connection> ConnPool<C> {
     /// `PoolTimedOut`; a store that cannot be reached is the connect error, at once.
     pub(crate) async fn acquire(&self) -> Result<Lease<C>, sqlx::Error> {
         let deadline = Instant::now() + self.inner.acquire_timeout;
-        let permit =
-            tokio::time::timeout_at(deadline, Arc::clone(&self.inner.permits).acquire_owned())
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)?
-                .map_err(|_| sqlx::Error::PoolClosed)?;
         loop {
+            let permit =
+                tokio::time::timeout_at(deadline, Arc::clone(&self.inner.permits).acquire_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?
+                    .map_err(|_| sqlx::Error::PoolClosed)?;
             let idle = self
                 .inner
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
-            let Some(idle) = idle else { break };
+            let Some(idle) = idle else {
+                let conn = tokio::time::timeout_at(deadline, C::connect_with(&self.inner.options))
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+                self.inner.open.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.lease(conn, Instant::now(), permit));
+            };
             let idle_for = idle.since.elapsed();
+            // A lease dropped unfinished closes its connection and counts it closed: one that
+            // idled too long, fails its check, or whose caller gives up during the check.
+            let mut lease = self.lease(idle.conn, idle.born, permit);
             if idle_for > IDLE_TIMEOUT {
-                self.inner.closed();
                 continue;
             }
-            if idle_for > CHECK_AFTER_IDLE {
-                // Counted closed when the check fails, or when the caller gives up during it.
-                let mut checking = Checking {
-                    pool: &self.inner,
-                    conn: Some(idle.conn),
-                };
-                let passed = match checking.conn.as_mut() {
-                    Some(conn) => matches!(
-                        tokio::time::timeout_at(deadline, conn.ping()).await,
-                        Ok(Ok(()))
-                    ),
-                    None => false,
-                };
-                match checking.conn.take() {
-                    Some(conn) if passed => return Ok(self.lease(conn, idle.born, permit)),
-                    conn => {
-                        tracing::debug!("idle connection failed its check; closed");
-                        drop(conn);
-                        self.inner.closed();
-                        continue;
-                    }
-                }
+            if idle_for > CHECK_AFTER_IDLE
+                && !matches!(
+                    tokio::time::timeout_at(deadline, lease.ping()).await,
+                    Ok(Ok(()))
+                )
+            {
+                tracing::debug!("idle connection failed its check; closed");
+                continue;
             }
-            return Ok(self.lease(idle.conn, idle.born, permit));
+            return Ok(lease);
         }
-        let conn = tokio::time::timeout_at(deadline, C::connect_with(&self.inner.options))
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        self.inner.open.fetch_add(1, Ordering::Relaxed);
-        Ok(self.lease(conn, Instant::now(), permit))
     }
 
     fn lease(&self, conn: C, born: Instant, permit: OwnedSemaphorePermit) -> Lease<C> {
@@ -162,21 +151,6 @@ impl<C: Connection> ConnPool<C> {
 impl<C: Connection> Inner<C> {
     fn closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An idle connection under its check: dropped with the connection still inside (the
-/// acquiring statement was cancelled or timed out meanwhile), it is counted closed.
-struct Checking<'a, C: Connection> {
-    pool: &'a Inner<C>,
-    conn: Option<C>,
-}
-
-impl<C: Connection> Drop for Checking<'_, C> {
-    fn drop(&mut self) {
-        if self.conn.take().is_some() {
-            self.pool.closed();
-        }
     }
 }
 

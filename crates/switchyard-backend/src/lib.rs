@@ -576,7 +576,15 @@ mod tests {
 
     /// Streams `n` one-column rows, failing after them when `fail` is set.
     async fn rows(n: usize, fail: bool) -> Result<RowStream, BackendError> {
-        spawn_stream("b", limits(), Vec::new(), move |mut sink| async move {
+        rows_within(limits(), n, fail).await
+    }
+
+    async fn rows_within(
+        limits: StreamLimits,
+        n: usize,
+        fail: bool,
+    ) -> Result<RowStream, BackendError> {
+        spawn_stream("b", limits, Vec::new(), move |mut sink| async move {
             for i in 0..n {
                 // A store answers in network reads: let the consumer run now and then.
                 if i % 100 == 0 {
@@ -649,19 +657,7 @@ mod tests {
         // Three full batches and a partial one: the first is handed over, the next two fill
         // the channel, and the last cannot be queued while nobody reads.
         let n = STREAM_BATCH_ROWS * 3 + 100;
-        let stream = spawn_stream("b", limits, Vec::new(), move |mut sink| async move {
-            for i in 0..n {
-                if i % 100 == 0 {
-                    tokio::task::yield_now().await;
-                }
-                if !sink.push(vec![Value::Int(i as i64)]).await {
-                    return Ok(sink);
-                }
-            }
-            Ok(sink)
-        })
-        .await
-        .expect("stream");
+        let stream = rows_within(limits, n, false).await.expect("stream");
         tokio::time::sleep(stall * 6).await;
         let (got, error) = all(stream).await;
         assert_eq!(got.len(), STREAM_BATCH_ROWS * 3);

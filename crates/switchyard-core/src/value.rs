@@ -257,17 +257,7 @@ impl serde::Serialize for JsonCell<'_> {
             Value::Int(i) => s.serialize_i64(*i),
             Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
             Value::Float(_) => s.serialize_unit(),
-            Value::Decimal(d) => match self.1 {
-                LogicalType::Decimal { scale, .. } => {
-                    let mut d = d.round_dp_with_strategy(
-                        u32::from(scale),
-                        RoundingStrategy::MidpointAwayFromZero,
-                    );
-                    d.rescale(u32::from(scale));
-                    s.collect_str(&d)
-                }
-                _ => s.collect_str(d),
-            },
+            Value::Decimal(d) => s.collect_str(&at_scale(*d, self.1)),
             Value::Text(t) => s.serialize_str(t),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Timestamp(t) => s.serialize_str(&format_timestamp(t)),
@@ -294,14 +284,19 @@ impl serde::Serialize for JsonRow<'_> {
 
 /// Formats a decimal with exactly the scale of `ty` (or its own scale for other types).
 pub fn format_decimal(d: Decimal, ty: LogicalType) -> String {
+    at_scale(d, ty).to_string()
+}
+
+/// `d` rounded and rescaled to exactly the scale of `ty` (unchanged for other types).
+fn at_scale(d: Decimal, ty: LogicalType) -> Decimal {
     match ty {
         LogicalType::Decimal { scale, .. } => {
             let mut d =
                 d.round_dp_with_strategy(u32::from(scale), RoundingStrategy::MidpointAwayFromZero);
             d.rescale(u32::from(scale));
-            d.to_string()
+            d
         }
-        _ => d.to_string(),
+        _ => d,
     }
 }
 
