@@ -1,5 +1,6 @@
 //! Unit tests of the server: admin access, URL redaction, and the request-body fuzz target.
 
+use super::admin::{admin_guard, redact_url};
 use super::*;
 
 fn code(r: Result<(), ApiError>) -> Option<&'static str> {
