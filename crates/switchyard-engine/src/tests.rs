@@ -1,0 +1,174 @@
+//! The engine over the shop catalog with rows handed in by the test (no store).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use rust_decimal::Decimal;
+use serde_json::json;
+use switchyard_core::value::Value;
+use switchyard_core::{Catalog, ErrorCode, LogicalType};
+
+use crate::{Engine, EngineError, EngineLimits};
+
+fn engine() -> Engine {
+    let text = include_str!("../../../router.toml");
+    let config =
+        switchyard_config::parse_str(text, "router.toml", &|_| None).expect("router.toml is valid");
+    Engine::new(
+        Arc::new(Catalog::from_config(&config)),
+        EngineLimits {
+            memory_bytes: 64 << 20,
+            batch_size: 1024,
+        },
+    )
+    .expect("engine")
+}
+
+fn dec(s: &str) -> Value {
+    Value::Decimal(Decimal::from_str(s).expect("decimal"))
+}
+
+async fn run(
+    sql: &str,
+    params: serde_json::Value,
+    rows_for: impl Fn(&str) -> Vec<Vec<Value>>,
+) -> Result<(Vec<String>, Vec<Vec<Value>>), EngineError> {
+    let e = engine();
+    let params = params.as_array().cloned().unwrap_or_default();
+    let planned = e.plan(sql, &params).await?;
+    let fetched = planned.scans().iter().map(|s| rows_for(&s.sql)).collect();
+    let answer = planned.execute(fetched).await?;
+    let names = answer.columns.iter().map(|c| c.name.clone()).collect();
+    let mut rows = Vec::new();
+    let mut stream = answer.rows;
+    while let Some(batch) = stream.next().await {
+        rows.extend(batch?);
+    }
+    Ok((names, rows))
+}
+
+#[tokio::test]
+async fn case_runs_over_the_scanned_rows_with_postgresql_names() {
+    let (names, rows) = run(
+        "SELECT customer_id, CASE WHEN amount > 100 THEN 'big' ELSE 'small' END AS size \
+         FROM payments WHERE customer_id = $1 ORDER BY amount",
+        json!(["c7"]),
+        |sql| {
+            assert_eq!(
+                sql,
+                "SELECT \"customer_id\", \"amount\" FROM \"payments\" WHERE \"customer_id\" = $1"
+            );
+            vec![
+                vec![Value::Text("c7".into()), dec("150.00")],
+                vec![Value::Text("c7".into()), dec("20.50")],
+            ]
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["customer_id", "size"]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Text("c7".into()), Value::Text("small".into())],
+            vec![Value::Text("c7".into()), Value::Text("big".into())],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_count_over_a_subquery_scans_both_tables() {
+    let e = engine();
+    let planned = e
+        .plan(
+            "SELECT COUNT(*) FROM customers c WHERE NOT EXISTS \
+             (SELECT 1 FROM payments p WHERE p.customer_id = c.customer_id)",
+            &[],
+        )
+        .await
+        .expect("plans");
+    let tables: Vec<&str> = planned.scans().iter().map(|s| s.table.as_str()).collect();
+    assert_eq!(tables.len(), 2, "{planned:?}");
+    assert!(tables.contains(&"customers") && tables.contains(&"payments"));
+    let fetched = planned
+        .scans()
+        .iter()
+        .map(|s| {
+            if s.table == "customers" {
+                ["c1", "c2", "c3"]
+                    .iter()
+                    .map(|c| vec![Value::Text((*c).into())])
+                    .collect()
+            } else {
+                vec![vec![Value::Text("c2".into())]]
+            }
+        })
+        .collect();
+    let answer = planned.execute(fetched).await.expect("executes");
+    assert_eq!(answer.columns[0].name, "count");
+    assert_eq!(answer.columns[0].ty, LogicalType::Int);
+    let rows: Vec<_> = answer.rows.collect().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].as_ref().expect("rows"), &vec![vec![Value::Int(2)]]);
+}
+
+#[tokio::test]
+async fn errors_carry_client_codes() {
+    let e = engine();
+    let code = |r: Result<crate::Planned, EngineError>| r.map(|_| ()).map_err(|e| e.code());
+    assert_eq!(
+        code(e.plan("SELECT nope FROM customers", &[]).await),
+        Err(ErrorCode::UnknownColumn)
+    );
+    assert_eq!(
+        code(e.plan("SELECT * FROM nowhere", &[]).await),
+        Err(ErrorCode::UnknownTable)
+    );
+    assert_eq!(
+        code(e.plan("SELECT (1 FROM customers", &[]).await),
+        Err(ErrorCode::SqlSyntax)
+    );
+    assert_eq!(
+        code(e.plan("DELETE FROM customers", &[]).await),
+        Err(ErrorCode::Unsupported)
+    );
+    assert_eq!(
+        code(
+            e.plan("SELECT * FROM customers WHERE customer_id = $1", &[])
+                .await
+        ),
+        Err(ErrorCode::BadParams)
+    );
+    assert_eq!(
+        code(
+            e.plan(
+                "SELECT * FROM customers WHERE customer_id = $1",
+                &[json!(7)]
+            )
+            .await
+        ),
+        Err(ErrorCode::BadParams)
+    );
+    let failed = run("SELECT 'abc'::int", json!([]), |_| Vec::new()).await;
+    assert_eq!(
+        failed.map(|_| ()).map_err(|e| e.code()),
+        Err(ErrorCode::DataError)
+    );
+}
+
+#[tokio::test]
+async fn select_without_from_needs_no_scan() {
+    let (names, rows) = run(
+        "SELECT 1 + 1 AS two, upper('a'), CAST('7' AS int)",
+        json!([]),
+        |_| panic!("no scan"),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["two", "upper", "int4"]);
+    assert_eq!(
+        rows,
+        vec![vec![Value::Int(2), Value::Text("A".into()), Value::Int(7)]]
+    );
+}
