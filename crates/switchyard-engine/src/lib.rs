@@ -17,6 +17,7 @@ mod error;
 mod names;
 mod provider;
 mod pushdown;
+mod semantics;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -132,15 +133,28 @@ impl Engine {
             ));
         };
         let names = names::select_names(query);
-        let plan = state
+        let mut retry = statement.clone();
+        let plan = match state
             .statement_to_plan(DFStatement::Statement(statement))
-            .await?;
+            .await
+        {
+            // PostgreSQL answers several columns of the same name; DataFusion wants unique
+            // ones: name the computed columns apart (the answer keeps PostgreSQL's names).
+            Err(e) if e.to_string().contains("require unique expression names") => {
+                names::alias_computed_columns(&mut retry);
+                state
+                    .statement_to_plan(DFStatement::Statement(retry))
+                    .await?
+            }
+            other => other?,
+        };
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)?;
         let plan = bind_params(plan, params)?;
+        let plan = semantics::postgres(plan)?;
         let plan = state.optimize(&plan)?;
         let scans = self.scans_of(&plan)?;
         Ok(Planned {

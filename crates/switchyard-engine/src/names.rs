@@ -58,6 +58,35 @@ pub(crate) fn align(items: &[Option<String>], fields: Vec<String>) -> Vec<String
     out
 }
 
+/// Gives every unaliased computed item of the statement's SELECT list (the first SELECT of a
+/// set operation) a distinct alias.
+pub(crate) fn alias_computed_columns(statement: &mut ast::Statement) {
+    let ast::Statement::Query(query) = statement else {
+        return;
+    };
+    let mut body = query.body.as_mut();
+    loop {
+        match body {
+            SetExpr::Select(select) => {
+                for (i, item) in select.projection.iter_mut().enumerate() {
+                    if let SelectItem::UnnamedExpr(e) = item
+                        && !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+                    {
+                        *item = SelectItem::ExprWithAlias {
+                            expr: e.clone(),
+                            alias: Ident::with_quote('"', format!("__switchyard_column_{i}")),
+                        };
+                    }
+                }
+                return;
+            }
+            SetExpr::Query(q) => body = q.body.as_mut(),
+            SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+            _ => return,
+        }
+    }
+}
+
 const UNNAMED: &str = "?column?";
 
 fn figure(e: &Expr, depth: usize) -> String {

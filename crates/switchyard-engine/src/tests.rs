@@ -172,3 +172,20 @@ async fn select_without_from_needs_no_scan() {
         vec![vec![Value::Int(2), Value::Text("A".into()), Value::Int(7)]]
     );
 }
+
+#[tokio::test]
+async fn output_columns_may_share_a_name_as_in_postgresql() {
+    let (names, rows) = run(
+        "SELECT CAST(amount AS int), amount::text FROM payments",
+        json!([]),
+        |_| vec![vec![dec("12.50")]],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["amount", "amount"]);
+    // PostgreSQL rounds half away from zero when casting numeric to int.
+    assert_eq!(
+        rows,
+        vec![vec![Value::Int(13), Value::Text("12.50".into())]]
+    );
+}

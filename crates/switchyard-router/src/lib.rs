@@ -6,6 +6,7 @@
 //! [`Router::check`], [`Router::seed_table`]; the HTTP server and the CLI call only these.
 
 mod breaker;
+mod engine;
 mod events;
 mod exec;
 pub mod failpoint;
@@ -94,6 +95,9 @@ pub enum RouterError {
         /// When a statement may go through again.
         retry_after_ms: u64,
     },
+    /// The router-side engine refused or failed the statement.
+    #[error(transparent)]
+    Engine(#[from] switchyard_engine::EngineError),
     /// A backend could not be created from its configuration.
     #[error("backend `{backend}` cannot be created")]
     BackendSetup {
@@ -110,6 +114,7 @@ impl RouterError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Plan(e) => e.code(),
+            Self::Engine(e) => e.code(),
             Self::Backend(e) => e.code(),
             Self::Plugin(e) => e.code(),
             Self::PluginEngine { .. } => ErrorCode::Internal,
@@ -124,6 +129,7 @@ impl RouterError {
     pub fn position(&self) -> Option<Position> {
         match self {
             Self::Plan(e) => e.position(),
+            Self::Engine(e) => e.position(),
             _ => None,
         }
     }
@@ -290,6 +296,8 @@ pub struct Router {
     event_queue: Option<events::EventQueue>,
     /// `execution.cache_timeout_ms`.
     cache_timeout: Duration,
+    /// The router-side engine for what the fast path refuses, created on first use.
+    engine: std::sync::OnceLock<switchyard_engine::Engine>,
 }
 
 impl Router {
@@ -495,6 +503,7 @@ impl Router {
             events,
             event_queue,
             cache_timeout,
+            engine: std::sync::OnceLock::new(),
         }
     }
 
@@ -644,7 +653,15 @@ impl Router {
         let mut trace = QueryTrace::default();
         let (result, fragments) = FRAGMENT_TIMES
             .scope(RefCell::new(Vec::new()), async {
-                let result = self.stream_inner(sql, params, context, &mut trace).await;
+                let result = match self.stream_inner(sql, params, context, &mut trace).await {
+                    // What the fast path does not handle goes to the engine (SELECTs only;
+                    // anything else keeps this refusal).
+                    Err(RouterError::Plan(refused)) if refused.code() == ErrorCode::Unsupported => {
+                        self.engine_query(sql, params, context, &mut trace, refused)
+                            .await
+                    }
+                    other => other,
+                };
                 (result, FRAGMENT_TIMES.with(RefCell::take))
             })
             .await;
