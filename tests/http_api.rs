@@ -212,6 +212,34 @@ async fn explain_names_backend_and_native_statement() {
         "SELECT \"products\".\"name\" FROM \"products\" AS \"products\" WHERE (\"products\".\"_id\" = ?)"
     );
     assert_eq!(e.body["fragments"][0]["params"], json!(["p1"]));
+
+    // A statement the router-side engine runs: its plan, and each scan with its own route and
+    // native statement (the filter it could push, as a parameter).
+    let e = post(
+        server.addr,
+        "/v1/explain",
+        json!({ "sql": "SELECT COUNT(*) FROM customers c WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.customer_id = c.customer_id AND p.amount > $1)", "params": [100] }),
+    )
+    .await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    assert_eq!(e.body["route"]["kind"], "engine");
+    assert!(
+        e.body["engine"]["plan"]
+            .as_str()
+            .is_some_and(|p| p.contains("LeftAnti Join")),
+        "{}",
+        e.body
+    );
+    let scans = e.body["engine"]["scans"].as_array().expect("scans");
+    let tables: Vec<&str> = scans.iter().filter_map(|s| s["table"].as_str()).collect();
+    assert_eq!(tables, ["customers", "payments"]);
+    assert_eq!(
+        scans[1]["statement"],
+        "SELECT \"customer_id\", \"amount\" FROM \"payments\" WHERE \"amount\" > $1"
+    );
+    assert_eq!(scans[1]["params"], json!(["100.00"]));
+    assert_eq!(scans[1]["route"]["backend"], "db");
+    assert_eq!(e.body["fragments"][1]["backend_kind"], "sqlite");
 }
 
 /// A store's data exception (SQLSTATE class 22) is the client's `DATA_ERROR` in words of our own;

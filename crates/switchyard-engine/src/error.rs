@@ -18,6 +18,9 @@ pub enum EngineError {
     /// Valid SQL the engine does not run.
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// Not a query (writes and session statements are the fast path's).
+    #[error("not supported: {0}")]
+    NotAQuery(String),
     /// A table the catalog does not declare.
     #[error("{0}")]
     UnknownTable(String),
@@ -50,7 +53,7 @@ impl EngineError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Syntax { .. } => ErrorCode::SqlSyntax,
-            Self::Unsupported(_) => ErrorCode::Unsupported,
+            Self::Unsupported(_) | Self::NotAQuery(_) => ErrorCode::Unsupported,
             Self::UnknownTable(_) => ErrorCode::UnknownTable,
             Self::UnknownColumn(_) => ErrorCode::UnknownColumn,
             Self::AmbiguousColumn(_) => ErrorCode::AmbiguousColumn,
@@ -139,6 +142,7 @@ impl EngineError {
                 position: *position,
             },
             Self::Unsupported(m) => Self::Unsupported(m.clone()),
+            Self::NotAQuery(m) => Self::NotAQuery(m.clone()),
             Self::UnknownTable(m) => Self::UnknownTable(m.clone()),
             Self::UnknownColumn(m) => Self::UnknownColumn(m.clone()),
             Self::AmbiguousColumn(m) => Self::AmbiguousColumn(m.clone()),

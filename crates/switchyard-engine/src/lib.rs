@@ -118,17 +118,17 @@ impl Engine {
             .build()?
             .parse_statements()?;
         if statements.len() != 1 {
-            return Err(EngineError::Unsupported(
+            return Err(EngineError::NotAQuery(
                 "exactly one statement per request".to_owned(),
             ));
         }
         let Some(DFStatement::Statement(statement)) = statements.pop_front() else {
-            return Err(EngineError::Unsupported(
+            return Err(EngineError::NotAQuery(
                 "only SELECT statements run in the router's engine".to_owned(),
             ));
         };
         let ast::Statement::Query(query) = statement.as_ref() else {
-            return Err(EngineError::Unsupported(
+            return Err(EngineError::NotAQuery(
                 "only SELECT statements run in the router's engine".to_owned(),
             ));
         };

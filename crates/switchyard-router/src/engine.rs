@@ -9,10 +9,15 @@ use std::time::Instant;
 use futures::StreamExt;
 use futures::future::try_join_all;
 use switchyard_core::exec::Budget;
-use switchyard_core::{CoreError, ErrorCode, Value};
+use switchyard_core::{CoreError, Value};
 use switchyard_engine::{Engine, EngineError, EngineLimits, Scan};
 
-use crate::{Answer, Context, QueryTrace, Router, RouterError};
+use switchyard_core::routing::{Input, Route};
+
+use crate::{
+    Answer, Context, EngineExplain, Explain, ExplainedFragment, Planner, QueryTrace, Router,
+    RouterError, ScanExplain,
+};
 
 /// Rows per batch inside the engine.
 const ENGINE_BATCH_ROWS: usize = 4096;
@@ -52,7 +57,7 @@ impl Router {
         let work = async {
             let planned = match self.engine()?.plan(sql, params).await {
                 Ok(p) => p,
-                Err(e) if e.code() == ErrorCode::Unsupported => return Err(refused.into()),
+                Err(EngineError::NotAQuery(_)) => return Err(refused.into()),
                 Err(e) => return Err(RouterError::Engine(e)),
             };
             trace.kind = "select";
@@ -108,6 +113,66 @@ impl Router {
         })
     }
 
+    /// `explain` of a statement the engine runs: its plan, and each scan's route and native
+    /// statements.
+    pub(crate) async fn engine_explain(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        context: &Context,
+        refused: CoreError,
+    ) -> Result<Explain, RouterError> {
+        let planned = match self.engine()?.plan(sql, params).await {
+            Ok(p) => p,
+            Err(EngineError::NotAQuery(_)) => return Err(refused.into()),
+            Err(e) => return Err(RouterError::Engine(e)),
+        };
+        let mut scans = Vec::with_capacity(planned.scans().len());
+        for scan in planned.scans() {
+            let explain = self
+                .explain_routed(&scan.sql, &scan.params, context)
+                .await?;
+            scans.push(ScanExplain {
+                table: scan.table.clone(),
+                sql: scan.sql.clone(),
+                params: scan.params.clone(),
+                explain,
+            });
+        }
+        let planner = scans
+            .first()
+            .map_or(Planner::Default, |s| s.explain.planner.clone());
+        let fragments = scans
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.explain.fragments.iter().map(move |f| ExplainedFragment {
+                    fragment: i,
+                    note: Some(match &f.note {
+                        Some(n) => format!("engine scan of `{}`; {n}", s.table),
+                        None => format!("engine scan of `{}`", s.table),
+                    }),
+                    ..f.clone()
+                })
+            })
+            .collect();
+        Ok(Explain {
+            route: Route {
+                fragments: Vec::new(),
+                nodes: Vec::new(),
+                root: Input::Fragment(0),
+                write: None,
+            },
+            planner,
+            fragments,
+            logical: planned.display(),
+            engine: Some(EngineExplain {
+                plan: planned.display(),
+                scans,
+            }),
+        })
+    }
+
     /// One scan, through the fast path (never back into the engine), every row counted
     /// against the statement's budget.
     async fn fetch_scan(
@@ -137,5 +202,74 @@ impl Router {
             "engine scan fetched"
         );
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indexmap::IndexMap;
+    use switchyard_core::ErrorCode;
+
+    /// The shop catalog with no backend: statements that read no table still run.
+    fn router(query_timeout_ms: u64) -> Router {
+        let text = include_str!("../../../router.toml");
+        let mut config = switchyard_config::parse_str(text, "router.toml", &|_| None)
+            .expect("router.toml is valid");
+        config.server.query_timeout_ms = query_timeout_ms;
+        Router::with_backends(config, IndexMap::new())
+    }
+
+    async fn code(router: &Router, sql: &str) -> Result<Vec<Vec<Value>>, ErrorCode> {
+        router
+            .query(sql, &[], &Context::new())
+            .await
+            .map(|r| r.rows)
+            .map_err(|e| e.code())
+    }
+
+    #[tokio::test]
+    async fn engine_failures_have_their_codes() {
+        let r = router(30_000);
+        assert_eq!(
+            code(&r, "SELECT 'abc'::int").await,
+            Err(ErrorCode::DataError)
+        );
+        assert_eq!(
+            code(&r, "SELECT (SELECT * FROM (VALUES (1), (2)) v(x)) AS y").await,
+            Err(ErrorCode::DataError)
+        );
+        assert_eq!(
+            code(
+                &r,
+                "SELECT x / (row_number() OVER (ORDER BY x) - 1) FROM (VALUES (1), (2)) v(x)"
+            )
+            .await,
+            Err(ErrorCode::DataError)
+        );
+        assert_eq!(
+            code(&r, "SELECT 1 + 1 AS two").await,
+            Ok(vec![vec![Value::Int(2)]])
+        );
+        // Writes stay the fast path's, with its refusal.
+        assert_eq!(
+            code(&r, "INSERT INTO customers (customer_id) SELECT 'x'").await,
+            Err(ErrorCode::Unsupported)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recursive_query_that_never_ends_stops_at_the_query_timeout() {
+        let r = router(300);
+        let started = Instant::now();
+        assert_eq!(
+            code(
+                &r,
+                "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT COUNT(*) FROM t"
+            )
+            .await,
+            Err(ErrorCode::Timeout)
+        );
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
     }
 }

@@ -182,8 +182,32 @@ pub struct Explain {
     pub planner: Planner,
     /// One entry per fragment.
     pub fragments: Vec<ExplainedFragment>,
-    /// Text form of the bound statement.
+    /// Text form of the bound statement (for the engine: its optimized plan).
     pub logical: String,
+    /// For a statement the router-side engine runs: its plan and the scans it reads.
+    pub engine: Option<EngineExplain>,
+}
+
+/// How the router-side engine runs a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineExplain {
+    /// The optimized plan, one operator per line.
+    pub plan: String,
+    /// The single-table reads it needs, each routed like any statement.
+    pub scans: Vec<ScanExplain>,
+}
+
+/// One engine scan and how it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanExplain {
+    /// The logical table.
+    pub table: String,
+    /// The statement the router runs for it.
+    pub sql: String,
+    /// Its parameters.
+    pub params: Vec<serde_json::Value>,
+    /// Its route and native statements.
+    pub explain: Explain,
 }
 
 /// Who produced a route.
@@ -1272,6 +1296,21 @@ impl Router {
         params: &[serde_json::Value],
         context: &Context,
     ) -> Result<Explain, RouterError> {
+        match self.explain_routed(sql, params, context).await {
+            Err(RouterError::Plan(refused)) if refused.code() == ErrorCode::Unsupported => {
+                self.engine_explain(sql, params, context, refused).await
+            }
+            other => other,
+        }
+    }
+
+    /// `explain` of a statement the fast path runs.
+    async fn explain_routed(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        context: &Context,
+    ) -> Result<Explain, RouterError> {
         let (plan, planner, request) = self.routed(sql, params, context).await?;
         let mut fragments = Vec::new();
         let targets: Vec<usize> = match (&plan.route.write, plan.route.as_single()) {
@@ -1307,6 +1346,7 @@ impl Router {
             route: plan.route.clone(),
             planner,
             fragments,
+            engine: None,
         })
     }
 

@@ -383,33 +383,30 @@ async fn query(
             .router
             .explain(&body.sql, &body.params, &body.context)
             .await?;
-        let fragments: Vec<serde_json::Value> = e
-            .fragments
-            .iter()
-            .map(|f| {
-                let params: Vec<serde_json::Value> = f
-                    .native
-                    .params
-                    .iter()
-                    .map(|v| v.to_json(switchyard_core::LogicalType::Text))
-                    .collect();
-                json!({
-                    "fragment": f.fragment,
-                    "note": f.note,
-                    "backend": f.backend,
-                    "backend_kind": f.backend_kind,
-                    "language": f.native.language,
-                    "statement": f.native.text,
-                    "params": params,
-                })
-            })
-            .collect();
-        let answer = json!({
-            "route": route_json(&e.route, state.router.catalog()),
+        let catalog = state.router.catalog();
+        let mut answer = json!({
+            "route": route_json(&e.route, catalog),
             "planner": planner_json(&e.planner),
-            "fragments": fragments,
+            "fragments": fragments_json(&e.fragments),
             "logical_plan": e.logical,
         });
+        if let Some(engine) = &e.engine {
+            let scans: Vec<serde_json::Value> = engine
+                .scans
+                .iter()
+                .map(|s| {
+                    json!({
+                        "table": s.table,
+                        "statement": s.sql,
+                        "params": s.params,
+                        "route": route_json(&s.explain.route, catalog),
+                        "planner": planner_json(&s.explain.planner),
+                    })
+                })
+                .collect();
+            answer["route"] = json!({ "kind": "engine", "scans": scans.len() });
+            answer["engine"] = json!({ "plan": engine.plan, "scans": scans });
+        }
         return Ok(json_response(StatusCode::OK, &answer));
     }
     let result = state
@@ -463,6 +460,30 @@ fn input_json(i: Input) -> serde_json::Value {
         Input::Fragment(f) => json!({ "fragment": f }),
         Input::Node(n) => json!({ "node": n }),
     }
+}
+
+/// The native statement of each fragment, as `/v1/explain` shows them.
+fn fragments_json(fragments: &[switchyard_router::ExplainedFragment]) -> Vec<serde_json::Value> {
+    fragments
+        .iter()
+        .map(|f| {
+            let params: Vec<serde_json::Value> = f
+                .native
+                .params
+                .iter()
+                .map(|v| v.to_json(switchyard_core::LogicalType::Text))
+                .collect();
+            json!({
+                "fragment": f.fragment,
+                "note": f.note,
+                "backend": f.backend,
+                "backend_kind": f.backend_kind,
+                "language": f.native.language,
+                "statement": f.native.text,
+                "params": params,
+            })
+        })
+        .collect()
 }
 
 /// The route as `/v1/explain` shows it: backends by name, merge nodes with their inputs.
