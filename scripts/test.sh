@@ -38,6 +38,8 @@ install_pkgs() { # packages...
 }
 
 ensure_postgres() {
+  # psql answers as the reference in the differential suite.
+  command -v psql >/dev/null || install_pkgs postgresql-client
   [ -n "${SWITCHYARD_TEST_PG_URL:-}" ] && return 0
   command -v pg_ctlcluster >/dev/null || install_pkgs postgresql
   if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
