@@ -254,6 +254,7 @@ impl Backend for MongoBackend {
             sort_limit: true,
             needs_key: false,
             transactions: false,
+            postgres_sql: false,
         }
     }
 

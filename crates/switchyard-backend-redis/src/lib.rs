@@ -737,6 +737,7 @@ impl Backend for RedisBackend {
             sort_limit: false,
             needs_key: true,
             transactions: false,
+            postgres_sql: false,
         }
     }
 

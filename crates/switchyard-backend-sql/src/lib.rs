@@ -285,6 +285,7 @@ impl Backend for SqlBackend {
             sort_limit: true,
             needs_key: false,
             transactions: true,
+            postgres_sql: self.dialect == Dialect::Postgres,
         }
     }
 
@@ -373,6 +374,46 @@ impl Backend for SqlBackend {
         spawn_stream(&self.name, limits, columns, move |sink| task.rows(sink)).await
     }
 
+    async fn stream_sql(
+        &self,
+        sql: String,
+        params: Vec<Value>,
+        width: usize,
+    ) -> Result<RowStream, BackendError> {
+        if self.dialect != Dialect::Postgres {
+            return Err(BackendError::Unsupported {
+                backend: self.name.clone(),
+                what: "statements in PostgreSQL's SQL".to_owned(),
+            });
+        }
+        let columns: Vec<ResultColumn> = (0..width)
+            .map(|i| ResultColumn {
+                name: format!("c{i}"),
+                ty: LogicalType::Text,
+            })
+            .collect();
+        let binds = params
+            .into_iter()
+            .map(|v| {
+                let ty = bind_type(&v);
+                (v, ty)
+            })
+            .collect();
+        let task = StreamTask {
+            name: self.name.clone(),
+            timeout_ms: self.timeout_ms(),
+            pool: self.pool.clone(),
+            sql,
+            binds,
+            columns: columns.clone(),
+        };
+        let limits = StreamLimits {
+            timeout: self.timeout,
+            stall: self.stall,
+        };
+        spawn_stream(&self.name, limits, columns, move |sink| task.rows(sink)).await
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         self.run_ddl("SELECT 1".to_owned()).await
     }
@@ -406,6 +447,22 @@ impl Backend for SqlBackend {
         }
         self.run_ddl(ddl::create_table(self.dialect, table, placement))
             .await
+    }
+}
+
+/// The type a value of a whole pushed-down statement is bound as.
+fn bind_type(v: &Value) -> LogicalType {
+    match v {
+        Value::Int(_) => LogicalType::Int,
+        Value::Float(_) => LogicalType::Float,
+        Value::Decimal(d) => LogicalType::Decimal {
+            precision: 28,
+            scale: u8::try_from(d.scale()).unwrap_or(28),
+        },
+        Value::Bool(_) => LogicalType::Bool,
+        Value::Timestamp(_) => LogicalType::Timestamp,
+        Value::Json(_) => LogicalType::Json,
+        Value::Null | Value::Text(_) => LogicalType::Text,
     }
 }
 

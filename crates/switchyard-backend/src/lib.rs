@@ -33,6 +33,9 @@ pub struct Capabilities {
     pub needs_key: bool,
     /// Runs several statements in one local ACID transaction.
     pub transactions: bool,
+    /// Runs statements written in PostgreSQL's own SQL ([`Backend::stream_sql`]): the
+    /// router-side engine sends a statement whose every table is here as a whole.
+    pub postgres_sql: bool,
 }
 
 /// The native statement a fragment becomes, for `explain`.
@@ -474,6 +477,21 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Runs a SELECT fragment, streaming its rows. The default reads the whole answer.
     async fn stream(&self, fragment: Fragment<'_>) -> Result<RowStream, BackendError> {
         Ok(RowStream::whole(self.execute(fragment).await?))
+    }
+    /// Streams a SELECT written in the store's own SQL (stores with
+    /// [`Capabilities::postgres_sql`]), binding `params` to `$1..$n`; every output column is
+    /// read as text (`width` of them). The default refuses.
+    async fn stream_sql(
+        &self,
+        sql: String,
+        params: Vec<Value>,
+        width: usize,
+    ) -> Result<RowStream, BackendError> {
+        let _ = (sql, params, width);
+        Err(BackendError::Unsupported {
+            backend: self.name().to_owned(),
+            what: "statements in its own SQL".to_owned(),
+        })
     }
     /// Checks that the store answers.
     async fn health(&self) -> Result<(), BackendError>;

@@ -386,6 +386,17 @@ fn date_text(days: i64) -> Result<String, EngineError> {
         .ok_or_else(|| EngineError::Data("date out of range".to_owned()))
 }
 
+/// A parameter's value as the router binds it.
+pub(crate) fn scalar_value(v: &datafusion::common::ScalarValue) -> Result<Value, EngineError> {
+    let array = v
+        .to_array()
+        .map_err(|e| EngineError::Internal(format!("parameter value: {e}")))?;
+    Ok(array_values(array.as_ref())?
+        .into_iter()
+        .next()
+        .unwrap_or(Value::Null))
+}
+
 /// A result batch as rows.
 pub(crate) fn batch_rows(batch: &RecordBatch) -> Result<Vec<Vec<Value>>, EngineError> {
     let mut columns = Vec::with_capacity(batch.num_columns());

@@ -18,6 +18,7 @@ mod names;
 mod provider;
 mod pushdown;
 mod semantics;
+mod whole;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ use switchyard_core::{Catalog, LogicalType, ResultColumn};
 
 pub use error::EngineError;
 use provider::{FetchedTable, LogicalSchema, LogicalTable};
+pub use whole::PhysicalTable;
 
 /// Bounds of the engine's work per statement.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +135,7 @@ impl Engine {
             ));
         };
         let names = names::select_names(query);
+        let original = statement.as_ref().clone();
         let mut retry = statement.clone();
         let plan = match state
             .statement_to_plan(DFStatement::Statement(statement))
@@ -153,15 +156,18 @@ impl Engine {
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)?;
-        let plan = bind_params(plan, params)?;
+        let (plan, bound) = bind_params(plan, params)?;
         let plan = semantics::postgres(plan)?;
         let plan = state.optimize(&plan)?;
         let scans = self.scans_of(&plan)?;
+        let columns = output_columns(&plan, &names);
         Ok(Planned {
             state,
             plan,
             scans,
-            names,
+            columns,
+            statement: original,
+            params: bound,
         })
     }
 
@@ -282,7 +288,11 @@ pub struct Planned {
     state: datafusion::execution::SessionState,
     plan: LogicalPlan,
     scans: Vec<Scan>,
-    names: Vec<Option<String>>,
+    columns: Vec<ResultColumn>,
+    /// The statement as parsed, for whole-statement pushdown.
+    statement: ast::Statement,
+    /// The parameters as bound.
+    params: Vec<Value>,
 }
 
 impl std::fmt::Debug for Planned {
@@ -305,6 +315,28 @@ impl Planned {
     /// The reads this statement needs, in plan order.
     pub fn scans(&self) -> &[Scan] {
         &self.scans
+    }
+
+    /// The answer's columns.
+    pub fn columns(&self) -> &[ResultColumn] {
+        &self.columns
+    }
+
+    /// The parameters, typed as the statement uses them.
+    pub fn params(&self) -> &[Value] {
+        &self.params
+    }
+
+    /// The whole statement in PostgreSQL's SQL over the physical tables of one store (every
+    /// logical table it reads in `tables`), each output column as text (instants as UTC
+    /// `YYYY-MM-DD HH:MM:SS.ffffff`); `None` when it cannot be pushed whole.
+    pub fn postgres_statement(&self, tables: &HashMap<String, PhysicalTable>) -> Option<String> {
+        let timestamps: Vec<bool> = self
+            .columns
+            .iter()
+            .map(|c| c.ty == LogicalType::Timestamp)
+            .collect();
+        whole::postgres_statement(&self.statement, tables, &timestamps)
     }
 
     /// The optimized logical plan, one node per line (for `explain`).
@@ -361,21 +393,7 @@ impl Planned {
                 other => Ok(Transformed::no(other)),
             })?
             .data;
-        let fields: Vec<(String, DataType)> = plan
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone()))
-            .collect();
-        let names = names::align(&self.names, fields.iter().map(|(n, _)| n.clone()).collect());
-        let columns = names
-            .into_iter()
-            .zip(&fields)
-            .map(|(name, (_, ty))| ResultColumn {
-                name,
-                ty: convert::logical_type(ty),
-            })
-            .collect();
+        let columns = self.columns;
         let physical = self
             .state
             .query_planner()
@@ -394,12 +412,31 @@ impl Planned {
     }
 }
 
+/// The answer's columns: PostgreSQL's names, logical types from the plan's output.
+fn output_columns(plan: &LogicalPlan, names: &[Option<String>]) -> Vec<ResultColumn> {
+    let fields: Vec<(String, DataType)> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    let names = names::align(names, fields.iter().map(|(n, _)| n.clone()).collect());
+    names
+        .into_iter()
+        .zip(&fields)
+        .map(|(name, (_, ty))| ResultColumn {
+            name,
+            ty: convert::logical_type(ty),
+        })
+        .collect()
+}
+
 /// Binds `$n` parameters to the plan, typed as the plan infers them (by their JSON kind where it
-/// cannot).
+/// cannot); answers the bound plan and the values.
 fn bind_params(
     plan: LogicalPlan,
     params: &[serde_json::Value],
-) -> Result<LogicalPlan, EngineError> {
+) -> Result<(LogicalPlan, Vec<Value>), EngineError> {
     let types = plan.get_parameter_types()?;
     let mut wanted: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
     for (name, ty) in types {
@@ -420,13 +457,17 @@ fn bind_params(
         )));
     }
     if params.is_empty() {
-        return Ok(plan);
+        return Ok((plan, Vec::new()));
     }
     let mut values = Vec::with_capacity(params.len());
     for ((n, ty), json) in wanted.into_iter().zip(params) {
         values.push(param_value(n, ty.as_ref(), json)?);
     }
-    Ok(plan.with_param_values(ParamValues::from(values))?)
+    let bound = values
+        .iter()
+        .map(convert::scalar_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((plan.with_param_values(ParamValues::from(values))?, bound))
 }
 
 fn param_value(

@@ -6,11 +6,15 @@
 
 use std::time::Instant;
 
+use std::collections::HashMap;
+
 use futures::StreamExt;
 use futures::future::try_join_all;
+use futures::stream::BoxStream;
+use switchyard_backend::NativeStatement;
 use switchyard_core::exec::Budget;
-use switchyard_core::{CoreError, Value};
-use switchyard_engine::{Engine, EngineError, EngineLimits, Scan};
+use switchyard_core::{CoreError, LogicalType, ResultColumn, Value};
+use switchyard_engine::{Engine, EngineError, EngineLimits, PhysicalTable, Planned, Scan};
 
 use switchyard_core::routing::{Input, Route};
 
@@ -18,6 +22,48 @@ use crate::{
     Answer, Context, EngineExplain, Explain, ExplainedFragment, Planner, QueryTrace, Router,
     RouterError, ScanExplain,
 };
+
+/// Text cells of a pushed-down statement as values of the answer's types.
+fn typed(rows: Vec<Vec<Value>>, types: &[LogicalType]) -> Result<Vec<Vec<Value>>, RouterError> {
+    rows.into_iter()
+        .map(|row| {
+            row.into_iter()
+                .zip(types)
+                .map(|(v, ty)| from_text(v, *ty))
+                .collect()
+        })
+        .collect()
+}
+
+fn from_text(v: Value, ty: LogicalType) -> Result<Value, RouterError> {
+    let bad = |s: &str| {
+        RouterError::Engine(EngineError::Data(format!(
+            "the store answered `{s}` for a {} column",
+            ty.name()
+        )))
+    };
+    match (v, ty) {
+        (Value::Text(s), LogicalType::Int) => match s.parse::<i64>() {
+            Ok(i) => Ok(Value::Int(i)),
+            // An integral numeric (`EXTRACT` answers numeric in PostgreSQL).
+            Err(_) => match s.parse::<f64>() {
+                Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::Int(f as i64)),
+                _ => Err(bad(&s)),
+            },
+        },
+        (Value::Text(s), LogicalType::Float) => match s.as_str() {
+            "Infinity" => Ok(Value::Float(f64::INFINITY)),
+            "-Infinity" => Ok(Value::Float(f64::NEG_INFINITY)),
+            other => other.parse::<f64>().map(Value::Float).map_err(|_| bad(&s)),
+        },
+        (Value::Text(s), LogicalType::Bool) if s == "true" || s == "false" => {
+            Ok(Value::Bool(s == "true"))
+        }
+        (v, ty) => v
+            .coerce(ty)
+            .map_err(|m| RouterError::Engine(EngineError::Data(m))),
+    }
+}
 
 /// Rows per batch inside the engine.
 const ENGINE_BATCH_ROWS: usize = 4096;
@@ -62,32 +108,45 @@ impl Router {
             };
             trace.kind = "select";
             trace.planner = "engine".to_owned();
-            trace.route = planned
-                .scans()
-                .iter()
-                .map(|s| format!("scan[{}]", s.table))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let budget = Budget::new(
-                self.config.execution.max_query_rows,
-                self.config.execution.max_query_bytes,
-            );
-            let fetched = try_join_all(
-                planned
-                    .scans()
-                    .iter()
-                    .map(|s| self.fetch_scan(s, context, &budget)),
-            )
-            .await?;
-            let answer = planned.execute(fetched).await?;
-            let mut rows = answer.rows;
+            let (columns, mut rows) = match self.whole_statement(&planned, context).await? {
+                Some((id, sql)) => {
+                    trace.route = format!(
+                        "{}[whole statement]",
+                        self.backends.get_index(id).map_or("?", |(n, _)| n.as_str())
+                    );
+                    self.stream_whole(id, sql, &planned).await?
+                }
+                None => {
+                    trace.route = planned
+                        .scans()
+                        .iter()
+                        .map(|s| format!("scan[{}]", s.table))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let budget = Budget::new(
+                        self.config.execution.max_query_rows,
+                        self.config.execution.max_query_bytes,
+                    );
+                    let fetched = try_join_all(
+                        planned
+                            .scans()
+                            .iter()
+                            .map(|s| self.fetch_scan(s, context, &budget)),
+                    )
+                    .await?;
+                    let answer = planned.execute(fetched).await?;
+                    let rows: BoxStream<'static, Result<Vec<Vec<Value>>, RouterError>> =
+                        answer.rows.map(|b| b.map_err(RouterError::Engine)).boxed();
+                    (answer.columns, rows)
+                }
+            };
             // The first batch is computed before the answer starts, so a failure (a cast, a
             // division by zero) still gets its status.
             let first = match rows.next().await {
                 Some(batch) => batch?,
                 None => Vec::new(),
             };
-            Ok::<_, RouterError>((answer.columns, first, rows))
+            Ok::<_, RouterError>((columns, first, rows))
         };
         let (columns, first, rows) =
             tokio::time::timeout_at(deadline, work)
@@ -99,7 +158,7 @@ impl Router {
         let rest = futures::stream::unfold(Some(rows), move |rows| async move {
             let mut rows = rows?;
             match tokio::time::timeout_at(deadline, rows.next()).await {
-                Ok(Some(batch)) => Some((batch.map_err(RouterError::Engine), Some(rows))),
+                Ok(Some(batch)) => Some((batch, Some(rows))),
                 Ok(None) => None,
                 Err(_) => Some((Err(RouterError::Timeout { after_ms }), None)),
             }
@@ -142,6 +201,35 @@ impl Router {
         let planner = scans
             .first()
             .map_or(Planner::Default, |s| s.explain.planner.clone());
+        if let Some((id, pushed)) = self.whole_statement(&planned, context).await? {
+            // The store runs it all: one statement, the scans' routes only chose the store.
+            let backend = self.backend_by_id(id)?;
+            return Ok(Explain {
+                route: Route {
+                    fragments: Vec::new(),
+                    nodes: Vec::new(),
+                    root: Input::Fragment(0),
+                    write: None,
+                },
+                planner,
+                fragments: vec![ExplainedFragment {
+                    fragment: 0,
+                    note: Some("whole statement (every table it reads is on this store)".into()),
+                    backend: backend.name().to_owned(),
+                    backend_kind: backend.kind().as_str(),
+                    native: NativeStatement {
+                        language: "sql",
+                        text: pushed,
+                        params: planned.params().to_vec(),
+                    },
+                }],
+                logical: planned.display(),
+                engine: Some(EngineExplain {
+                    plan: planned.display(),
+                    scans,
+                }),
+            });
+        }
         let fragments = scans
             .iter()
             .enumerate()
@@ -171,6 +259,103 @@ impl Router {
                 scans,
             }),
         })
+    }
+
+    /// When the route of every scan is one and the same store that runs PostgreSQL's SQL, that
+    /// store runs the whole statement: the backend and the statement over its physical tables.
+    /// The placement plugin decides as for any read (it routes each scan).
+    async fn whole_statement(
+        &self,
+        planned: &Planned,
+        context: &Context,
+    ) -> Result<Option<(usize, String)>, RouterError> {
+        let mut backend = None;
+        for scan in planned.scans() {
+            let (plan, _, _) = self.routed(&scan.sql, &scan.params, context).await?;
+            let Some(id) = plan.route.as_single() else {
+                return Ok(None);
+            };
+            if plan.route.write.is_some() || backend.is_some_and(|b| b != id) {
+                return Ok(None);
+            }
+            backend = Some(id);
+        }
+        let Some(id) = backend else {
+            return Ok(None);
+        };
+        let Some((name, store)) = self.backends.get_index(id) else {
+            return Ok(None);
+        };
+        if !store.capabilities().postgres_sql {
+            return Ok(None);
+        }
+        let mut tables = HashMap::new();
+        for scan in planned.scans() {
+            let Some(table) = self.catalog.tables.get(&scan.table) else {
+                return Ok(None);
+            };
+            let Some(placement) = table.placement_on(name) else {
+                return Ok(None);
+            };
+            tables.insert(
+                scan.table.clone(),
+                PhysicalTable {
+                    name: placement.physical_name.clone(),
+                    columns: placement
+                        .physical_columns
+                        .iter()
+                        .cloned()
+                        .zip(table.columns.iter().map(|c| c.name.clone()))
+                        .collect(),
+                },
+            );
+        }
+        Ok(planned.postgres_statement(&tables).map(|sql| (id, sql)))
+    }
+
+    /// Runs a whole statement on one store; its text cells become the answer's types.
+    async fn stream_whole(
+        &self,
+        id: usize,
+        sql: String,
+        planned: &Planned,
+    ) -> Result<
+        (
+            Vec<ResultColumn>,
+            BoxStream<'static, Result<Vec<Vec<Value>>, RouterError>>,
+        ),
+        RouterError,
+    > {
+        let backend = self.backend_by_id(id)?.clone();
+        self.admit(id)?;
+        let columns = planned.columns().to_vec();
+        let types: Vec<LogicalType> = columns.iter().map(|c| c.ty).collect();
+        let started = Instant::now();
+        let in_flight = self.stats[id].start();
+        let streamed = backend
+            .stream_sql(sql, planned.params().to_vec(), columns.len())
+            .await;
+        self.record_fragment(
+            id,
+            started.elapsed(),
+            streamed.as_ref().map(|s| s.first.len()),
+        );
+        let stream = streamed?;
+        let first = typed(stream.first, &types);
+        let rest = stream.rest.map(|rx| {
+            futures::stream::unfold((rx, in_flight), |(mut rx, in_flight)| async move {
+                rx.recv().await.map(|batch| (batch, (rx, in_flight)))
+            })
+            .map(move |batch| {
+                batch
+                    .map_err(RouterError::from)
+                    .and_then(|rows| typed(rows, &types))
+            })
+        });
+        let rows = futures::stream::once(async move { first })
+            .chain(futures::stream::iter(rest).flatten())
+            .boxed();
+        Ok((columns, rows))
     }
 
     /// One scan, through the fast path (never back into the engine), every row counted

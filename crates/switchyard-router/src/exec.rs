@@ -135,6 +135,7 @@ impl<'a> Exec<'a> {
                 sort_limit: false,
                 needs_key: true,
                 transactions: false,
+                postgres_sql: false,
             })
     }
 
