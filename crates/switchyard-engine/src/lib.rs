@@ -86,6 +86,8 @@ impl Engine {
             let options = config.options_mut();
             options.sql_parser.dialect = Dialect::PostgreSQL;
             options.sql_parser.map_string_types_to_utf8view = false;
+            // `533.42` is an exact numeric in PostgreSQL, not a float.
+            options.sql_parser.parse_float_as_decimal = true;
             options.execution.time_zone = Some(convert::UTC.to_owned());
         }
         let runtime = RuntimeEnvBuilder::new()
@@ -136,6 +138,8 @@ impl Engine {
         };
         let names = names::select_names(query);
         let original = statement.as_ref().clone();
+        let mut statement = statement;
+        semantics::postgres_functions(&mut statement);
         let mut retry = statement.clone();
         let plan = match state
             .statement_to_plan(DFStatement::Statement(statement))

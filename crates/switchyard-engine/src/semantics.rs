@@ -3,18 +3,38 @@
 //!
 //! - A cast of a decimal or float to an integer type rounds (half away from zero), where
 //!   DataFusion truncates: `CAST(12.5 AS int)` is 13.
+//! - Functions PostgreSQL has under another name (`mod`) are rewritten in the statement.
+//! - `AVG` of a decimal rounds its last digit (half away from zero), where DataFusion truncates:
+//!   it averages the input widened by ten digits and rounds back to the declared scale.
+
+use std::ops::ControlFlow;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, Result};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr::Cast;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{Aggregate, Projection};
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
+use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 
 /// The plan with PostgreSQL's semantics where they differ.
 pub(crate) fn postgres(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let plan = plan
+        .transform_up_with_subqueries(round_decimal_averages)?
+        .data;
     plan.transform_up_with_subqueries(|node| {
         let schema = merge_schema(&node.inputs());
-        node.map_expressions(|e| e.transform_up(|e| rewrite(e, &schema)))
+        // A rewritten expression keeps its name, so the nodes above still find it.
+        let names = NamePreserver::new(&node);
+        node.map_expressions(|e| {
+            let saved = names.save(&e);
+            e.transform_up(|e| rewrite(e, &schema))
+                .map(|t| t.update_data(|e| saved.restore(e)))
+        })
     })
     .map(|t| t.data)
 }
@@ -37,4 +57,127 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         }
         other => Ok(Transformed::no(other)),
     }
+}
+
+/// PostgreSQL functions DataFusion does not have under that name, rewritten before planning:
+/// `mod(a, b)` is `a % b` (both take the dividend's sign).
+pub(crate) fn postgres_functions(statement: &mut ast::Statement) {
+    let _ = VisitMut::visit(statement, &mut Functions);
+}
+
+struct Functions;
+
+impl VisitorMut for Functions {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
+        if let ast::Expr::Function(f) = expr
+            && f.name.0.len() == 1
+            && f.name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("mod"))
+            && let ast::FunctionArguments::List(list) = &f.args
+            && list.duplicate_treatment.is_none()
+            && list.clauses.is_empty()
+            && f.over.is_none()
+            && f.filter.is_none()
+            && let [
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)),
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(b)),
+            ] = list.args.as_slice()
+        {
+            *expr = ast::Expr::Nested(Box::new(ast::Expr::BinaryOp {
+                left: Box::new(a.clone()),
+                op: ast::BinaryOperator::Modulo,
+                right: Box::new(b.clone()),
+            }));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Digits an average's input is widened by before it is averaged and rounded back.
+const AVG_EXTRA_DIGITS: i8 = 10;
+
+/// An aggregate whose `AVG`s of decimals average the widened input, under a projection that
+/// rounds each back to the type (and name) the plan above expects.
+fn round_decimal_averages(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    let LogicalPlan::Aggregate(aggregate) = node else {
+        return Ok(Transformed::no(node));
+    };
+    let input_schema = aggregate.input.schema().clone();
+    let mut rounded: Vec<(usize, u8, i8)> = Vec::new();
+    let mut aggr_expr = Vec::with_capacity(aggregate.aggr_expr.len());
+    for (i, e) in aggregate.aggr_expr.iter().enumerate() {
+        let (inner, alias) = match e {
+            Expr::Alias(a) => (a.expr.as_ref(), Some(a)),
+            other => (other, None),
+        };
+        let widened = match inner {
+            Expr::AggregateFunction(f)
+                if f.func.name().eq_ignore_ascii_case("avg") && f.params.args.len() == 1 =>
+            {
+                match f.params.args[0].get_type(&input_schema) {
+                    Ok(DataType::Decimal128(p, s)) if s >= 0 && s + AVG_EXTRA_DIGITS <= 38 => {
+                        let precision = (p + AVG_EXTRA_DIGITS as u8).min(38);
+                        let mut f = f.clone();
+                        f.params.args[0] = Expr::Cast(Cast::new(
+                            Box::new(f.params.args[0].clone()),
+                            DataType::Decimal128(precision, s + AVG_EXTRA_DIGITS),
+                        ));
+                        rounded.push((i, p, s));
+                        Some(Expr::AggregateFunction(f))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        aggr_expr.push(match (widened, alias) {
+            (Some(w), Some(a)) => w.alias_qualified(a.relation.clone(), a.name.clone()),
+            (Some(w), None) => w,
+            (None, _) => e.clone(),
+        });
+    }
+    if rounded.is_empty() {
+        return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
+    }
+    let original = aggregate.schema.clone();
+    let aggr_count = aggregate.aggr_expr.len();
+    let widened = Aggregate::try_new(
+        aggregate.input.clone(),
+        aggregate.group_expr.clone(),
+        aggr_expr,
+    )?;
+    let widened_schema = widened.schema.clone();
+    let first_aggr = widened_schema.fields().len() - aggr_count;
+    let mut exprs = Vec::with_capacity(widened_schema.fields().len());
+    for (j, (qualifier, field)) in widened_schema.iter().enumerate() {
+        let column = Expr::Column(Column::from((qualifier, field)));
+        let (orig_qualifier, orig_field) = original.qualified_field(j);
+        let target = rounded
+            .iter()
+            .find(|(i, _, _)| first_aggr + i == j)
+            .and_then(|_| match orig_field.data_type() {
+                DataType::Decimal128(p, s) => Some((*p, *s)),
+                _ => None,
+            });
+        exprs.push(match target {
+            Some((p, s)) => {
+                let rounded = datafusion::functions::math::expr_fn::round(vec![
+                    column,
+                    Expr::Literal(ScalarValue::Int64(Some(i64::from(s))), None),
+                ]);
+                Expr::Cast(Cast::new(Box::new(rounded), DataType::Decimal128(p, s)))
+                    .alias_qualified(orig_qualifier.cloned(), orig_field.name())
+            }
+            None => column.alias_qualified(orig_qualifier.cloned(), orig_field.name()),
+        });
+    }
+    let projection = Projection::try_new_with_schema(
+        exprs,
+        Arc::new(LogicalPlan::Aggregate(widened)),
+        original,
+    )?;
+    Ok(Transformed::yes(LogicalPlan::Projection(projection)))
 }

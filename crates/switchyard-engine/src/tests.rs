@@ -189,3 +189,83 @@ async fn output_columns_may_share_a_name_as_in_postgresql() {
         vec![vec![Value::Int(13), Value::Text("12.50".into())]]
     );
 }
+
+#[tokio::test]
+async fn mod_is_postgresql_s_remainder() {
+    let (names, rows) = run("SELECT MOD(7, 3), mod(-7, 3) AS m", json!([]), |_| {
+        panic!("no scan")
+    })
+    .await
+    .expect("runs");
+    assert_eq!(names[1], "m");
+    assert_eq!(rows, vec![vec![Value::Int(1), Value::Int(-1)]]);
+}
+
+#[tokio::test]
+async fn numeric_literals_are_exact_as_in_postgresql() {
+    // 533.42 is a numeric, not a float: the comparison is exact.
+    let (_, rows) = run(
+        "SELECT payment_id FROM payments WHERE amount = 533.42 AND amount * 3 = 1600.26",
+        json!([]),
+        |_| vec![vec![Value::Text("p1".into()), dec("533.42")]],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(rows, vec![vec![Value::Text("p1".into())]]);
+}
+
+#[tokio::test]
+async fn a_rounding_cast_keeps_its_name_for_order_by() {
+    let (names, rows) = run(
+        "SELECT payment_id, CAST(amount AS int) FROM payments ORDER BY 2 DESC, CAST(amount AS int)",
+        json!([]),
+        |_| {
+            vec![
+                vec![Value::Text("p1".into()), dec("1.50")],
+                vec![Value::Text("p2".into()), dec("3.49")],
+            ]
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["payment_id", "amount"]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Text("p2".into()), Value::Int(3)],
+            vec![Value::Text("p1".into()), Value::Int(2)],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn avg_of_decimals_rounds_its_last_digit() {
+    // (0.01 + 0.01 + 0.00) / 3 = 0.0066666…: at scale 6 it rounds up to 0.006667 (DataFusion
+    // alone truncates to 0.006666).
+    let (names, rows) = run(
+        "SELECT customer_id, AVG(amount) FROM payments GROUP BY customer_id ORDER BY customer_id",
+        json!([]),
+        |_| {
+            [
+                ("a", "0.01"),
+                ("a", "0.01"),
+                ("a", "0.00"),
+                ("b", "2.00"),
+                ("b", "1.00"),
+            ]
+            .iter()
+            .map(|(c, a)| vec![Value::Text((*c).into()), dec(a)])
+            .collect()
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["customer_id", "avg"]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Text("a".into()), dec("0.006667")],
+            vec![Value::Text("b".into()), dec("1.500000")],
+        ]
+    );
+}
