@@ -111,6 +111,23 @@ async fn env() -> Env {
 }
 
 /// Rows as comparable strings: floats to 9 significant digits, everything else as JSON.
+fn sorted(x: &J) -> J {
+    match x {
+        J::Object(m) => {
+            let mut entries: Vec<(&String, &J)> = m.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            J::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        J::Array(a) => J::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 fn normalize(rows: &J) -> Vec<String> {
     fn v(x: &J) -> String {
         match x {
@@ -119,6 +136,8 @@ fn normalize(rows: &J) -> Vec<String> {
                 format!("{f:.9e}")
             }
             J::Array(a) => a.iter().map(v).collect::<Vec<_>>().join(" | "),
+            // JSON documents compare with sorted keys (PostgreSQL's jsonb reorders them).
+            J::Object(_) => sorted(x).to_string(),
             other => other.to_string(),
         }
     }

@@ -128,6 +128,10 @@ pub fn engine_suite() -> Vec<EngineCase> {
             "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 10) SELECT SUM(n) FROM t",
         ),
         u("SELECT COUNT(*) FROM customers CROSS JOIN (SELECT 1 AS k UNION ALL SELECT 2) t"),
+        u("SELECT o.order_id, o.items->0->>'product_id', o.items->1 FROM orders o"),
+        u(
+            "SELECT o.items->0->>'product_id' AS p, COUNT(*) FROM orders o GROUP BY 1 HAVING COUNT(*) > 3",
+        ),
     ]
 }
 

@@ -181,6 +181,8 @@ pub(crate) fn logical_type(ty: &DataType) -> LogicalType {
         },
         DataType::Boolean => LogicalType::Bool,
         DataType::Timestamp(_, _) => LogicalType::Timestamp,
+        // The JSON functions' union of JSON kinds (`->`).
+        DataType::Union(_, _) => LogicalType::Json,
         _ => LogicalType::Text,
     }
 }
@@ -344,6 +346,22 @@ pub(crate) fn array_values(array: &dyn Array) -> Result<Vec<Value>, EngineError>
             }
         }
         DataType::Null => out.resize(n, Value::Null),
+        DataType::Union(fields, _) => {
+            let union = array.as_union();
+            for i in 0..n {
+                let type_id = union.type_id(i);
+                let kind = fields
+                    .iter()
+                    .find(|(id, _)| *id == type_id)
+                    .map_or("", |(_, f)| f.name().as_str());
+                let child = union.value(i);
+                let cell = array_values(child.as_ref())?
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Value::Null);
+                out.push(json_of(kind, cell));
+            }
+        }
         _ => {
             let options = FormatOptions::default();
             let formatter = ArrayFormatter::try_new(array, &options)
@@ -358,6 +376,21 @@ pub(crate) fn array_values(array: &dyn Array) -> Result<Vec<Value>, EngineError>
         }
     }
     Ok(out)
+}
+
+/// A value of the JSON functions' union as JSON: objects and arrays arrive as their text.
+fn json_of(kind: &str, cell: Value) -> Value {
+    match (kind, cell) {
+        (_, Value::Null) => Value::Null,
+        ("object" | "array", Value::Text(t)) => {
+            serde_json::from_str(&t).map_or(Value::Text(t), Value::Json)
+        }
+        (_, Value::Text(t)) => Value::Json(serde_json::Value::String(t)),
+        (_, Value::Int(i)) => Value::Json(serde_json::Value::from(i)),
+        (_, Value::Float(f)) => Value::Json(serde_json::Value::from(f)),
+        (_, Value::Bool(b)) => Value::Json(serde_json::Value::Bool(b)),
+        (_, other) => other,
+    }
 }
 
 fn decimal_of(unscaled: i128, scale: u32) -> Result<Decimal, EngineError> {

@@ -96,11 +96,13 @@ impl Engine {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .build();
+        // `->`, `->>`, `#>>` and the json_* functions over `json` columns (JSON text).
+        datafusion_functions_json::register_all(&mut state)?;
         let ctx = SessionContext::new_with_state(state);
         let tables = MemoryCatalogProvider::new();
         tables.register_schema("public", Arc::new(LogicalSchema::new(catalog.clone())))?;

@@ -3,6 +3,8 @@
 //!
 //! - A cast of a decimal or float to an integer type rounds (half away from zero), where
 //!   DataFusion truncates: `CAST(12.5 AS int)` is 13.
+//! - A float compared or combined with a numeric is computed as floats (PostgreSQL casts the
+//!   numeric to `float8`; DataFusion would cast the float to a decimal).
 //! - Functions PostgreSQL has under another name (`mod`) are rewritten in the statement.
 //! - `AVG` of a decimal rounds its last digit (half away from zero), where DataFusion truncates:
 //!   it averages the input widened by ten digits and rounds back to the declared scale.
@@ -18,7 +20,7 @@ use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{Aggregate, Projection};
-use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 
 /// The plan with PostgreSQL's semantics where they differ.
@@ -55,8 +57,69 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
                 Ok(Transformed::no(Expr::Cast(Cast { expr, field })))
             }
         }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if numeric_operator(op) => {
+            let (l, r) = (left.get_type(schema), right.get_type(schema));
+            match (l, r) {
+                (Ok(l), Ok(r)) if l.is_floating() && r.is_decimal() => {
+                    Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                        left,
+                        op,
+                        right: Box::new(as_float(*right)),
+                    })))
+                }
+                (Ok(l), Ok(r)) if l.is_decimal() && r.is_floating() => {
+                    Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                        left: Box::new(as_float(*left)),
+                        op,
+                        right,
+                    })))
+                }
+                _ => Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op,
+                    right,
+                }))),
+            }
+        }
+        Expr::InList(mut list) => {
+            let float = list.expr.get_type(schema).is_ok_and(|t| t.is_floating());
+            let mut changed = false;
+            if float {
+                for item in &mut list.list {
+                    if item.get_type(schema).is_ok_and(|t| t.is_decimal()) {
+                        *item = as_float(item.clone());
+                        changed = true;
+                    }
+                }
+            }
+            Ok(if changed {
+                Transformed::yes(Expr::InList(list))
+            } else {
+                Transformed::no(Expr::InList(list))
+            })
+        }
         other => Ok(Transformed::no(other)),
     }
+}
+
+fn numeric_operator(op: Operator) -> bool {
+    matches!(
+        op,
+        Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+            | Operator::Plus
+            | Operator::Minus
+            | Operator::Multiply
+            | Operator::Divide
+    )
+}
+
+fn as_float(e: Expr) -> Expr {
+    Expr::Cast(Cast::new(Box::new(e), DataType::Float64))
 }
 
 /// PostgreSQL functions DataFusion does not have under that name, rewritten before planning:

@@ -269,3 +269,48 @@ async fn avg_of_decimals_rounds_its_last_digit() {
         ]
     );
 }
+
+#[tokio::test]
+async fn json_operators_read_json_columns() {
+    let (names, rows) = run(
+        "SELECT o.items->0->>'product_id', o.items->>1 AS second, o.items->0 AS first FROM orders o",
+        json!([]),
+        |_| {
+            vec![vec![Value::Json(
+                json!([{ "product_id": "p1", "quantity": 2 }, "x"]),
+            )]]
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["?column?", "second", "first"]);
+    assert_eq!(
+        rows,
+        vec![vec![
+            Value::Text("p1".into()),
+            Value::Text("x".into()),
+            Value::Json(json!({ "product_id": "p1", "quantity": 2 })),
+        ]]
+    );
+}
+
+#[tokio::test]
+async fn floats_compare_with_numerics_as_floats() {
+    // PostgreSQL compares a float with a numeric as floats: 4.3999999999999995 is not 4.4.
+    let (_, rows) = run(
+        "SELECT product_id FROM products WHERE rating IN (4.4, 5.0) OR rating + 0.5 = 3.0",
+        json!([]),
+        |_| {
+            [("a", 4.4), ("b", 4.399_999_999_999_999_5), ("c", 2.5)]
+                .iter()
+                .map(|(p, r)| vec![Value::Text((*p).into()), Value::Float(*r)])
+                .collect()
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        rows,
+        vec![vec![Value::Text("a".into())], vec![Value::Text("c".into())]]
+    );
+}
