@@ -3,6 +3,8 @@
 #   - PostgreSQL point lookup: the router over HTTP (wrk + Lua, the lookup as a JSON POST)
 #     vs pgbench -M prepared running the same lookup, at 1 and 32 clients: q/s, p50, p99;
 #   - Redis key lookup: the router (a json-mode table) vs redis-benchmark GET of the same key;
+#   - a statement only the router-side engine runs (CASE + EXISTS subquery), pushed whole to
+#     PostgreSQL: the router vs pgbench -M prepared running it directly, at 1 and 32 clients;
 #   - 1M rows streamed from PostgreSQL: the router (curl) vs psql.
 # Each figure is the median of RUNS runs (default 3) with the spread (min-max); ratios compare
 # medians. Uses the local PostgreSQL (127.0.0.1:5432, schema switchyard_bench in database test)
@@ -127,7 +129,7 @@ router_lookup() { # clients, sql, param
   cat >"$work/lookup.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"sql": "$sql", "params": ["$param"]}'
+wrk.body = [[{"sql": "$sql", "params": ["$param"]}]]
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %.1f %d %d\n", summary.requests / (summary.duration / 1e6),
     latency:percentile(50), latency:percentile(99)))
@@ -138,9 +140,10 @@ LUA
     | sed -n 's/^RESULT //p'
 }
 
-pgbench_lookup() { # clients
+pgbench_lookup() { # clients [statement]
   local clients=$1
-  printf "SELECT name, city FROM %s.customers WHERE customer_id = 'c000001';\n" "$SCHEMA" >"$work/lookup.sql"
+  local statement=${2:-"SELECT name, city FROM $SCHEMA.customers WHERE customer_id = 'c000001'"}
+  printf "%s;\n" "$statement" >"$work/lookup.sql"
   rm -f "$work"/pgbench_log.*
   local threads=$(( clients < 2 ? 1 : 2 ))
   (cd "$work" && pgbench -n -M prepared -c "$clients" -j "$threads" -T "$DURATION" -f lookup.sql \
@@ -204,7 +207,10 @@ row() { # label, file of "qps p50 p99" lines (router), file (direct)
 
 lookup_sql='SELECT name, city FROM customers WHERE customer_id = $1'
 session_sql='SELECT customer_id, data FROM sessions WHERE session_id = $1'
+engine_sql="SELECT c.name, CASE WHEN c.city = 'Recife' THEN 1 ELSE 0 END AS local FROM customers c WHERE c.customer_id = \$1 AND EXISTS (SELECT 1 FROM customers d WHERE d.customer_id = c.customer_id)"
+engine_direct="SELECT c.name, CASE WHEN c.city = 'Recife' THEN 1 ELSE 0 END AS local FROM $SCHEMA.customers c WHERE c.customer_id = 'c000001' AND EXISTS (SELECT 1 FROM $SCHEMA.customers d WHERE d.customer_id = c.customer_id)"
 for clients in 1 32; do
+  : >"$work/engine_router_$clients"; : >"$work/engine_direct_$clients"
   : >"$work/pg_router_$clients"; : >"$work/pg_direct_$clients"
   : >"$work/redis_router_$clients"; : >"$work/redis_direct_$clients"
 done
@@ -216,6 +222,8 @@ for run in $(seq 1 "$RUNS"); do
     pgbench_lookup "$clients" >>"$work/pg_direct_$clients"
     router_lookup "$clients" "$session_sql" s000001 >>"$work/redis_router_$clients"
     redis_direct "$clients" >>"$work/redis_direct_$clients"
+    router_lookup "$clients" "$engine_sql" c000001 >>"$work/engine_router_$clients"
+    pgbench_lookup "$clients" "$engine_direct" >>"$work/engine_direct_$clients"
   done
   stream_router >>"$work/stream_router"
   stream_psql >>"$work/stream_psql"
@@ -229,6 +237,7 @@ echo '|---|---|---|---|---|---|---|---|'
 for clients in 1 32; do
   row "PostgreSQL lookup, $clients clients (direct: pgbench -M prepared)" "$work/pg_router_$clients" "$work/pg_direct_$clients"
   row "Redis lookup, $clients clients (direct: redis-benchmark GET)" "$work/redis_router_$clients" "$work/redis_direct_$clients"
+  row "Engine statement pushed whole, $clients clients (direct: pgbench -M prepared)" "$work/engine_router_$clients" "$work/engine_direct_$clients"
 done
 sr=$(median <"$work/stream_router"); sp=$(median <"$work/stream_psql")
 echo
