@@ -111,23 +111,6 @@ async fn env() -> Env {
 }
 
 /// Rows as comparable strings: floats to 9 significant digits, everything else as JSON.
-fn sorted(x: &J) -> J {
-    match x {
-        J::Object(m) => {
-            let mut entries: Vec<(&String, &J)> = m.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            J::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), sorted(v)))
-                    .collect(),
-            )
-        }
-        J::Array(a) => J::Array(a.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
-}
-
 fn normalize(rows: &J) -> Vec<String> {
     fn v(x: &J) -> String {
         match x {
@@ -137,7 +120,7 @@ fn normalize(rows: &J) -> Vec<String> {
             }
             J::Array(a) => a.iter().map(v).collect::<Vec<_>>().join(" | "),
             // JSON documents compare with sorted keys (PostgreSQL's jsonb reorders them).
-            J::Object(_) => sorted(x).to_string(),
+            J::Object(_) => engine::canonical(x).to_string(),
             other => other.to_string(),
         }
     }

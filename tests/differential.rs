@@ -6,8 +6,6 @@ mod common;
 #[path = "differential_engine/mod.rs"]
 mod engine;
 
-use std::collections::BTreeMap;
-
 use common::{EVERY_STORE, TestServer, TestStore, shop_on, start_server};
 use serde_json::{Value as J, json};
 
@@ -529,18 +527,6 @@ fn writes() -> Vec<(Case, Option<u64>, Case)> {
     ]
 }
 
-/// Sorts object keys so that JSON from different stores compares and sorts the same.
-fn canonical(v: &J) -> J {
-    match v {
-        J::Object(m) => {
-            let sorted: BTreeMap<&String, J> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
-            J::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
-        }
-        J::Array(a) => J::Array(a.iter().map(canonical).collect()),
-        other => other.clone(),
-    }
-}
-
 /// Equality with a relative tolerance for floats (sums in different orders differ in the last bits).
 fn approx_eq(a: &J, b: &J) -> bool {
     match (a, b) {
@@ -568,7 +554,7 @@ async fn answer(server: &TestServer, case: &Case) -> J {
     let a = common::query(server.addr, case.sql, case.params.clone()).await;
     match a.status {
         200 => {
-            let mut body = canonical(&a.body);
+            let mut body = engine::canonical(&a.body);
             if !case.ordered
                 && let Some(rows) = body["rows"].as_array_mut()
             {

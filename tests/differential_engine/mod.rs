@@ -250,8 +250,8 @@ fn norm(ty: &str, cell: Option<&str>, json: Option<&J>) -> String {
     }
 }
 
-/// JSON with sorted object keys.
-fn canonical(v: &J) -> J {
+/// JSON with sorted object keys, so documents from different stores compare and sort the same.
+pub fn canonical(v: &J) -> J {
     match v {
         J::Object(m) => {
             let sorted: BTreeMap<&String, J> = m.iter().map(|(k, v)| (k, canonical(v))).collect();

@@ -7,13 +7,13 @@
 pub mod ddl;
 mod pool;
 pub mod render;
+mod stream;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use futures::TryStreamExt;
 use pool::ConnPool;
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
@@ -22,7 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 use switchyard_backend::{
     Backend, BackendError, Capabilities, Fragment, LocalTransaction, NativeStatement, PoolState,
-    RowSink, RowStream, StreamLimits, coerce_column, spawn_stream, undecodable, within,
+    RowStream, coerce_column, undecodable, within,
 };
 use switchyard_config::BackendConfig;
 use switchyard_core::value::format_timestamp;
@@ -359,19 +359,7 @@ impl Backend for SqlBackend {
         }
         let r = self.rendered(fragment)?;
         let columns = fragment.query.statement.result_columns();
-        let task = StreamTask {
-            name: self.name.clone(),
-            timeout_ms: self.timeout_ms(),
-            pool: self.pool.clone(),
-            sql: r.sql,
-            binds: r.binds,
-            columns: columns.clone(),
-        };
-        let limits = StreamLimits {
-            timeout: self.timeout,
-            stall: self.stall,
-        };
-        spawn_stream(&self.name, limits, columns, move |sink| task.rows(sink)).await
+        self.spawn_select(r.sql, r.binds, columns).await
     }
 
     async fn stream_sql(
@@ -395,23 +383,11 @@ impl Backend for SqlBackend {
         let binds = params
             .into_iter()
             .map(|v| {
-                let ty = bind_type(&v);
+                let ty = stream::bind_type(&v);
                 (v, ty)
             })
             .collect();
-        let task = StreamTask {
-            name: self.name.clone(),
-            timeout_ms: self.timeout_ms(),
-            pool: self.pool.clone(),
-            sql,
-            binds,
-            columns: columns.clone(),
-        };
-        let limits = StreamLimits {
-            timeout: self.timeout,
-            stall: self.stall,
-        };
-        spawn_stream(&self.name, limits, columns, move |sink| task.rows(sink)).await
+        self.spawn_select(sql, binds, columns).await
     }
 
     async fn health(&self) -> Result<(), BackendError> {
@@ -447,73 +423,6 @@ impl Backend for SqlBackend {
         }
         self.run_ddl(ddl::create_table(self.dialect, table, placement))
             .await
-    }
-}
-
-/// The type a value of a whole pushed-down statement is bound as.
-fn bind_type(v: &Value) -> LogicalType {
-    match v {
-        Value::Int(_) => LogicalType::Int,
-        Value::Float(_) => LogicalType::Float,
-        Value::Decimal(d) => LogicalType::Decimal {
-            precision: 28,
-            scale: u8::try_from(d.scale()).unwrap_or(28),
-        },
-        Value::Bool(_) => LogicalType::Bool,
-        Value::Timestamp(_) => LogicalType::Timestamp,
-        Value::Json(_) => LogicalType::Json,
-        Value::Null | Value::Text(_) => LogicalType::Text,
-    }
-}
-
-/// A streamed SELECT, read from the cursor on its own task (see [`spawn_stream`]).
-struct StreamTask {
-    name: String,
-    timeout_ms: u64,
-    pool: Pool,
-    sql: String,
-    binds: Vec<(Value, LogicalType)>,
-    columns: Vec<ResultColumn>,
-}
-
-impl StreamTask {
-    async fn rows(self, mut sink: RowSink) -> Result<RowSink, BackendError> {
-        let sql_err = |e: sqlx::Error| map_sqlx_err(&self.name, self.timeout_ms, e);
-        let decode_err =
-            |column: &ResultColumn, detail: String| undecodable(&self.name, column, detail);
-        macro_rules! pump {
-            ($pool:expr, $bind:ident, $decode:ident) => {{
-                let q = self.binds.iter().cloned().fold(
-                    sqlx::query(AssertSqlSafe(self.sql.as_str())),
-                    |q, (v, t)| $bind(q, v, t),
-                );
-                let mut conn = $pool.acquire().await.map_err(sql_err)?;
-                {
-                    let mut rows = q.fetch(&mut *conn);
-                    while let Some(row) = rows.try_next().await.map_err(sql_err)? {
-                        let mut values = Vec::with_capacity(self.columns.len());
-                        for (i, c) in self.columns.iter().enumerate() {
-                            let raw = $decode(&row, i).map_err(|e| decode_err(c, e))?;
-                            values.push(coerce_column(&self.name, c, raw)?);
-                        }
-                        if !sink.push(values).await {
-                            // An answer nobody reads any more (the client went away or
-                            // stalled): the lease drops unfinished, which closes the
-                            // connection and so ends the statement in the store, instead of
-                            // draining the rest of the rows into a pooled connection.
-                            return Ok(sink);
-                        }
-                    }
-                }
-                conn.finish(&Ok(()));
-            }};
-        }
-        match &self.pool {
-            Pool::Postgres(p) => pump!(p, bind_pg, decode_pg),
-            Pool::Mysql(p) => pump!(p, bind_mysql, decode_mysql),
-            Pool::Sqlite(p) => pump!(p, bind_sqlite, decode_sqlite),
-        }
-        Ok(sink)
     }
 }
 

@@ -201,18 +201,11 @@ impl Router {
         let planner = scans
             .first()
             .map_or(Planner::Default, |s| s.explain.planner.clone());
-        if let Some((id, pushed)) = self.whole_statement(&planned, context).await? {
+        let fragments = match self.whole_statement(&planned, context).await? {
             // The store runs it all: one statement, the scans' routes only chose the store.
-            let backend = self.backend_by_id(id)?;
-            return Ok(Explain {
-                route: Route {
-                    fragments: Vec::new(),
-                    nodes: Vec::new(),
-                    root: Input::Fragment(0),
-                    write: None,
-                },
-                planner,
-                fragments: vec![ExplainedFragment {
+            Some((id, pushed)) => {
+                let backend = self.backend_by_id(id)?;
+                vec![ExplainedFragment {
                     fragment: 0,
                     note: Some("whole statement (every table it reads is on this store)".into()),
                     backend: backend.name().to_owned(),
@@ -222,28 +215,23 @@ impl Router {
                         text: pushed,
                         params: planned.params().to_vec(),
                     },
-                }],
-                logical: planned.display(),
-                engine: Some(EngineExplain {
-                    plan: planned.display(),
-                    scans,
-                }),
-            });
-        }
-        let fragments = scans
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| {
-                s.explain.fragments.iter().map(move |f| ExplainedFragment {
-                    fragment: i,
-                    note: Some(match &f.note {
-                        Some(n) => format!("engine scan of `{}`; {n}", s.table),
-                        None => format!("engine scan of `{}`", s.table),
-                    }),
-                    ..f.clone()
+                }]
+            }
+            None => scans
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    s.explain.fragments.iter().map(move |f| ExplainedFragment {
+                        fragment: i,
+                        note: Some(match &f.note {
+                            Some(n) => format!("engine scan of `{}`; {n}", s.table),
+                            None => format!("engine scan of `{}`", s.table),
+                        }),
+                        ..f.clone()
+                    })
                 })
-            })
-            .collect();
+                .collect(),
+        };
         Ok(Explain {
             route: Route {
                 fragments: Vec::new(),
