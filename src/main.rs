@@ -446,6 +446,7 @@ fn sample_statements(catalog: &switchyard_core::Catalog) -> Vec<String> {
                     }
                     LogicalType::Bool => "true".to_owned(),
                     LogicalType::Timestamp => "'2024-01-01T00:00:00Z'".to_owned(),
+                    LogicalType::Date => "'2024-01-01'".to_owned(),
                     LogicalType::Text | LogicalType::Json => "'sample'".to_owned(),
                 };
                 format!("{} = {literal}", col.name)

@@ -5,6 +5,7 @@
 mod common;
 #[path = "differential_engine/mod.rs"]
 mod engine;
+mod tpch;
 
 use common::{EVERY_STORE, TestServer, TestStore, shop_on, start_server};
 use serde_json::{Value as J, json};

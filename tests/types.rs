@@ -21,6 +21,7 @@ fn probe_config(store: &TestStore) -> Config {
         ("d", "decimal(28,6)"),
         ("m", "decimal"),
         ("t", "timestamp"),
+        ("dt", "date"),
         ("j", "json"),
         ("s", "text"),
     ];
@@ -68,7 +69,7 @@ async fn every_type_round_trips_on_every_sql_store() {
             "1234567890123456789012.123456"
         };
         let rows = [
-            json!([1, true, 1.5e-7, big, "0.10", "2024-02-29T23:59:59.999+05:30", { "a": [1, { "b": null }], "ü": "✓" }, "héllo ✓ 'q' \"dq\" \\ % _"]),
+            json!([1, true, 1.5e-7, big, "0.10", "2024-02-29T23:59:59.999+05:30", "2024-02-29", { "a": [1, { "b": null }], "ü": "✓" }, "héllo ✓ 'q' \"dq\" \\ % _"]),
             json!([
                 2,
                 false,
@@ -76,14 +77,15 @@ async fn every_type_round_trips_on_every_sql_store() {
                 "-0.000001",
                 "-99999.99",
                 "1970-01-01T00:00:00Z",
+                "1969-12-31",
                 [1, "two", 3.5],
                 ""
             ]),
-            json!([3, null, null, null, null, null, null, null]),
+            json!([3, null, null, null, null, null, null, null, null]),
         ];
         for row in &rows {
             let r = router
-                .query("INSERT INTO probe (id, b, f, d, m, t, j, s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", row.as_array().unwrap(), &Default::default())
+                .query("INSERT INTO probe (id, b, f, d, m, t, dt, j, s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", row.as_array().unwrap(), &Default::default())
                 .await
                 .unwrap_or_else(|e| panic!("{store:?} insert: {} {}", e.code(), e.client_message()));
             assert_eq!(r.rows_affected, Some(1));
@@ -94,9 +96,9 @@ async fn every_type_round_trips_on_every_sql_store() {
             .unwrap()
             .to_json();
         let expected = json!([
-            [1, true, 1.5e-7, if store == Store::Sqlite { "123456789.123456" } else { "1234567890123456789012.123456" }, "0.10", "2024-02-29T18:29:59.999000Z", { "a": [1, { "b": null }], "ü": "✓" }, "héllo ✓ 'q' \"dq\" \\ % _"],
-            [2, false, -12345.678, "-0.000001", "-99999.99", "1970-01-01T00:00:00.000000Z", [1, "two", 3.5], ""],
-            [3, null, null, null, null, null, null, null],
+            [1, true, 1.5e-7, if store == Store::Sqlite { "123456789.123456" } else { "1234567890123456789012.123456" }, "0.10", "2024-02-29T18:29:59.999000Z", "2024-02-29", { "a": [1, { "b": null }], "ü": "✓" }, "héllo ✓ 'q' \"dq\" \\ % _"],
+            [2, false, -12345.678, "-0.000001", "-99999.99", "1970-01-01T00:00:00.000000Z", "1969-12-31", [1, "two", 3.5], ""],
+            [3, null, null, null, null, null, null, null, null],
         ]);
         assert_eq!(got["rows"], expected, "{store:?}");
         let types: Vec<J> = got["columns"]
@@ -114,6 +116,7 @@ async fn every_type_round_trips_on_every_sql_store() {
                 "decimal",
                 "decimal",
                 "timestamp",
+                "date",
                 "json",
                 "text"
             ]
@@ -131,6 +134,44 @@ async fn every_type_round_trips_on_every_sql_store() {
             .await
             .unwrap();
         assert_eq!(found.to_json()["rows"], json!([[2]]), "{store:?}");
+        // Dates compare as days on every store, with a literal, a parameter and in the engine
+        // (interval arithmetic), and the invalid date is refused with its column.
+        let days = router
+            .query(
+                "SELECT id FROM probe WHERE dt >= '1970-01-01' AND dt < $1",
+                &[json!("2024-03-01")],
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(days.to_json()["rows"], json!([[1]]), "{store:?}");
+        let engine = router
+            .query(
+                "SELECT id, dt + interval '1 day' AS next, EXTRACT(YEAR FROM dt) AS y FROM probe WHERE dt > DATE '1969-12-31' - interval '1 month' ORDER BY id",
+                &[],
+                &Default::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{store:?} engine: {}", e.client_message()));
+        let answer = engine.to_json();
+        assert_eq!(
+            answer["rows"],
+            json!([[1, "2024-03-01", 2024], [2, "1970-01-01", 1969]]),
+            "{store:?}"
+        );
+        let bad = router
+            .query(
+                "INSERT INTO probe (id, dt) VALUES (4, $1)",
+                &[json!("2024-02-30")],
+                &Default::default(),
+            )
+            .await
+            .err()
+            .map(|e| (e.code().as_str(), e.client_message()));
+        assert!(
+            matches!(&bad, Some((code, m)) if *code == "BAD_PARAMS" && m.contains("not a date")),
+            "{store:?}: {bad:?}"
+        );
         let like = router
             .query(
                 "SELECT id FROM probe WHERE s LIKE $1",

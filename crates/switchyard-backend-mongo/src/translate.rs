@@ -225,6 +225,11 @@ pub fn to_bson(v: &Value) -> Bson {
         Value::Text(s) => Bson::String(s.clone()),
         Value::Bool(b) => Bson::Boolean(*b),
         Value::Timestamp(t) => Bson::DateTime(BsonDateTime::from_millis(t.timestamp_millis())),
+        // A date is the BSON Date at midnight UTC, so it compares with instants as PostgreSQL's
+        // date does with timestamptz in UTC.
+        Value::Date(d) => Bson::DateTime(BsonDateTime::from_millis(
+            switchyard_core::value::date_micros(d) / 1000,
+        )),
         Value::Json(j) => json_to_bson(j),
     }
 }

@@ -13,7 +13,7 @@
 use std::str::FromStr;
 
 use switchyard_config::RedisMode;
-use switchyard_core::value::{format_timestamp, parse_timestamp};
+use switchyard_core::value::{format_date, format_timestamp, parse_date, parse_timestamp};
 use switchyard_core::{LogicalType, Placement, Table, Value};
 
 pub fn encode(v: &Value) -> Option<String> {
@@ -25,6 +25,7 @@ pub fn encode(v: &Value) -> Option<String> {
         Value::Text(s) => s.clone(),
         Value::Bool(b) => if *b { "1" } else { "0" }.to_owned(),
         Value::Timestamp(t) => format_timestamp(t),
+        Value::Date(d) => format_date(d),
         Value::Json(j) => j.to_string(),
     })
 }
@@ -50,6 +51,7 @@ pub fn decode(text: &str, ty: LogicalType) -> Result<Value, String> {
         LogicalType::Timestamp => {
             Value::Timestamp(parse_timestamp(text).ok_or_else(|| bad("bad timestamp".into()))?)
         }
+        LogicalType::Date => Value::Date(parse_date(text).ok_or_else(|| bad("bad date".into()))?),
         LogicalType::Json => {
             Value::Json(serde_json::from_str(text).map_err(|e| bad(e.to_string()))?)
         }
@@ -335,6 +337,15 @@ placements = [{ backend = "r", role = "primary", mode = "json", key_pattern = "k
             assert_eq!(keys.iter().filter(|o| *o == k).count(), 1, "{k} repeats");
             assert_eq!(l.parse_key(k).as_ref(), Some(&cases[i]), "{k}");
         }
+    }
+
+    #[test]
+    fn dates_are_stored_as_iso_days() {
+        let d = Value::Date(parse_date("2024-02-29").expect("date"));
+        let text = encode(&d).expect("text");
+        assert_eq!(text, "2024-02-29");
+        assert_eq!(decode(&text, LogicalType::Date), Ok(d));
+        assert!(decode("2024-02-30", LogicalType::Date).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | text      | TEXT COLLATE "C"   | TEXT / VARCHAR(255) key | TEXT                           |
 //! | bool      | BOOLEAN            | BOOLEAN                 | INTEGER 0/1                    |
 //! | timestamp | TIMESTAMPTZ        | DATETIME(6), UTC        | TEXT, RFC 3339 `...ssssssZ`    |
+//! | date      | DATE               | DATE                    | TEXT, `YYYY-MM-DD`             |
 //! | json      | JSONB              | JSON                    | TEXT                           |
 //!
 //! Text compares and sorts by code point everywhere (`COLLATE "C"`, `utf8mb4_bin`, SQLite's
@@ -66,7 +67,8 @@ fn column_type(dialect: Dialect, ty: LogicalType, is_key: bool) -> String {
         }
         (Dialect::Postgres, T::Text) => "TEXT COLLATE \"C\"".to_owned(),
         (Dialect::Mysql, T::Text) => if is_key { "VARCHAR(255)" } else { "TEXT" }.to_owned(),
-        (Dialect::Sqlite, T::Text | T::Timestamp | T::Json) => "TEXT".to_owned(),
+        (Dialect::Sqlite, T::Text | T::Timestamp | T::Date | T::Json) => "TEXT".to_owned(),
+        (Dialect::Postgres | Dialect::Mysql, T::Date) => "DATE".to_owned(),
         (Dialect::Postgres | Dialect::Mysql, T::Bool) => "BOOLEAN".to_owned(),
         (Dialect::Sqlite, T::Bool) => "INTEGER".to_owned(),
         (Dialect::Postgres, T::Timestamp) => "TIMESTAMPTZ".to_owned(),

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use pool::ConnPool;
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
@@ -25,7 +25,7 @@ use switchyard_backend::{
     RowStream, coerce_column, undecodable, within,
 };
 use switchyard_config::BackendConfig;
-use switchyard_core::value::format_timestamp;
+use switchyard_core::value::{format_date, format_timestamp};
 use switchyard_core::{BackendKind, LogicalType, ResultColumn, ResultSet, Statement, Table, Value};
 
 pub use render::{Dialect, Rendered, render};
@@ -212,6 +212,7 @@ fn bind_pg(q: PgQuery<'_>, value: Value, ty: LogicalType) -> PgQuery<'_> {
             LogicalType::Decimal { .. } => q.bind(None::<Decimal>),
             LogicalType::Bool => q.bind(None::<bool>),
             LogicalType::Timestamp => q.bind(None::<DateTime<Utc>>),
+            LogicalType::Date => q.bind(None::<NaiveDate>),
             LogicalType::Json => q.bind(None::<sqlx::types::Json<serde_json::Value>>),
             LogicalType::Text => q.bind(None::<String>),
         },
@@ -221,6 +222,7 @@ fn bind_pg(q: PgQuery<'_>, value: Value, ty: LogicalType) -> PgQuery<'_> {
         Value::Text(s) => q.bind(s),
         Value::Bool(b) => q.bind(b),
         Value::Timestamp(t) => q.bind(t),
+        Value::Date(d) => q.bind(d),
         Value::Json(j) => q.bind(sqlx::types::Json(j)),
     }
 }
@@ -233,6 +235,7 @@ fn bind_mysql(q: MyQuery<'_>, value: Value, ty: LogicalType) -> MyQuery<'_> {
             LogicalType::Float => q.bind(None::<f64>),
             LogicalType::Decimal { .. } => q.bind(None::<Decimal>),
             LogicalType::Timestamp => q.bind(None::<DateTime<Utc>>),
+            LogicalType::Date => q.bind(None::<NaiveDate>),
             LogicalType::Text | LogicalType::Json => q.bind(None::<String>),
         },
         Value::Int(i) => q.bind(i),
@@ -241,6 +244,7 @@ fn bind_mysql(q: MyQuery<'_>, value: Value, ty: LogicalType) -> MyQuery<'_> {
         Value::Text(s) => q.bind(s),
         Value::Bool(b) => q.bind(b),
         Value::Timestamp(t) => q.bind(t),
+        Value::Date(d) => q.bind(d),
         Value::Json(j) => q.bind(j.to_string()),
     }
 }
@@ -251,7 +255,7 @@ fn bind_sqlite(q: LiteQuery<'_>, value: Value, ty: LogicalType) -> LiteQuery<'_>
         Value::Null => match ty {
             LogicalType::Int | LogicalType::Bool => q.bind(None::<i64>),
             LogicalType::Float | LogicalType::Decimal { .. } => q.bind(None::<f64>),
-            LogicalType::Text | LogicalType::Timestamp | LogicalType::Json => {
+            LogicalType::Text | LogicalType::Timestamp | LogicalType::Date | LogicalType::Json => {
                 q.bind(None::<String>)
             }
         },
@@ -263,6 +267,7 @@ fn bind_sqlite(q: LiteQuery<'_>, value: Value, ty: LogicalType) -> LiteQuery<'_>
         Value::Text(s) => q.bind(s),
         Value::Bool(b) => q.bind(b),
         Value::Timestamp(t) => q.bind(format_timestamp(&t)),
+        Value::Date(d) => q.bind(format_date(&d)),
         Value::Json(j) => q.bind(j.to_string()),
     }
 }
@@ -616,6 +621,7 @@ fn decode_pg(row: &PgRow, i: usize) -> Result<Value, String> {
         "BOOL" => Value::Bool(row.try_get::<bool, _>(i).map_err(err)?),
         "TIMESTAMPTZ" => Value::Timestamp(row.try_get::<DateTime<Utc>, _>(i).map_err(err)?),
         "TIMESTAMP" => Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(err)?.and_utc()),
+        "DATE" => Value::Date(row.try_get::<NaiveDate, _>(i).map_err(err)?),
         "JSON" | "JSONB" => Value::Json(row.try_get::<serde_json::Value, _>(i).map_err(err)?),
         _ => Value::Text(
             row.try_get::<String, _>(i)
@@ -644,6 +650,7 @@ fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, String> {
         "FLOAT" => Value::Float(f64::from(row.try_get::<f32, _>(i).map_err(err)?)),
         "DATETIME" => Value::Timestamp(row.try_get::<NaiveDateTime, _>(i).map_err(err)?.and_utc()),
         "TIMESTAMP" => Value::Timestamp(row.try_get::<DateTime<Utc>, _>(i).map_err(err)?),
+        "DATE" => Value::Date(row.try_get::<NaiveDate, _>(i).map_err(err)?),
         "JSON" => Value::Json(row.try_get::<serde_json::Value, _>(i).map_err(err)?),
         "BLOB" | "VARBINARY" | "BINARY" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
             let bytes = row.try_get::<Vec<u8>, _>(i).map_err(err)?;

@@ -48,6 +48,7 @@ pub(crate) fn bind_type(v: &Value) -> LogicalType {
         },
         Value::Bool(_) => LogicalType::Bool,
         Value::Timestamp(_) => LogicalType::Timestamp,
+        Value::Date(_) => LogicalType::Date,
         Value::Json(_) => LogicalType::Json,
         Value::Null | Value::Text(_) => LogicalType::Text,
     }

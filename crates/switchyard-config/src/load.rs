@@ -753,7 +753,7 @@ placements = [{ backend = "missing", key_pattern = "u:{id}" }]
           router.toml:11:7: backends.my.url: environment variable `NOPE` is not set and `${NOPE}` has no default (write `${NOPE:-default}`)
           router.toml:11:7: backends.my.url: a mysql url must start with mysql:// or mariadb://
           router.toml:12:10: backends.my.schema: applies only to postgres backends
-          router.toml:15:29: tables.t.columns.v: unknown column type `varchar`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, json
+          router.toml:15:29: tables.t.columns.v: unknown column type `varchar`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, date, json
           router.toml:21:16: tables.u.primary_key[0]: unknown column `nope`, expected one of: id
           router.toml:22:27: tables.u.placements[0].backend: unknown backend `missing`, expected one of: my
           router.toml:24:2: extra: unknown section, expected one of: server, backends, tables, plugins, admin, execution, transactions, events

@@ -29,6 +29,8 @@ pub enum LogicalType {
     Bool,
     /// Instant in time, stored as UTC, rendered as RFC 3339.
     Timestamp,
+    /// Calendar date without a time of day, rendered as `YYYY-MM-DD`.
+    Date,
     /// Arbitrary JSON document (objects, arrays, scalars).
     Json,
 }
@@ -55,6 +57,7 @@ impl LogicalType {
             Self::Text => "text",
             Self::Bool => "bool",
             Self::Timestamp => "timestamp",
+            Self::Date => "date",
             Self::Json => "json",
         }
     }
@@ -72,7 +75,7 @@ impl fmt::Display for LogicalType {
 /// A column type string that is not one of the logical types.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown column type `{given}`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, json"
+    "unknown column type `{given}`, expected one of: int, float, decimal, decimal(P,S), text, bool, timestamp, date, json"
 )]
 pub struct TypeParseError {
     /// The text that was given.
@@ -96,7 +99,8 @@ impl FromStr for LogicalType {
             },
             "text" | "string" => Self::Text,
             "bool" | "boolean" => Self::Bool,
-            "timestamp" => Self::Timestamp,
+            "timestamp" | "timestamptz" => Self::Timestamp,
+            "date" => Self::Date,
             "json" => Self::Json,
             _ => {
                 let args = t
@@ -137,7 +141,7 @@ impl schemars::JsonSchema for LogicalType {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "description": "Logical column type: int, float, decimal (= decimal(18,2)), decimal(P,S) with P <= 28, text, bool, timestamp, json",
+            "description": "Logical column type: int, float, decimal (= decimal(18,2)), decimal(P,S) with P <= 28, text, bool, timestamp, date, json",
             "pattern": "^(int|integer|bigint|float|double|decimal|numeric|text|string|bool|boolean|timestamp|json|(decimal|numeric)\\(\\s*[0-9]+\\s*,\\s*[0-9]+\\s*\\))$"
         })
     }

@@ -760,6 +760,7 @@ pub fn shard_of(value: &Value, shards: usize) -> usize {
                 Value::Bool(b) => b.to_string(),
                 Value::Float(f) => f.to_string(),
                 Value::Timestamp(t) => t.timestamp_micros().to_string(),
+                Value::Date(d) => crate::value::format_date(d),
                 Value::Json(j) => j.to_string(),
                 _ => String::new(),
             };

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -26,6 +26,8 @@ pub enum Value {
     Bool(bool),
     /// `timestamp` (UTC).
     Timestamp(DateTime<Utc>),
+    /// `date`.
+    Date(NaiveDate),
     /// `json`.
     Json(serde_json::Value),
 }
@@ -48,6 +50,7 @@ impl Value {
             Self::Text(s) => J::String(s.clone()),
             Self::Bool(b) => J::Bool(*b),
             Self::Timestamp(t) => J::String(format_timestamp(t)),
+            Self::Date(d) => J::String(format_date(d)),
             Self::Json(j) => j.clone(),
         }
     }
@@ -108,6 +111,13 @@ impl Value {
             },
             (v @ Self::Bool(_), T::Bool) => v,
             (v @ Self::Timestamp(_), T::Timestamp) => v,
+            (Self::Text(s), T::Date) => Self::Date(
+                parse_date(&s)
+                    .ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD expected)"))?,
+            ),
+            (v @ Self::Date(_), T::Date) => v,
+            (Self::Date(d), T::Timestamp) => Self::Timestamp(d.and_time(NaiveTime::MIN).and_utc()),
+            (Self::Timestamp(t), T::Date) => Self::Date(t.date_naive()),
             (v @ Self::Json(_), T::Json) => v,
             (v, T::Json) => Self::Json(v.to_json(ty)),
             (v, _) => return Err(fail(&v)),
@@ -131,7 +141,9 @@ impl Value {
             }
             (J::Number(n), T::Decimal { .. }) => Self::Text(n.to_string()).coerce(ty)?,
             (J::String(s), T::Text) => Self::Text(s.clone()),
-            (J::String(s), T::Decimal { .. } | T::Timestamp) => Self::Text(s.clone()).coerce(ty)?,
+            (J::String(s), T::Decimal { .. } | T::Timestamp | T::Date) => {
+                Self::Text(s.clone()).coerce(ty)?
+            }
             (j, _) => return Err(format!("expected {}, got {}", ty.name(), json_kind(j))),
         };
         v.check_storable(ty)?;
@@ -200,6 +212,7 @@ impl Value {
             Self::Text(s) => format!("text '{s}'"),
             Self::Bool(b) => format!("bool {b}"),
             Self::Timestamp(t) => format!("timestamp {}", format_timestamp(t)),
+            Self::Date(d) => format!("date {}", format_date(d)),
             Self::Json(_) => "json".to_owned(),
         }
     }
@@ -217,6 +230,9 @@ impl Value {
             (V::Text(a), V::Text(b)) => a.cmp(b),
             (V::Bool(a), V::Bool(b)) => a.cmp(b),
             (V::Timestamp(a), V::Timestamp(b)) => a.cmp(b),
+            (V::Date(a), V::Date(b)) => a.cmp(b),
+            (V::Date(a), V::Timestamp(b)) => a.and_time(NaiveTime::MIN).and_utc().cmp(b),
+            (V::Timestamp(a), V::Date(b)) => a.cmp(&b.and_time(NaiveTime::MIN).and_utc()),
             (a, b) => match (a.as_f64(), b.as_f64()) {
                 (Some(x), Some(y)) => x.total_cmp(&y),
                 _ => a.describe().cmp(&b.describe()),
@@ -261,6 +277,7 @@ impl serde::Serialize for JsonCell<'_> {
             Value::Text(t) => s.serialize_str(t),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Timestamp(t) => s.serialize_str(&format_timestamp(t)),
+            Value::Date(d) => s.collect_str(&d.format("%Y-%m-%d")),
             Value::Json(j) => j.serialize(s),
         }
     }
@@ -304,6 +321,26 @@ fn at_scale(d: Decimal, ty: LogicalType) -> Decimal {
 /// sorts lexicographically in time order).
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// `YYYY-MM-DD`, the one date format Switchyard emits and stores as text (it sorts in time order).
+pub fn format_date(d: &NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+/// Microseconds since the Unix epoch of midnight UTC on `d`.
+pub fn date_micros(d: &NaiveDate) -> i64 {
+    d.and_time(NaiveTime::MIN).and_utc().timestamp_micros()
+}
+
+/// Parses `YYYY-MM-DD`; an RFC 3339 instant at midnight UTC is accepted as its date.
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    let s = s.trim();
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().or_else(|| {
+        parse_timestamp(s)
+            .filter(|t| t.time() == NaiveTime::MIN)
+            .map(|t| t.date_naive())
+    })
 }
 
 /// Parses RFC 3339, or a naive `YYYY-MM-DD[ HH:MM:SS[.f]]` taken as UTC.
@@ -366,6 +403,29 @@ mod tests {
     }
 
     #[test]
+    fn dates_parse_render_and_compare_with_instants() {
+        let d = Value::from_param(&serde_json::json!("1998-12-01"), LogicalType::Date).unwrap();
+        assert_eq!(
+            d.to_json(LogicalType::Date),
+            serde_json::json!("1998-12-01")
+        );
+        assert!(Value::from_param(&serde_json::json!("1998-02-30"), LogicalType::Date).is_err());
+        assert!(Value::from_param(&serde_json::json!(19981201), LogicalType::Date).is_err());
+        let noon = Value::Timestamp(parse_timestamp("1998-12-01T12:00:00Z").unwrap());
+        assert_eq!(d.total_cmp(&noon), Ordering::Less);
+        assert_eq!(
+            noon.clone().coerce(LogicalType::Date),
+            Ok(d.clone()),
+            "an instant's date is its UTC day"
+        );
+        assert_eq!(
+            d.coerce(LogicalType::Timestamp)
+                .map(|v| v.to_json(LogicalType::Timestamp)),
+            Ok(serde_json::json!("1998-12-01T00:00:00.000000Z"))
+        );
+    }
+
+    #[test]
     fn cells_serialize_as_their_json_form() {
         let dec = LogicalType::Decimal {
             precision: 18,
@@ -394,6 +454,10 @@ mod tests {
             (
                 Value::Timestamp(parse_timestamp("2024-01-02T03:04:05.5+02:00").unwrap()),
                 LogicalType::Timestamp,
+            ),
+            (
+                Value::Date(NaiveDate::from_ymd_opt(1998, 12, 1).unwrap()),
+                LogicalType::Date,
             ),
             (
                 Value::Json(serde_json::json!({"b": [1, 2.5, null, "x"], "a": {}})),

@@ -74,6 +74,8 @@ macro_rules! wit_conversions {
                 $crate::Value::Text(s) => w::Scalar::Text(s.clone()),
                 $crate::Value::Bool(b) => w::Scalar::Boolean(*b),
                 $crate::Value::Timestamp(t) => w::Scalar::Timestamp(t.timestamp_micros()),
+                // Contract 0.1 has no date: a plugin sees the instant at midnight UTC.
+                $crate::Value::Date(d) => w::Scalar::Timestamp($crate::value::date_micros(d)),
                 $crate::Value::Json(j) => w::Scalar::Json(j.to_string()),
             }
         }

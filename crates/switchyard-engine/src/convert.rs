@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder,
-    RecordBatch, RecordBatchOptions, StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal128Type, Field, Float16Type, Float32Type, Float64Type,
@@ -37,6 +37,7 @@ pub(crate) fn arrow_type(ty: LogicalType) -> DataType {
         LogicalType::Text | LogicalType::Json => DataType::Utf8,
         LogicalType::Bool => DataType::Boolean,
         LogicalType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        LogicalType::Date => DataType::Date32,
     }
 }
 
@@ -148,6 +149,17 @@ fn column_array<'a>(
             }
             Arc::new(b.finish())
         }
+        LogicalType::Date => {
+            let mut b = Date32Builder::with_capacity(len);
+            for v in cells {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::Date(d) => b.append_value(Date32Type::from_naive_date(*d)),
+                    other => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
     })
 }
 
@@ -163,7 +175,7 @@ fn mantissa_at(d: Decimal, scale: u8) -> i128 {
 }
 
 /// The logical type a result column of Arrow type `ty` is answered as. Types without a logical
-/// counterpart (dates, intervals, lists) are answered as their text.
+/// counterpart (intervals, lists) are answered as their text.
 pub(crate) fn logical_type(ty: &DataType) -> LogicalType {
     match ty {
         DataType::Int8
@@ -181,6 +193,7 @@ pub(crate) fn logical_type(ty: &DataType) -> LogicalType {
         },
         DataType::Boolean => LogicalType::Bool,
         DataType::Timestamp(_, _) => LogicalType::Timestamp,
+        DataType::Date32 | DataType::Date64 => LogicalType::Date,
         // The JSON functions' union of JSON kinds (`->`).
         DataType::Union(_, _) => LogicalType::Json,
         _ => LogicalType::Text,
@@ -331,7 +344,7 @@ pub(crate) fn array_values(array: &dyn Array) -> Result<Vec<Value>, EngineError>
                 out.push(if a.is_null(i) {
                     Value::Null
                 } else {
-                    Value::Text(date_text(i64::from(a.value(i)))?)
+                    Value::Date(date_of(i64::from(a.value(i)))?)
                 });
             }
         }
@@ -341,7 +354,7 @@ pub(crate) fn array_values(array: &dyn Array) -> Result<Vec<Value>, EngineError>
                 out.push(if a.is_null(i) {
                     Value::Null
                 } else {
-                    Value::Text(date_text(a.value(i).div_euclid(86_400_000))?)
+                    Value::Date(date_of(a.value(i).div_euclid(86_400_000))?)
                 });
             }
         }
@@ -412,10 +425,9 @@ fn decimal_of(unscaled: i128, scale: u32) -> Result<Decimal, EngineError> {
 }
 
 /// `days` since 1970-01-01 as `YYYY-MM-DD`.
-fn date_text(days: i64) -> Result<String, EngineError> {
+fn date_of(days: i64) -> Result<NaiveDate, EngineError> {
     NaiveDate::from_ymd_opt(1970, 1, 1)
         .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(days)))
-        .map(|d| d.format("%Y-%m-%d").to_string())
         .ok_or_else(|| EngineError::Data("date out of range".to_owned()))
 }
 
@@ -465,6 +477,7 @@ mod tests {
             LogicalType::Text,
             LogicalType::Bool,
             LogicalType::Timestamp,
+            LogicalType::Date,
         ];
         let schema = Arc::new(Schema::new(
             types
@@ -482,8 +495,9 @@ mod tests {
                 Value::Text("ana".into()),
                 Value::Bool(true),
                 Value::Timestamp(ts),
+                Value::Date(NaiveDate::from_ymd_opt(1998, 12, 1).expect("date")),
             ],
-            vec![Value::Null; 6],
+            vec![Value::Null; 7],
         ];
         let batch = rows_to_batch(&schema, &types, &rows).expect("batch");
         let back = batch_rows(&batch).expect("rows");
@@ -501,9 +515,9 @@ mod tests {
     }
 
     #[test]
-    fn dates_are_answered_as_iso_text() {
-        assert_eq!(date_text(19_844).expect("date"), "2024-05-01");
-        assert_eq!(date_text(-1).expect("date"), "1969-12-31");
+    fn dates_count_days_from_the_epoch() {
+        assert_eq!(date_of(19_844).expect("date").to_string(), "2024-05-01");
+        assert_eq!(date_of(-1).expect("date").to_string(), "1969-12-31");
     }
 
     #[test]

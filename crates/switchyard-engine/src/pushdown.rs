@@ -178,6 +178,11 @@ fn param(col: &Col, v: &ScalarValue, params: &mut Vec<serde_json::Value>) -> Opt
         {
             timestamp_param(ns.div_euclid(1_000))?
         }
+        (DataType::Date32, ScalarValue::Date32(Some(days))) => serde_json::Value::String(
+            chrono::NaiveDate::from_epoch_days(*days)?
+                .format("%Y-%m-%d")
+                .to_string(),
+        ),
         _ => return None,
     };
     params.push(json);

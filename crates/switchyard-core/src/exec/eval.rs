@@ -282,6 +282,7 @@ fn text_of(v: &Value) -> String {
         Value::Decimal(d) => d.to_string(),
         Value::Bool(b) => if *b { "true" } else { "false" }.to_owned(),
         Value::Timestamp(t) => crate::value::format_timestamp(t),
+        Value::Date(d) => crate::value::format_date(d),
         Value::Json(j) => j.to_string(),
         Value::Null => String::new(),
     }

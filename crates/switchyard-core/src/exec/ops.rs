@@ -58,6 +58,7 @@ pub fn key_of(v: &Value) -> Key {
         Value::Text(s) => Key::Text(s.clone()),
         Value::Bool(b) => Key::Bool(*b),
         Value::Timestamp(t) => Key::Ts(t.timestamp_micros()),
+        Value::Date(d) => Key::Ts(crate::value::date_micros(d)),
         Value::Json(j) => Key::Json(j.to_string()),
     }
 }

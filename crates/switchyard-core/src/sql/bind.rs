@@ -1673,6 +1673,7 @@ fn value_type(v: &Value, fallback: Option<LogicalType>) -> LogicalType {
         Value::Text(_) => LogicalType::Text,
         Value::Bool(_) => LogicalType::Bool,
         Value::Timestamp(_) => LogicalType::Timestamp,
+        Value::Date(_) => LogicalType::Date,
         Value::Json(_) => LogicalType::Json,
         Value::Null => fallback.unwrap_or(LogicalType::Text),
     }
