@@ -6,8 +6,11 @@
 //! - A float compared or combined with a numeric is computed as floats (PostgreSQL casts the
 //!   numeric to `float8`; DataFusion would cast the float to a decimal).
 //! - Functions PostgreSQL has under another name (`mod`) are rewritten in the statement.
-//! - `AVG` of a decimal rounds its last digit (half away from zero), where DataFusion truncates:
-//!   it averages the input widened by ten digits and rounds back to the declared scale.
+//! - `AVG` of a decimal has PostgreSQL's scale: at least 16 fraction digits (PostgreSQL's
+//!   division keeps 16 significant digits; for averages from 1 to 9999 that is 16 fraction
+//!   digits; larger ones get fewer there and the same value here), rounded half away from zero,
+//!   where DataFusion answers the input's scale + 4, truncated. It averages the input widened by
+//!   enough digits and rounds to that scale; the nodes above are retyped.
 
 use std::ops::ControlFlow;
 
@@ -25,9 +28,16 @@ use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 
 /// The plan with PostgreSQL's semantics where they differ.
 pub(crate) fn postgres(plan: LogicalPlan) -> Result<LogicalPlan> {
-    let plan = plan
-        .transform_up_with_subqueries(round_decimal_averages)?
-        .data;
+    let averaged = plan.transform_up_with_subqueries(round_decimal_averages)?;
+    let plan = if averaged.transformed {
+        // An average's type changed: every node above recomputes its schema.
+        averaged
+            .data
+            .transform_up_with_subqueries(|n| n.recompute_schema().map(Transformed::yes))?
+            .data
+    } else {
+        averaged.data
+    };
     plan.transform_up_with_subqueries(|node| {
         let schema = merge_schema(&node.inputs());
         // A rewritten expression keeps its name, so the nodes above still find it.
@@ -159,8 +169,12 @@ impl VisitorMut for Functions {
     }
 }
 
-/// Digits an average's input is widened by before it is averaged and rounded back.
-const AVG_EXTRA_DIGITS: i8 = 10;
+/// The fraction digits PostgreSQL's `AVG` of a decimal has when the average is from 1 to 9999
+/// (`NUMERIC_MIN_SIG_DIGITS`); at least the input's own scale.
+const PG_AVG_SCALE: i8 = 16;
+
+/// Digits DataFusion's `AVG` adds to its input's scale.
+const DATAFUSION_AVG_DIGITS: i8 = 4;
 
 /// An aggregate whose `AVG`s of decimals average the widened input, under a projection that
 /// rounds each back to the type (and name) the plan above expects.
@@ -181,15 +195,23 @@ fn round_decimal_averages(node: LogicalPlan) -> Result<Transformed<LogicalPlan>>
                 if f.func.name().eq_ignore_ascii_case("avg") && f.params.args.len() == 1 =>
             {
                 match f.params.args[0].get_type(&input_schema) {
-                    Ok(DataType::Decimal128(p, s)) if s >= 0 && s + AVG_EXTRA_DIGITS <= 38 => {
-                        let precision = (p + AVG_EXTRA_DIGITS as u8).min(38);
-                        let mut f = f.clone();
-                        f.params.args[0] = Expr::Cast(Cast::new(
-                            Box::new(f.params.args[0].clone()),
-                            DataType::Decimal128(precision, s + AVG_EXTRA_DIGITS),
-                        ));
-                        rounded.push((i, p, s));
-                        Some(Expr::AggregateFunction(f))
+                    Ok(DataType::Decimal128(p, s)) if s >= 0 && i16::from(p) >= i16::from(s) => {
+                        let integer_digits = p as i8 - s;
+                        let target = s.max(PG_AVG_SCALE);
+                        // One digit past the target, so that rounding sees it.
+                        let widened = s.max(target + 1 - DATAFUSION_AVG_DIGITS);
+                        if integer_digits + widened + DATAFUSION_AVG_DIGITS > 38 {
+                            None
+                        } else {
+                            let mut f = f.clone();
+                            f.params.args[0] = Expr::Cast(Cast::new(
+                                Box::new(f.params.args[0].clone()),
+                                DataType::Decimal128((integer_digits + widened) as u8, widened),
+                            ));
+                            let precision = (integer_digits + target).min(38) as u8;
+                            rounded.push((i, precision, target));
+                            Some(Expr::AggregateFunction(f))
+                        }
                     }
                     _ => None,
                 }
@@ -221,10 +243,7 @@ fn round_decimal_averages(node: LogicalPlan) -> Result<Transformed<LogicalPlan>>
         let target = rounded
             .iter()
             .find(|(i, _, _)| first_aggr + i == j)
-            .and_then(|_| match orig_field.data_type() {
-                DataType::Decimal128(p, s) => Some((*p, *s)),
-                _ => None,
-            });
+            .map(|(_, p, s)| (*p, *s));
         exprs.push(match target {
             Some((p, s)) => {
                 let rounded = datafusion::functions::math::expr_fn::round(vec![
@@ -237,10 +256,6 @@ fn round_decimal_averages(node: LogicalPlan) -> Result<Transformed<LogicalPlan>>
             None => column.alias_qualified(orig_qualifier.cloned(), orig_field.name()),
         });
     }
-    let projection = Projection::try_new_with_schema(
-        exprs,
-        Arc::new(LogicalPlan::Aggregate(widened)),
-        original,
-    )?;
+    let projection = Projection::try_new(exprs, Arc::new(LogicalPlan::Aggregate(widened)))?;
     Ok(Transformed::yes(LogicalPlan::Projection(projection)))
 }

@@ -240,8 +240,9 @@ async fn a_rounding_cast_keeps_its_name_for_order_by() {
 
 #[tokio::test]
 async fn avg_of_decimals_rounds_its_last_digit() {
-    // (0.01 + 0.01 + 0.00) / 3 = 0.0066666…: at scale 6 it rounds up to 0.006667 (DataFusion
-    // alone truncates to 0.006666).
+    // PostgreSQL's scale (16 fraction digits; DataFusion alone answers the input's scale + 4):
+    // (0.01 + 0.01 + 0.00) / 3 = 0.0066666… rounds up in its last digit (DataFusion truncates);
+    // PostgreSQL answers 1.5000000000000000 for b.
     let (names, rows) = run(
         "SELECT customer_id, AVG(amount) FROM payments GROUP BY customer_id ORDER BY customer_id",
         json!([]),
@@ -264,8 +265,8 @@ async fn avg_of_decimals_rounds_its_last_digit() {
     assert_eq!(
         rows,
         vec![
-            vec![Value::Text("a".into()), dec("0.006667")],
-            vec![Value::Text("b".into()), dec("1.500000")],
+            vec![Value::Text("a".into()), dec("0.0066666666666667")],
+            vec![Value::Text("b".into()), dec("1.5000000000000000")],
         ]
     );
 }
@@ -312,5 +313,45 @@ async fn floats_compare_with_numerics_as_floats() {
     assert_eq!(
         rows,
         vec![vec![Value::Text("a".into())], vec![Value::Text("c".into())]]
+    );
+}
+
+#[tokio::test]
+async fn an_average_retypes_the_expressions_above_it() {
+    // The outer scan reads customer_id and amount, the subquery's amount alone.
+    let rows_of = |scan: &str| {
+        [("a", "0.01"), ("a", "0.02"), ("b", "2.00"), ("b", "1.00")]
+            .iter()
+            .map(|(c, a)| {
+                if scan.contains("customer_id") {
+                    vec![Value::Text((*c).into()), dec(a)]
+                } else {
+                    vec![dec(a)]
+                }
+            })
+            .collect()
+    };
+    let (names, rows) = run(
+        "SELECT customer_id, AVG(amount) * 2 AS twice, (SELECT AVG(amount) FROM payments) + 1 AS overall FROM payments GROUP BY customer_id HAVING AVG(amount) > 0.01 ORDER BY AVG(amount) DESC",
+        json!([]),
+        rows_of,
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["customer_id", "twice", "overall"]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Value::Text("b".into()),
+                dec("3.0000000000000000"),
+                dec("1.7575000000000000")
+            ],
+            vec![
+                Value::Text("a".into()),
+                dec("0.0300000000000000"),
+                dec("1.7575000000000000")
+            ],
+        ]
     );
 }
