@@ -6,6 +6,8 @@ mod common;
 #[path = "differential_engine/mod.rs"]
 mod engine;
 mod tpch;
+#[path = "tpch/suite.rs"]
+mod tpch_suite;
 
 use common::{EVERY_STORE, TestServer, TestStore, shop_on, start_server};
 use serde_json::{Value as J, json};

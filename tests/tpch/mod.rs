@@ -9,9 +9,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 
-#[cfg(test)]
-mod suite;
-
 use switchyard_config::Config;
 use switchyard_core::Value;
 

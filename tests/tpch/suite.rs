@@ -4,13 +4,13 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::{Oracle, Placement, load, load_oracle, on_one_store, polyglot, queries};
+use crate::tpch::{Oracle, Placement, load, load_oracle, on_one_store, polyglot, queries};
 use crate::common::{self, Store, TestStore, start_server, unique_name};
 use crate::engine::{postgres_rows, reference_rows, router_rows};
 
 /// Loads TPC-H through a router on `placement` and compares the 22 answers with the oracle's.
 async fn run(label: &str, placement: Placement, backends: Vec<(&str, TestStore)>) {
-    let data = super::generate(super::SCALE);
+    let data = crate::tpch::generate(crate::tpch::SCALE);
     let url = common::pg_url();
     let oracle = Oracle {
         url: url.clone(),
@@ -26,7 +26,7 @@ async fn run(label: &str, placement: Placement, backends: Vec<(&str, TestStore)>
         .iter()
         .map(|(name, s)| (*name, s.backend.clone()))
         .collect();
-    let server = start_server(super::config(placement, &configs)).await;
+    let server = start_server(crate::tpch::config(placement, &configs)).await;
     let started = Instant::now();
     load(&server.router, &data).await;
     eprintln!("[tpch {label}] loaded in {:?}", started.elapsed());
