@@ -132,6 +132,19 @@ pub fn engine_suite() -> Vec<EngineCase> {
         u(
             "SELECT o.items->0->>'product_id' AS p, COUNT(*) FROM orders o GROUP BY 1 HAVING COUNT(*) > 3",
         ),
+        u("SELECT o.order_id, jsonb_array_elements(o.items) FROM orders o"),
+        u(
+            "SELECT payment_type, percentile_cont(0.5) WITHIN GROUP (ORDER BY amount), percentile_cont(0.9) WITHIN GROUP (ORDER BY installments) FROM payments GROUP BY payment_type",
+        ),
+        u(
+            "SELECT order_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), to_char(created_at, 'FMDD Mon YY') FROM orders",
+        ),
+        u(
+            "SELECT customer_id, age(TIMESTAMP '2025-03-01 12:00:00', created_at), created_at - TIMESTAMP '2024-01-01' FROM customers",
+        ),
+        u(
+            "SELECT interval '1 year 2 months 3 days 4 hours 5 minutes 6.5 seconds', interval '-1 day', interval '36 hours', interval '1 month' - interval '1 day'",
+        ),
     ]
 }
 

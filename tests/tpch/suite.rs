@@ -4,9 +4,9 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::tpch::{Oracle, Placement, load, load_oracle, on_one_store, polyglot, queries};
 use crate::common::{self, Store, TestStore, start_server, unique_name};
 use crate::engine::{postgres_rows, reference_rows, router_rows};
+use crate::tpch::{Oracle, Placement, load, load_oracle, on_one_store, polyglot, queries};
 
 /// Loads TPC-H through a router on `placement` and compares the 22 answers with the oracle's.
 async fn run(label: &str, placement: Placement, backends: Vec<(&str, TestStore)>) {

@@ -10,8 +10,10 @@ use datafusion::arrow::array::{
     Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Decimal128Type, Field, Float16Type, Float32Type, Float64Type,
-    Int8Type, Int16Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    DataType, Date32Type, Date64Type, Decimal128Type, DurationMicrosecondType,
+    DurationMillisecondType, DurationNanosecondType, DurationSecondType, Field, Float16Type,
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, IntervalDayTimeType,
+    IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, Schema, SchemaRef, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
@@ -22,6 +24,7 @@ use switchyard_core::catalog::Table;
 use switchyard_core::value::Value;
 
 use crate::EngineError;
+use crate::pgtime::interval_text;
 
 /// The time zone every timestamp is computed in (PostgreSQL sessions of the router are UTC).
 pub(crate) const UTC: &str = "+00:00";
@@ -200,6 +203,18 @@ pub(crate) fn logical_type(ty: &DataType) -> LogicalType {
     }
 }
 
+/// A text column whose values are JSON documents (the JSON functions mark them with Arrow's
+/// JSON extension type): answered as `json`.
+pub(crate) fn is_json_text(field: &Field) -> bool {
+    matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    ) && field
+        .metadata()
+        .get("ARROW:extension:name")
+        .is_some_and(|n| n == "arrow.json")
+}
+
 /// One column of a result batch as values of `logical_type(array.data_type())`.
 pub(crate) fn array_values(array: &dyn Array) -> Result<Vec<Value>, EngineError> {
     let n = array.len();
@@ -359,6 +374,65 @@ pub(crate) fn array_values(array: &dyn Array) -> Result<Vec<Value>, EngineError>
             }
         }
         DataType::Null => out.resize(n, Value::Null),
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let a = array.as_primitive::<IntervalMonthDayNanoType>();
+            for i in 0..n {
+                out.push(if a.is_null(i) {
+                    Value::Null
+                } else {
+                    let v = a.value(i);
+                    Value::Text(interval_text(v.months, v.days, v.nanoseconds))
+                });
+            }
+        }
+        DataType::Duration(unit) => {
+            // A difference of instants: PostgreSQL answers days and a time of day.
+            let per_nano: i64 = match unit {
+                TimeUnit::Second => 1_000_000_000,
+                TimeUnit::Millisecond => 1_000_000,
+                TimeUnit::Microsecond => 1_000,
+                TimeUnit::Nanosecond => 1,
+            };
+            let values: Vec<Option<i64>> = match unit {
+                TimeUnit::Second => durations::<DurationSecondType>(array),
+                TimeUnit::Millisecond => durations::<DurationMillisecondType>(array),
+                TimeUnit::Microsecond => durations::<DurationMicrosecondType>(array),
+                TimeUnit::Nanosecond => durations::<DurationNanosecondType>(array),
+            };
+            for v in values {
+                out.push(match v {
+                    None => Value::Null,
+                    Some(v) => {
+                        let nanos = v.saturating_mul(per_nano);
+                        let day = 86_400_000_000_000_i64;
+                        let days = i32::try_from(nanos / day).unwrap_or(i32::MAX);
+                        Value::Text(interval_text(0, days, nanos % day))
+                    }
+                });
+            }
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            let a = array.as_primitive::<IntervalYearMonthType>();
+            for i in 0..n {
+                out.push(if a.is_null(i) {
+                    Value::Null
+                } else {
+                    Value::Text(interval_text(a.value(i), 0, 0))
+                });
+            }
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let a = array.as_primitive::<IntervalDayTimeType>();
+            for i in 0..n {
+                out.push(if a.is_null(i) {
+                    Value::Null
+                } else {
+                    let v = a.value(i);
+                    let nanos = i64::from(v.milliseconds) * 1_000_000;
+                    Value::Text(interval_text(0, v.days, nanos))
+                });
+            }
+        }
         DataType::Union(fields, _) => {
             let union = array.as_union();
             for i in 0..n {
@@ -425,6 +499,15 @@ fn decimal_of(unscaled: i128, scale: u32) -> Result<Decimal, EngineError> {
 }
 
 /// `days` since 1970-01-01 as `YYYY-MM-DD`.
+fn durations<T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>>(
+    array: &dyn Array,
+) -> Vec<Option<i64>> {
+    let a = array.as_primitive::<T>();
+    (0..a.len())
+        .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+        .collect()
+}
+
 fn date_of(days: i64) -> Result<NaiveDate, EngineError> {
     NaiveDate::from_ymd_opt(1970, 1, 1)
         .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(days)))
@@ -445,8 +528,18 @@ pub(crate) fn scalar_value(v: &datafusion::common::ScalarValue) -> Result<Value,
 /// A result batch as rows.
 pub(crate) fn batch_rows(batch: &RecordBatch) -> Result<Vec<Vec<Value>>, EngineError> {
     let mut columns = Vec::with_capacity(batch.num_columns());
-    for array in batch.columns() {
-        columns.push(array_values(array.as_ref())?.into_iter());
+    for (array, field) in batch.columns().iter().zip(batch.schema().fields()) {
+        let mut values = array_values(array.as_ref())?;
+        if is_json_text(field) {
+            for v in &mut values {
+                if let Value::Text(t) = v {
+                    *v = Value::Json(serde_json::from_str(t).map_err(|e| {
+                        EngineError::Data(format!("a JSON value is not JSON: {e}"))
+                    })?);
+                }
+            }
+        }
+        columns.push(values.into_iter());
     }
     let mut rows = Vec::with_capacity(batch.num_rows());
     for _ in 0..batch.num_rows() {

@@ -15,6 +15,7 @@
 mod convert;
 mod error;
 mod names;
+mod pgtime;
 mod provider;
 mod pushdown;
 mod semantics;
@@ -103,6 +104,13 @@ impl Engine {
             .build();
         // `->`, `->>`, `#>>` and the json_* functions over `json` columns (JSON text).
         datafusion_functions_json::register_all(&mut state)?;
+        // PostgreSQL's `age`, which DataFusion lacks.
+        datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
+            Arc::new(datafusion::logical_expr::ScalarUDF::new_from_impl(
+                pgtime::Age::new(),
+            )),
+        )?;
         let ctx = SessionContext::new_with_state(state);
         let tables = MemoryCatalogProvider::new();
         tables.register_schema("public", Arc::new(LogicalSchema::new(catalog.clone())))?;
@@ -141,7 +149,7 @@ impl Engine {
         let names = names::select_names(query);
         let original = statement.as_ref().clone();
         let mut statement = statement;
-        semantics::postgres_functions(&mut statement);
+        semantics::postgres_functions(&mut statement).map_err(EngineError::Unsupported)?;
         let mut retry = statement.clone();
         let plan = match state
             .statement_to_plan(DFStatement::Statement(statement))
@@ -420,19 +428,18 @@ impl Planned {
 
 /// The answer's columns: PostgreSQL's names, logical types from the plan's output.
 fn output_columns(plan: &LogicalPlan, names: &[Option<String>]) -> Vec<ResultColumn> {
-    let fields: Vec<(String, DataType)> = plan
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect();
-    let names = names::align(names, fields.iter().map(|(n, _)| n.clone()).collect());
+    let fields = plan.schema().fields();
+    let names = names::align(names, fields.iter().map(|f| f.name().clone()).collect());
     names
         .into_iter()
-        .zip(&fields)
-        .map(|(name, (_, ty))| ResultColumn {
+        .zip(fields.iter())
+        .map(|(name, field)| ResultColumn {
             name,
-            ty: convert::logical_type(ty),
+            ty: if convert::is_json_text(field) {
+                LogicalType::Json
+            } else {
+                convert::logical_type(field.data_type())
+            },
         })
         .collect()
 }

@@ -133,17 +133,106 @@ fn as_float(e: Expr) -> Expr {
 }
 
 /// PostgreSQL functions DataFusion does not have under that name, rewritten before planning:
-/// `mod(a, b)` is `a % b` (both take the dividend's sign).
-pub(crate) fn postgres_functions(statement: &mut ast::Statement) {
-    let _ = VisitMut::visit(statement, &mut Functions);
+/// `mod(a, b)` is `a % b` (both take the dividend's sign); `jsonb_array_elements(doc)` is
+/// `json_get(unnest(json_get_array(doc)))`.
+pub(crate) fn postgres_functions(statement: &mut ast::Statement) -> Result<(), String> {
+    match VisitMut::visit(statement, &mut Functions) {
+        ControlFlow::Break(refused) => Err(refused),
+        ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 struct Functions;
 
-impl VisitorMut for Functions {
-    type Break = ();
+/// A plain call `name(args)` (no DISTINCT, ORDER BY, FILTER or OVER) of one of `names`.
+fn plain_call<'a>(expr: &'a ast::Expr, names: &[&str]) -> Option<&'a [ast::FunctionArg]> {
+    let ast::Expr::Function(f) = expr else {
+        return None;
+    };
+    let named = f.name.0.len() == 1
+        && f.name.0[0]
+            .as_ident()
+            .is_some_and(|i| names.iter().any(|n| i.value.eq_ignore_ascii_case(n)));
+    match &f.args {
+        ast::FunctionArguments::List(list)
+            if named
+                && list.duplicate_treatment.is_none()
+                && list.clauses.is_empty()
+                && f.over.is_none()
+                && f.filter.is_none() =>
+        {
+            Some(&list.args)
+        }
+        _ => None,
+    }
+}
 
-    fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
+/// `name(args)` as an expression.
+fn call(name: &str, args: Vec<ast::FunctionArg>) -> ast::Expr {
+    ast::Expr::Function(ast::Function {
+        name: ast::ObjectName::from(vec![ast::Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: ast::FunctionArguments::None,
+        args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args,
+            clauses: Vec::new(),
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
+}
+
+impl VisitorMut for Functions {
+    type Break = String;
+
+    fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<String> {
+        // `to_char(instant, 'template')`: PostgreSQL's template as chrono's format.
+        if let Some([value, template]) = plain_call(expr, &["to_char"]) {
+            let literal = match template {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v))) => {
+                    match &v.value {
+                        ast::Value::SingleQuotedString(t) => Some(t.clone()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let Some(format) = literal.as_deref().and_then(crate::pgtime::chrono_format) else {
+                return ControlFlow::Break(format!(
+                    "to_char with template {}: the router's engine knows YYYY, YY, MM, DD, DDD, HH, HH12, HH24, MI, SS, MS, US, AM/PM, Mon, Dy, IW, FMMonth, FMDay and quoted text",
+                    literal
+                        .map_or_else(|| "that is not a literal".to_owned(), |t| format!("'{t}'"))
+                ));
+            };
+            let format = ast::Expr::Value(ast::Value::SingleQuotedString(format).into());
+            *expr = call(
+                "to_char",
+                vec![
+                    value.clone(),
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(format)),
+                ],
+            );
+            return ControlFlow::Continue(());
+        }
+        // `jsonb_array_elements(doc)` in a select list: one row per element of the array.
+        if let Some([arg]) = plain_call(expr, &["jsonb_array_elements", "json_array_elements"]) {
+            let array = call("json_get_array", vec![arg.clone()]);
+            let element = call(
+                "unnest",
+                vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(array))],
+            );
+            // `json_get` of the element's text: typed as JSON again (unnest drops the type).
+            *expr = call(
+                "json_get",
+                vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                    element,
+                ))],
+            );
+            return ControlFlow::Continue(());
+        }
         if let ast::Expr::Function(f) = expr
             && f.name.0.len() == 1
             && f.name.0[0]

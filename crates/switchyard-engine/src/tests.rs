@@ -355,3 +355,80 @@ async fn an_average_retypes_the_expressions_above_it() {
         ]
     );
 }
+
+#[tokio::test]
+async fn jsonb_array_elements_gives_a_row_per_element() {
+    let (names, rows) = run(
+        "SELECT o.order_id, jsonb_array_elements(o.items) FROM orders o ORDER BY 1",
+        json!([]),
+        |_| {
+            vec![
+                vec![
+                    Value::Text("o1".into()),
+                    Value::Json(json!([{ "product_id": "p1" }, 2])),
+                ],
+                vec![Value::Text("o2".into()), Value::Json(json!([]))],
+                vec![Value::Text("o3".into()), Value::Json(json!(["x"]))],
+            ]
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["order_id", "jsonb_array_elements"]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Value::Text("o1".into()),
+                Value::Json(json!({ "product_id": "p1" }))
+            ],
+            vec![Value::Text("o1".into()), Value::Json(json!(2))],
+            vec![Value::Text("o3".into()), Value::Json(json!("x"))],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn percentile_cont_interpolates_as_a_float() {
+    let (names, rows) = run(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY amount), percentile_cont(0.25) WITHIN GROUP (ORDER BY amount) AS q1 FROM payments",
+        json!([]),
+        |_| ["1.00", "2.00", "4.00", "10.00"].iter().map(|a| vec![dec(a)]).collect(),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(names, vec!["percentile_cont", "q1"]);
+    assert_eq!(rows, vec![vec![Value::Float(3.0), Value::Float(1.75)]]);
+}
+
+#[tokio::test]
+async fn to_char_templates_it_cannot_translate_are_refused() {
+    let refused = run(
+        "SELECT to_char(created_at, 'YYYY \"Q\"Q') FROM orders",
+        json!([]),
+        |_| Vec::new(),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(EngineError::Unsupported(m)) if m.contains("to_char") && m.contains("'YYYY \"Q\"Q'")),
+        "{refused:?}"
+    );
+    let (_, rows) = run(
+        "SELECT to_char(created_at, 'DD/MM/YYYY HH24:MI'), age(TIMESTAMP '2024-03-31', created_at) FROM orders",
+        json!([]),
+        |_| {
+            vec![vec![Value::Timestamp(
+                switchyard_core::value::parse_timestamp("2024-02-29T08:30:00Z").expect("ts"),
+            )]]
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        rows,
+        vec![vec![
+            Value::Text("29/02/2024 08:30".into()),
+            Value::Text("1 mon 1 day 15:30:00".into())
+        ]]
+    );
+}
