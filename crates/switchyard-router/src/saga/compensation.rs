@@ -296,3 +296,116 @@ pub(super) fn delta_of(
     };
     Some((column, inverse, n))
 }
+
+impl Router {
+    /// Undoes the done (and, in recovery, prepared) steps, last first. Stops at the first step
+    /// that cannot be undone safely or whose compensation fails.
+    pub(super) async fn compensate(
+        &self,
+        log: &SagaLog,
+        saga_id: &str,
+        context: &Context,
+        steps: &mut [Step],
+    ) -> Result<(), RouterError> {
+        self.log_progress(log, saga_id, SagaState::Compensating, steps)
+            .await?;
+        for k in (0..steps.len()).rev() {
+            let run = match steps[k].state {
+                StepState::Done => true,
+                StepState::Prepared => {
+                    // Unknown whether it ran: only an idempotent undo is safe.
+                    if !steps[k].compensation.iter().all(|c| c.idempotent) {
+                        return Err(RouterError::Transaction(Box::new(TxFailure {
+                            code: ErrorCode::TransactionInDoubt,
+                            message: format!(
+                                "step {k} on `{}` may or may not have run and its compensation is not idempotent",
+                                steps[k].backend
+                            ),
+                            saga_id: Some(saga_id.to_owned()),
+                            statement: steps[k].statements.first().copied(),
+                            cause: None,
+                        })));
+                    }
+                    true
+                }
+                StepState::Pending | StepState::Compensated => false,
+            };
+            if !run {
+                continue;
+            }
+            failpoint::hit(&format!("saga.before_compensate.{k}")).await;
+            self.compensate_step(log, saga_id, context, steps, k)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn compensate_step(
+        &self,
+        log: &SagaLog,
+        saga_id: &str,
+        context: &Context,
+        steps: &mut [Step],
+        k: usize,
+    ) -> Result<(), RouterError> {
+        let comps = steps[k].compensation.clone();
+        let mut plans = Vec::with_capacity(comps.len());
+        for c in &comps {
+            plans.push(self.prepare(&c.sql, &c.params, context).await?);
+        }
+        let on_log = self
+            .backends
+            .get_index_of(steps[k].backend.as_str())
+            .is_some_and(|b| b == log.backend);
+        if steps[k].atomic {
+            let target = self
+                .backends
+                .get_index_of(steps[k].backend.as_str())
+                .ok_or_else(no_target)?;
+            let mut tx = self.backend_by_id(target)?.begin().await?;
+            for p in &plans {
+                if p.target != Some(target) {
+                    return Err(RouterError::Plan(CoreError::NoRoute {
+                        reason: format!(
+                            "a compensation of step {k} does not route to `{}`",
+                            steps[k].backend
+                        ),
+                    }));
+                }
+                self.tx_run(&mut tx, target, &p.plan.query).await?;
+            }
+            steps[k].state = StepState::Compensated;
+            if on_log {
+                let record = log.progress(saga_id, SagaState::Compensating, steps)?;
+                tx.execute(Fragment {
+                    query: &record,
+                    catalog: &log.catalog,
+                })
+                .await?;
+                tx.commit().await?;
+            } else {
+                tx.commit().await?;
+                self.log_progress(log, saga_id, SagaState::Compensating, steps)
+                    .await?;
+            }
+        } else {
+            for p in &plans {
+                self.execute(&p.plan.query, &p.plan.route, &p.request, false)
+                    .await?;
+            }
+            steps[k].state = StepState::Compensated;
+            self.log_progress(log, saga_id, SagaState::Compensating, steps)
+                .await?;
+        }
+        for (c, p) in comps.iter().zip(&plans) {
+            tracing::debug!(saga = saga_id, step = k, sql = %c.sql, "compensated");
+            let keys = written_keys(&self.catalog, p, None);
+            self.invalidate_written(p, &keys).await;
+        }
+        Ok(())
+    }
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
