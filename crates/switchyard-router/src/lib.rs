@@ -13,6 +13,8 @@ mod events;
 mod exec;
 mod explain;
 pub mod failpoint;
+#[cfg(test)]
+pub(crate) mod fake;
 mod fragment;
 #[cfg(test)]
 mod fuzz;
