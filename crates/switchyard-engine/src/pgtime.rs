@@ -87,6 +87,38 @@ pub(crate) fn chrono_format(template: &str) -> Option<String> {
     Some(out)
 }
 
+/// An interval's text with each `[-]H:MM[:SS[.f]]` part written as hours, minutes and seconds
+/// (`1 day 04:05:06` is `1 day 4 hours 5 minutes 6 seconds`); `None` when it has no such part.
+pub(crate) fn clock_as_units(text: &str) -> Option<String> {
+    let mut changed = false;
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|word| {
+            let (sign, digits) = match word.strip_prefix('-') {
+                Some(rest) => ("-", rest),
+                None => ("", word.strip_prefix('+').unwrap_or(word)),
+            };
+            let parts: Vec<&str> = digits.split(':').collect();
+            let numeric =
+                |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit() || c == '.');
+            if (2..=3).contains(&parts.len())
+                && parts.iter().all(|p| numeric(p))
+                && parts[..parts.len() - 1].iter().all(|p| !p.contains('.'))
+            {
+                changed = true;
+                let mut units = format!("{sign}{} hours {sign}{} minutes", parts[0], parts[1]);
+                if let Some(secs) = parts.get(2) {
+                    units.push_str(&format!(" {sign}{secs} seconds"));
+                }
+                units
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect();
+    changed.then(|| words.join(" "))
+}
+
 /// An interval as PostgreSQL prints it (`IntervalStyle = postgres`): each non-zero field with
 /// its unit (plural unless 1), a `+` on a positive field after a negative one, then the time of
 /// day when it is not zero (or when nothing else is printed).
@@ -330,6 +362,20 @@ mod tests {
             let (m, d, us) = age_between(t(a), t(b)).expect("age");
             assert_eq!(interval_text(m, d, us * 1_000), want, "age({a}, {b})");
         }
+    }
+
+    #[test]
+    fn clock_parts_of_intervals_become_units() {
+        assert_eq!(
+            clock_as_units("1 day 04:05:06.5").as_deref(),
+            Some("1 day 04 hours 05 minutes 06.5 seconds")
+        );
+        assert_eq!(
+            clock_as_units("-01:30").as_deref(),
+            Some("-01 hours -30 minutes")
+        );
+        assert_eq!(clock_as_units("3 days"), None);
+        assert_eq!(clock_as_units("1:2:3:4"), None);
     }
 
     #[test]

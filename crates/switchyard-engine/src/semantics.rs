@@ -189,6 +189,15 @@ impl VisitorMut for Functions {
     type Break = String;
 
     fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<String> {
+        // `INTERVAL '1 day 04:05:06'`: the time of day as units DataFusion parses.
+        if let ast::Expr::Interval(interval) = expr
+            && let ast::Expr::Value(v) = interval.value.as_mut()
+            && let ast::Value::SingleQuotedString(text) = &mut v.value
+            && let Some(units) = crate::pgtime::clock_as_units(text)
+        {
+            *text = units;
+            return ControlFlow::Continue(());
+        }
         // `to_char(instant, 'template')`: PostgreSQL's template as chrono's format.
         if let Some([value, template]) = plain_call(expr, &["to_char"]) {
             let literal = match template {
