@@ -77,7 +77,11 @@ async fn bench() {
     let url = common::pg_url();
     let pg = TestStore::new(Store::Postgres);
     let on_pg = placement_router(tpch::on_one_store, &[("db", &pg)], &data).await;
-    let schema = pg.backend.schema.clone().expect("the PostgreSQL test schema");
+    let schema = pg
+        .backend
+        .schema
+        .clone()
+        .expect("the PostgreSQL test schema");
     let direct = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .after_connect({
@@ -95,10 +99,13 @@ async fn bench() {
         .await
         .unwrap();
     let tables: Vec<&str> = tpch::TABLES.iter().map(|t| t.name).collect();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {}", tables.join(", "))))
-        .execute(&direct)
-        .await
-        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ANALYZE {}",
+        tables.join(", ")
+    )))
+    .execute(&direct)
+    .await
+    .unwrap();
 
     let sqlite = TestStore::new(Store::Sqlite);
     let (pg2, mysql, mongo) = (

@@ -143,7 +143,7 @@ pub fn engine_suite() -> Vec<EngineCase> {
             "SELECT customer_id, age(TIMESTAMP '2025-03-01 12:00:00', created_at), created_at - TIMESTAMP '2024-01-01' FROM customers",
         ),
         u(
-            "SELECT interval '1 year 2 months 3 days 04:05:06.5', interval '-1 day -01:30', interval '36 hours', interval '1 month' - interval '1 day'",
+            "SELECT interval '1 year 2 months 3 days 04:05:06.5', interval '-1 day -01:30', interval '36 hours', interval '1 month' - interval '1 day', '2 days 00:00:01.5'::interval",
         ),
     ]
 }

@@ -198,6 +198,19 @@ impl VisitorMut for Functions {
             *text = units;
             return ControlFlow::Continue(());
         }
+        // The same for `'1 day 04:05:06'::interval`.
+        if let ast::Expr::Cast {
+            expr: value,
+            data_type: ast::DataType::Interval { .. },
+            ..
+        } = expr
+            && let ast::Expr::Value(v) = value.as_mut()
+            && let ast::Value::SingleQuotedString(text) = &mut v.value
+            && let Some(units) = crate::pgtime::clock_as_units(text)
+        {
+            *text = units;
+            return ControlFlow::Continue(());
+        }
         // `to_char(instant, 'template')`: PostgreSQL's template as chrono's format.
         if let Some([value, template]) = plain_call(expr, &["to_char"]) {
             let literal = match template {

@@ -432,3 +432,22 @@ async fn to_char_templates_it_cannot_translate_are_refused() {
         ]]
     );
 }
+
+#[tokio::test]
+async fn interval_literals_and_casts_read_a_time_of_day() {
+    let (_, rows) = run(
+        "SELECT INTERVAL '1 day 04:05:06', '-01:30'::interval, CAST('2 days 00:00:01.5' AS interval)",
+        json!([]),
+        |_| Vec::new(),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        rows,
+        vec![vec![
+            Value::Text("1 day 04:05:06".into()),
+            Value::Text("-01:30:00".into()),
+            Value::Text("2 days 00:00:01.5".into()),
+        ]]
+    );
+}
