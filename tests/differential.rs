@@ -635,31 +635,8 @@ async fn same_rows_on_postgres_mariadb_and_sqlite() {
                 ));
                 continue;
             }
-            let mut got = match engine::router_rows(&a.body) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    failures.push(format!("{store:?} on {sql}: {e}"));
-                    continue;
-                }
-            };
-            let mut want = engine::reference_rows(&a.body, &pg);
-            if !case.ordered {
-                got.sort();
-                want.sort();
-            }
-            if got != want {
-                let first = got
-                    .iter()
-                    .zip(&want)
-                    .position(|(g, w)| g != w)
-                    .unwrap_or(got.len().min(want.len()));
-                failures.push(format!(
-                    "{store:?} differs from PostgreSQL on {sql}: {} rows vs {}; first difference at row {first}: {:?} vs {:?}",
-                    got.len(),
-                    want.len(),
-                    got.get(first),
-                    want.get(first)
-                ));
+            if let Err(e) = engine::same_as_postgres(&a.body, &pg, case.ordered) {
+                failures.push(format!("{store:?} differs from PostgreSQL on {sql}: {e}"));
             }
         }
     }

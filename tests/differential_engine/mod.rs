@@ -333,3 +333,29 @@ pub fn reference_rows(body: &J, pg: &[Vec<Option<String>>]) -> Vec<Vec<String>> 
         })
         .collect()
 }
+
+/// The router's answer `body` against PostgreSQL's rows `pg` (as multisets unless `ordered`):
+/// `Err` says how they differ.
+pub fn same_as_postgres(body: &J, pg: &[Vec<Option<String>>], ordered: bool) -> Result<(), String> {
+    let mut got = router_rows(body)?;
+    let mut want = reference_rows(body, pg);
+    if !ordered {
+        got.sort();
+        want.sort();
+    }
+    if got == want {
+        return Ok(());
+    }
+    let first = got
+        .iter()
+        .zip(&want)
+        .position(|(g, w)| g != w)
+        .unwrap_or(got.len().min(want.len()));
+    Err(format!(
+        "{} rows vs PostgreSQL's {}; first difference at row {first}: {:?} vs {:?}",
+        got.len(),
+        want.len(),
+        got.get(first),
+        want.get(first)
+    ))
+}

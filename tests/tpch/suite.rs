@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::common::{self, Store, TestStore, start_server, unique_name};
-use crate::engine::{postgres_rows, reference_rows, router_rows};
+use crate::engine::{postgres_rows, same_as_postgres};
 use crate::tpch::{Oracle, Placement, load, load_oracle, on_one_store, polyglot, queries};
 
 /// Loads TPC-H through a router on `placement` and compares the 22 answers with the oracle's.
@@ -49,32 +49,8 @@ async fn run(label: &str, placement: Placement, backends: Vec<(&str, TestStore)>
             failures.push(format!("Q{}: {} {}", q.number, a.status, a.body));
             continue;
         }
-        let mut got = match router_rows(&a.body) {
-            Ok(rows) => rows,
-            Err(e) => {
-                failures.push(format!("Q{}: {e}", q.number));
-                continue;
-            }
-        };
-        let mut want = reference_rows(&a.body, &pg);
-        if !q.ordered {
-            got.sort();
-            want.sort();
-        }
-        if got != want {
-            let first = got
-                .iter()
-                .zip(&want)
-                .position(|(g, w)| g != w)
-                .unwrap_or(got.len().min(want.len()));
-            failures.push(format!(
-                "Q{} differs: {} rows vs PostgreSQL's {}; first difference at row {first}: {:?} vs {:?}",
-                q.number,
-                got.len(),
-                want.len(),
-                got.get(first),
-                want.get(first)
-            ));
+        if let Err(e) = same_as_postgres(&a.body, &pg, q.ordered) {
+            failures.push(format!("Q{} differs: {e}", q.number));
         }
     }
     assert!(

@@ -255,20 +255,12 @@ impl VisitorMut for Functions {
             );
             return ControlFlow::Continue(());
         }
-        if let ast::Expr::Function(f) = expr
-            && f.name.0.len() == 1
-            && f.name.0[0]
-                .as_ident()
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("mod"))
-            && let ast::FunctionArguments::List(list) = &f.args
-            && list.duplicate_treatment.is_none()
-            && list.clauses.is_empty()
-            && f.over.is_none()
-            && f.filter.is_none()
-            && let [
+        if let Some(
+            [
                 ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)),
                 ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(b)),
-            ] = list.args.as_slice()
+            ],
+        ) = plain_call(expr, &["mod"])
         {
             *expr = ast::Expr::Nested(Box::new(ast::Expr::BinaryOp {
                 left: Box::new(a.clone()),
